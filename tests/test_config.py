@@ -1,0 +1,71 @@
+import json
+import pytest
+from cps_repro.config import (ExperimentConfig, preset, list_presets, normalize_split, apply_overrides, official_iters,
+                              TRAIN_AUG_SPLITS, FEW_LABEL_SPLITS, OptimConfig)
+
+
+@pytest.mark.parametrize('raw,canon', [(18, '1_8'), ('1_8', '1_8'), ('1-8', '1_8'), ('1/8', '1_8'), ('18', '1_8'),
+                                       (116, '1_16'), ('1/16', '1_16'), (14, '1_4'), (12, '1_2'), ('1-2', '1_2'),
+                                       (92, '92'), ('183', '183'), (366, '366'), ('732', '732')])
+def test_normalize_split_accepts_every_spelling(raw, canon):
+    assert normalize_split(raw) == canon
+
+
+@pytest.mark.parametrize('bad', ['1_3', 8, '', None, 1.25, 'half', 1464, '1_32', True])
+def test_normalize_split_rejects_unknown_with_the_valid_list(bad):
+    with pytest.raises(ValueError) as e: normalize_split(bad)
+    for s in TRAIN_AUG_SPLITS + FEW_LABEL_SPLITS: assert s in str(e.value)
+
+
+def test_json_round_trip_of_every_preset(tmp_path):
+    for name in list_presets():
+        cfg = preset(name, '1_4')
+        path = tmp_path / f'{name}.json'
+        cfg.to_json(path)
+        back = ExperimentConfig.from_json(path)
+        assert back == cfg and back.run_id == cfg.run_id
+        assert isinstance(back.data.scales, tuple)
+
+
+def test_paper_numbers_in_presets():
+    voc = preset('voc_cps', '1_16')
+    assert (voc.data.crop_size, voc.data.num_classes, voc.train.batch_size, voc.train.unlabeled_batch_size) == (512, 21, 8, 8)
+    assert voc.data.scales == (0.5, 0.75, 1.0, 1.5, 1.75, 2.0)
+    assert (voc.train.cps_weight, voc.train.sup_loss, voc.train.iters) == (1.5, 'ce', 39680)
+    assert voc.optim.resolved() == (0.0025, 4e-4, 1.0) and voc.optim.momentum == 0.9 and voc.optim.power == 0.9
+    city = preset('cityscapes_cps_cutmix_resnet101', '1_2')
+    assert (city.data.crop_size, city.data.num_classes, city.train.cps_weight, city.train.sup_loss) == (800, 19, 5.0, 'ohem')
+    assert city.optim.resolved() == (0.0025, 8e-4, 1.0)
+    assert city.optim.nominal_lr == 0.02 and city.optim.gpus_official == 8
+    assert (city.eval.mode, city.eval.crop_size, city.eval.resolved_stride) == ('sliding', 800, 534)
+    assert city.train.iters == 44640 and city.model.backbone == 'resnet101'
+    few = preset('voc_cps_cutmix', '366')
+    assert few.train.cps_weight == 0.1 and few.data.unlabeled_from_train_aug and few.train.iters == 39660
+
+
+def test_nominal_mode_is_the_same_run_written_differently():
+    lr, wd, scale = OptimConfig(lr_mode='nominal', nominal_lr=0.02, gpus_official=8).resolved()
+    lr_e, wd_e, scale_e = preset('cityscapes_cps', '1_8').optim.resolved()
+    assert scale_e == 1.0 and lr * scale == pytest.approx(lr_e) and wd / scale == pytest.approx(wd_e)
+
+
+def test_official_iteration_table():
+    assert [official_iters('voc', s) for s in TRAIN_AUG_SPLITS] == [39680, 39338, 39680, 39660]
+    assert [official_iters('cityscapes', s) for s in TRAIN_AUG_SPLITS] == [44544, 44525, 44640, 44640]
+    with pytest.raises(ValueError): official_iters('cityscapes', '92')
+
+
+def test_unknown_preset_and_keys_are_clear_errors():
+    with pytest.raises(ValueError, match='voc_cps_cutmix_resnet101'): preset('voc_fixmatch')
+    with pytest.raises(ValueError, match='Cityscapes splits'): preset('cityscapes_cps', '92')
+    with pytest.raises(KeyError, match='iterz'): apply_overrides(preset('mini_cps'), ['iterz=1'])
+    with pytest.raises(ValueError, match='key=value'): apply_overrides(preset('mini_cps'), ['iters'])
+    with pytest.raises(ValueError, match='accum_steps'): apply_overrides(preset('mini_cps'), ['accum_steps=3'])
+    with pytest.raises(ValueError, match='boolean'): apply_overrides(preset('mini_cps'), ['channels_last=maybe'])
+
+
+def test_run_id_changes_with_the_config_but_not_with_the_data_root():
+    a = preset('mini_cps', '1_16')
+    assert apply_overrides(a, ['data_root=/elsewhere', 'workers=3']).run_id == a.run_id
+    assert apply_overrides(a, ['iters=10']).run_id != a.run_id
+    assert apply_overrides(a, ['seed=1']).run_id != a.run_id

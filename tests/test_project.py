@@ -1,0 +1,67 @@
+"Packaging and repository hygiene: what `make test` promises beyond the library's behaviour."
+import json, re, subprocess, sys, tomllib
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+CONDA_NAMES = {'pytorch': 'torch'}
+
+
+def _name(req: str) -> str:
+    return re.split(r'[<>=!~\[ ;]', req.strip(), maxsplit=1)[0].lower().replace('_', '-')
+
+
+def _pyproject():
+    return tomllib.loads((REPO / 'pyproject.toml').read_text())
+
+
+def _conda_packages():
+    names, in_deps = set(), False
+    for line in (REPO / 'environment.yml').read_text().splitlines():
+        s = line.split('#')[0].rstrip()
+        if s.startswith('dependencies:'): in_deps = True; continue
+        m = re.match(r'^\s*-\s+(\S+)', s)
+        if in_deps and m and not m.group(1).startswith(('pip', '-e', 'python')):
+            n = _name(m.group(1)); names.add(CONDA_NAMES.get(n, n))
+    return names
+
+
+def test_environment_yml_lists_the_same_packages_as_pyproject():
+    proj = _pyproject()['project']
+    pip_names = {_name(r) for r in proj['dependencies'] + proj['optional-dependencies']['dev']}
+    assert _conda_packages() == pip_names
+
+
+def test_dependencies_are_ranges_not_pins():
+    proj = _pyproject()['project']
+    for req in proj['dependencies'] + proj['optional-dependencies']['dev']:
+        assert '==' not in req, f"{req} is pinned; use a version range"
+
+
+def test_nbdev_settings_keep_parameters_tags_and_test_flags():
+    nb = _pyproject()['tool']['nbdev']
+    assert nb['allowed_cell_metadata_keys'] == ['tags']
+    assert set(nb['tst_flags'].split()) == {'notest', 'slow', 'cuda'}
+    assert _pyproject()['project']['scripts']['cps-repro'] == 'cps_repro.cli:main'
+
+
+def test_readme_is_generated_from_index_notebook():
+    r = subprocess.run([sys.executable, str(REPO / 'tools' / 'readme.py'), '--check'])
+    assert r.returncode == 0, "README.md differs from nbs/index.ipynb: run `python tools/readme.py` (make export)"
+
+
+def test_every_experiment_notebook_keeps_its_parameters_cell():
+    for nb_path in sorted((REPO / 'nbs').glob('exp_*.ipynb')):
+        nb = json.loads(nb_path.read_text())
+        tagged = [c for c in nb['cells'] if 'parameters' in c.get('metadata', {}).get('tags', [])]
+        assert len(tagged) == 1, f"{nb_path.name} must have exactly one cell tagged 'parameters'"
+
+
+def test_ci_runs_the_readme_test_command():
+    assert 'make test' in (REPO / '.ci' / 'run').read_text()
+    assert 'make test' in (REPO / 'README.md').read_text()
+
+
+def test_no_official_partition_list_is_committed():
+    tracked = subprocess.run(['git', 'ls-files'], cwd=REPO, capture_output=True, text=True).stdout.split()
+    offenders = [p for p in tracked if re.search(r'(train_aug_(un)?labeled|pseudoseg_(un)?labeled)_1-\d+\.txt$|config_new/', p)]
+    assert not offenders, f"official partition lists must not be committed: {offenders}"

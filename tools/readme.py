@@ -1,0 +1,45 @@
+"""Write README.md from nbs/index.ipynb (nbdev-readme needs Quarto, which cannot be installed everywhere).
+
+Markdown cells are copied as they are; code cells become ```python blocks, followed by their text outputs.
+`python tools/readme.py --check` exits 1 when README.md is not what the notebook produces.
+"""
+import json, sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+HEADER = "<!-- Generated from nbs/index.ipynb by tools/readme.py: edit the notebook, not this file. -->\n\n"
+
+
+def _text(src): return ''.join(src) if isinstance(src, list) else src
+
+
+def _outputs(cell):
+    parts = []
+    for out in cell.get('outputs', []):
+        if out.get('output_type') == 'stream': parts.append(_text(out['text']))
+        elif 'data' in out:
+            data = out['data']
+            if 'text/markdown' in data: parts.append(_text(data['text/markdown']) + '\n'); continue
+            if 'text/plain' in data: parts.append(_text(data['text/plain']) + '\n')
+    return ''.join(parts)
+
+
+def render(nb_path=ROOT / 'nbs' / 'index.ipynb'):
+    nb = json.loads(Path(nb_path).read_text())
+    blocks = []
+    for cell in nb['cells']:
+        src = _text(cell['source']).strip()
+        if not src or src.startswith('#| hide'): continue
+        if cell['cell_type'] == 'markdown': blocks.append(src)
+        elif cell['cell_type'] == 'code':
+            blocks.append(f"```python\n{src}\n```")
+            out = _outputs(cell).rstrip()
+            if out: blocks.append(out if out.lstrip().startswith(('|', '<', '!')) else f"```\n{out}\n```")
+    return HEADER + '\n\n'.join(blocks) + '\n'
+
+
+if __name__ == '__main__':
+    text, readme = render(), ROOT / 'README.md'
+    if '--check' in sys.argv:
+        sys.exit(0 if readme.exists() and readme.read_text() == text else 1)
+    readme.write_text(text)
