@@ -550,7 +550,7 @@ class Trainer:
             pbar.close()
             if writer is not None: writer.close()
         if last_res is None: last_res = self.record_evaluation(None)
-        result = self.result(last_res)
+        result = json.loads(json.dumps(self.result(last_res)))   # exactly what result.json holds
         if self.dist.is_main: (result_path).write_text(json.dumps(result, indent=2) + '\n')
         return result
 

@@ -424,10 +424,18 @@ def test_palettes_and_save_predictions(tmp_path):
 # ----------------------------------------------------------------------------------------------------------------
 # distributed (gloo, 2 CPU processes)
 
+class OracleWithBuffers(Oracle):
+    "An Oracle with a parameter and BatchNorm buffers, so that DDP accepts it and would broadcast buffers."
+    def __init__(self, num_classes):
+        super().__init__(num_classes); self.bn = torch.nn.BatchNorm2d(3); self.w = torch.nn.Parameter(torch.ones(1))
+
+
 def _ddp_worker(rank, world, init_file, expected):
     import torch.distributed as dist
     torch.set_num_threads(1)
-    dist.init_process_group('gloo', init_method=f'file://{init_file}', rank=rank, world_size=world)
+    from datetime import timedelta
+    dist.init_process_group('gloo', init_method=f'file://{init_file}', rank=rank, world_size=world,
+                            timeout=timedelta(seconds=30))
     try:
         label = torch.tensor([[0, 1], [1, 255]]) if rank == 0 else torch.tensor([[2, 2], [0, 1]])
         pred = torch.tensor([[0, 1], [2, 0]]) if rank == 0 else torch.tensor([[2, 1], [0, 1]])
@@ -439,6 +447,10 @@ def _ddp_worker(rank, world, init_file, expected):
         r = evaluate(Oracle(4), shard, 4, crop=4, progress=False, second_model=Oracle(4, src=1, dst=2))
         for key in ('miou', 'miou_2', 'overlap', 'n_images', 'pixel_acc'):
             assert math.isclose(r[key], expected['eval'][key]), (key, r[key], expected['eval'][key])
+        # a DDP-wrapped model (with parameters and buffers) is evaluated as its bare module, shares of unequal size
+        wrapped = torch.nn.parallel.DistributedDataParallel(OracleWithBuffers(4)).train()
+        r = evaluate(wrapped, shard, 4, crop=4, progress=False)
+        assert math.isclose(r['miou'], 100) and r['n_images'] == 3 and wrapped.training and wrapped.module.training
     finally:
         dist.destroy_process_group()
 

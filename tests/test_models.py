@@ -1,10 +1,12 @@
 """Tests of cps_repro.models: architecture (counts, shapes, dilation), strict pretrained loading, the CPS pair, init."""
+import copy
 import math
 import warnings
 
 import pytest
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 import torchvision
 
 torch.set_num_threads(1)
@@ -165,6 +167,54 @@ def test_bad_arguments_are_named():
             deeplabv3plus('small_resnet', bad)
     with pytest.raises(TypeError):
         deeplabv3plus('small_resnet', 3, dropout=0.1)
+
+
+# ---------------------------------------------------------------- the head computes recipe §1, step by step
+
+def randomize_bn_(module, seed=0):
+    "Non-trivial BN statistics and affine parameters, so that a BN used in the wrong place changes the output."
+    g = gen(seed)
+    with torch.no_grad():
+        for m in module.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.normal_(0, 0.5, generator=g); m.running_var.uniform_(0.5, 2, generator=g)
+                m.weight.uniform_(0.5, 1.5, generator=g); m.bias.normal_(0, 0.5, generator=g)
+    return module
+
+
+def reference_head(head, low, high, rates):
+    "Recipe §1 written out with functional ops (eval-mode BN)."
+    def bn(m, t): return F.batch_norm(t, m.running_mean, m.running_var, m.weight, m.bias, False, 0.0, 1e-5)
+    def lrelu(t): return F.leaky_relu(t, 0.01)
+    a = head.aspp
+    branches = [F.conv2d(high, a.map_convs[0].weight)]
+    branches += [F.conv2d(high, c.weight, padding=r, dilation=r) for c, r in zip(a.map_convs[1:], rates)]
+    y = F.conv2d(lrelu(bn(a.map_bn, torch.cat(branches, 1))), a.red_conv.weight)
+    pooled = lrelu(bn(a.global_pooling_bn, F.conv2d(high.mean((2, 3), keepdim=True), a.global_pooling_conv.weight)))
+    y = lrelu(bn(a.red_bn, y + F.conv2d(pooled, a.pool_red_conv.weight)))
+    red = F.relu(bn(head.reduce[1], F.conv2d(low, head.reduce[0].weight)))
+    y = torch.cat([F.interpolate(y, size=red.shape[-2:], mode='bilinear', align_corners=True), red], 1)
+    y = F.relu(bn(head.last_conv[1], F.conv2d(y, head.last_conv[0].weight, padding=1)))
+    y = F.relu(bn(head.last_conv[4], F.conv2d(y, head.last_conv[3].weight, padding=1)))
+    return F.conv2d(y, head.classifier.weight, head.classifier.bias)
+
+
+def test_r50_head_matches_the_recipe(r50):
+    head = randomize_bn_(copy.deepcopy(r50.head)).eval()           # a copy: the fixture stays as built
+    low, high = torch.randn(1, 256, 20, 24, generator=gen(1)), torch.randn(1, 2048, 5, 6, generator=gen(2))
+    with torch.no_grad():
+        torch.testing.assert_close(head([low, None, None, high]), reference_head(head, low, high, (6, 12, 18)),
+                                   rtol=1e-4, atol=1e-4)
+
+
+def test_small_model_forward_matches_the_recipe():
+    m = randomize_bn_(deeplabv3plus('small_resnet', 3, 8, generator=gen(3))).eval()
+    x = torch.randn(2, 3, 40, 56, generator=gen(4))
+    with torch.no_grad():
+        feats = m.backbone(x)
+        ref = F.interpolate(reference_head(m.head, feats[0], feats[3], (1, 2, 3)), size=(40, 56), mode='bilinear',
+                            align_corners=True)
+        torch.testing.assert_close(m(x), ref, rtol=1e-4, atol=1e-4)
 
 
 # ---------------------------------------------------------------- module names (checkpoint compatibility)

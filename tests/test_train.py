@@ -1,0 +1,206 @@
+"The trainer: methods end to end, exact resume after SIGKILL, DDP equivalence, optimisation details, guards."
+import json, os, signal, socket, subprocess, sys, time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn as nn
+
+from cps_repro.config import preset, apply_overrides
+from cps_repro.train import (Trainer, train, param_groups, poly_factor, NonFiniteLossError, METHOD_REGISTRY, Method,
+                             setup_distributed, build_networks)
+from cps_repro.synthetic import synthesize
+from cps_repro.cli import main as cli_main
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope='module')
+def data_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp('synth') / 'voc'
+    synthesize(root, layout='voc', n=64, n_val=8, seed=3, size=32, progress=False, border_ignore=0)
+    return root
+
+
+def tiny(data_root, method='cps', **kw):
+    over = {'data_root': str(data_root), 'iters': 4, 'batch_size': 2, 'eval_every': 2, 'checkpoint_every': 2,
+            'log_every': 1, 'workers': 0, **kw}
+    return apply_overrides(preset(f'mini_{method}', '1_4'), over)
+
+
+class PixelNet(nn.Module):
+    "A BN-free two-layer conv net: its gradients do not depend on how a batch is split."
+    def __init__(self, seed, classes=5):
+        super().__init__()
+        g = torch.Generator().manual_seed(seed)
+        self.a, self.b = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, classes, 1)
+        with torch.no_grad():
+            for p in self.parameters(): p.copy_(torch.randn(p.shape, generator=g) * 0.3)
+    def forward(self, x): return self.b(torch.relu(self.a(x)))
+
+
+@pytest.mark.parametrize('method', sorted(METHOD_REGISTRY))
+def test_each_method_trains_and_writes_a_valid_result(data_root, tmp_path, method):
+    r = train(tiny(data_root, method), out_dir=tmp_path, progress=False)
+    saved = json.loads((tmp_path / tiny(data_root, method).run_id / 'result.json').read_text())
+    assert saved == r
+    for key in ('dataset', 'split', 'n_labeled', 'n_unlabeled', 'backbone', 'method', 'seed', 'iters', 'miou',
+                'per_class_iou', 'eval', 'wall_seconds', 'device', 'package_version', 'git_commit', 'config',
+                'best_miou', 'best_iter'):
+        assert key in r, key
+    assert (r['dataset'], r['split'], r['method'], r['iters'], r['backbone']) == ('voc', '1_4', method, 4, 'small_resnet')
+    assert 0 <= r['miou'] <= 100 and len(r['per_class_iou']) == 5
+    assert r['n_labeled'] == 16 and r['n_unlabeled'] == (0 if method == 'supervised' else 48)
+    assert r['miou'] == r['history'][-1]['miou'] and r['best_miou'] >= r['miou']
+    assert (r['miou_net2'] is not None) == (method != 'supervised')
+
+
+def test_cli_train_writes_tensorboard_and_result(data_root, tmp_path, capsys):
+    code = cli_main(['train', '--preset', 'mini_cps_cutmix', '--split', '1-4', '--data-root', str(data_root),
+                     '--out-dir', str(tmp_path), '--no-progress', '--set', 'iters=2', 'batch_size=2', 'eval_every=2',
+                     'checkpoint_every=2', 'workers=0'])
+    assert code == 0
+    run = next(tmp_path.iterdir())
+    assert (run / 'result.json').exists() and any((run / 'tb').iterdir())
+    assert 'mIoU' in capsys.readouterr().out
+
+
+def test_missing_dataset_is_a_clear_error(tmp_path, capsys):
+    code = cli_main(['train', '--preset', 'mini_cps', '--data-root', str(tmp_path / 'nowhere'), '--no-progress'])
+    err = capsys.readouterr().err
+    assert code == 2 and 'nowhere' in err and 'synth' in err
+
+
+def _cli(data_root, out, iters=12):
+    return [sys.executable, '-m', 'cps_repro.cli', 'train', '--preset', 'mini_cps_cutmix', '--split', '1_4',
+            '--data-root', str(data_root), '--out-dir', str(out), '--no-progress',
+            '--set', f'iters={iters}', 'batch_size=2', 'checkpoint_every=3', 'eval_every=6', 'log_every=1', 'workers=0']
+
+
+def _net_state(run_dir):
+    return torch.load(run_dir / 'checkpoint.pt', weights_only=False)['nets']
+
+
+def test_sigkill_then_resume_is_bit_identical(data_root, tmp_path):
+    env = {**os.environ, 'OMP_NUM_THREADS': '1'}
+    subprocess.run(_cli(data_root, tmp_path / 'full'), check=True, env=env, capture_output=True)
+    proc = subprocess.Popen(_cli(data_root, tmp_path / 'killed'), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    metrics = None
+    while time.time() < deadline:
+        runs = list((tmp_path / 'killed').glob('*/metrics.jsonl'))
+        if runs and sum(1 for l in runs[0].read_text().splitlines() if 'loss/total' in l) >= 7:
+            metrics = runs[0]; break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL); proc.wait()
+    assert metrics is not None, 'the run did not get to iteration 7'
+    assert not (metrics.parent / 'result.json').exists(), 'killed too late to test resuming'
+    subprocess.run(_cli(data_root, tmp_path / 'killed'), check=True, env=env, capture_output=True)
+    full, resumed = next((tmp_path / 'full').iterdir()), next((tmp_path / 'killed').iterdir())
+    for a, b in zip(_net_state(full), _net_state(resumed)):
+        assert a.keys() == b.keys()
+        assert all(torch.equal(a[k], b[k]) for k in a)
+    rf, rr = (json.loads((d / 'result.json').read_text()) for d in (full, resumed))
+    assert rf['miou'] == rr['miou'] and rf['per_class_iou'] == rr['per_class_iou']
+    lines = [json.loads(l) for l in (resumed / 'metrics.jsonl').read_text().splitlines()]
+    assert [l['iter'] for l in lines if 'loss/total' in l] == list(range(1, 13)), 'metrics lost or duplicated on resume'
+
+
+def _free_port():
+    with socket.socket() as s:
+        s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
+
+
+def _ddp_worker(rank, world, port, cfg_json, out):
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    from cps_repro.config import ExperimentConfig
+    cfg = ExperimentConfig.from_json(cfg_json)
+    info = setup_distributed('cpu')
+    tr = Trainer(cfg, run_dir=Path(out) / 'ddp', dist_info=info, nets=[PixelNet(1), PixelNet(2)], progress=False)
+    for _ in range(3): tr.step()
+    if rank == 0: torch.save([n.state_dict() for n in tr.nets], Path(out) / 'ddp.pt')
+    torch.distributed.destroy_process_group()
+
+
+def test_ddp_two_processes_equal_one_process_on_the_combined_batch(data_root, tmp_path):
+    # PixelNet has no batch norm, so splitting the batch over processes changes nothing but the reduction order
+    cfg = tiny(data_root, 'cps', batch_size=4, crop_size=32)
+    torch.multiprocessing.spawn(_ddp_worker, args=(2, _free_port(), cfg.to_json(), str(tmp_path)), nprocs=2, join=True)
+    single = Trainer(cfg, run_dir=tmp_path / 'single', nets=[PixelNet(1), PixelNet(2)], progress=False)
+    for _ in range(3): single.step()
+    ddp = torch.load(tmp_path / 'ddp.pt')
+    moved = False
+    for net, sd in zip(single.nets, ddp):
+        for k, v in net.state_dict().items():
+            assert torch.allclose(v, sd[k], atol=1e-6, rtol=1e-5), k
+        moved |= not torch.allclose(net.state_dict()['a.weight'], PixelNet(1).a.weight) 
+    assert moved
+
+
+def test_gradient_accumulation_equals_the_full_batch(data_root, tmp_path):
+    cfg = tiny(data_root, 'supervised', batch_size=8, crop_size=32)
+    a = Trainer(cfg, run_dir=tmp_path / 'a', nets=[PixelNet(1)], progress=False)
+    b = Trainer(apply_overrides(cfg, ['accum_steps=4']), run_dir=tmp_path / 'b', nets=[PixelNet(1)], progress=False)
+    for _ in range(2): a.step(); b.step()
+    for k, v in a.nets[0].state_dict().items():
+        assert torch.allclose(v, b.nets[0].state_dict()[k], atol=1e-6), k
+
+
+def test_poly_learning_rate_and_no_decay_on_bn_and_bias(data_root, tmp_path):
+    cfg = tiny(data_root, 'supervised', iters=10)
+    tr = Trainer(cfg, run_dir=tmp_path / 'lr', progress=False)
+    base = cfg.optim.lr
+    for it in range(1, 6):
+        tr.step()
+        assert tr.lr == pytest.approx(base * (1 - it / 10) ** 0.9)
+    assert poly_factor(10, 10) == 0
+    groups = param_groups(tr.nets[0], 1e-4)
+    no_decay = {id(p) for p in groups[1]['params']}
+    for m in tr.nets[0].modules():
+        if isinstance(m, nn.BatchNorm2d): assert id(m.weight) in no_decay and id(m.bias) in no_decay
+        if isinstance(m, nn.Conv2d):
+            assert id(m.weight) not in no_decay
+            if m.bias is not None: assert id(m.bias) in no_decay
+    assert groups[1]['weight_decay'] == 0 and groups[0]['weight_decay'] == 1e-4
+    assert [g['weight_decay'] for g in tr.opts[0].param_groups] == [cfg.optim.weight_decay, 0.0]
+
+
+def test_mean_teacher_teacher_gets_no_gradient_and_follows_the_ema(data_root, tmp_path):
+    tr = Trainer(tiny(data_root, 'mean_teacher'), run_dir=tmp_path / 'mt', progress=False)
+    student, teacher = tr.nets
+    assert all(torch.equal(a, b) for a, b in zip(student.parameters(), teacher.parameters()))
+    t0 = [p.detach().clone() for p in teacher.parameters()]
+    tr.step()
+    assert all(p.grad is None and not p.requires_grad for p in teacher.parameters())
+    assert len(tr.opts) == 1
+    for p0, t, s in zip(t0, teacher.parameters(), student.parameters()):
+        assert torch.allclose(t, 0.99 * p0 + 0.01 * s.detach(), atol=1e-7)
+
+
+def test_cps_networks_differ_only_in_their_heads(data_root):
+    n1, n2 = build_networks(tiny(data_root, 'cps'), torch.device('cpu'))
+    assert all(torch.equal(a, b) for a, b in zip(n1.backbone.state_dict().values(), n2.backbone.state_dict().values()))
+    assert not all(torch.equal(a, b) for a, b in zip(n1.head.state_dict().values(), n2.head.state_dict().values()))
+
+
+def test_nan_loss_stops_with_iteration_and_term_and_keeps_the_checkpoint(data_root, tmp_path):
+    tr = Trainer(tiny(data_root, 'cps', iters=6), run_dir=tmp_path / 'nan', progress=False)
+    orig = tr.method.losses
+    def poisoned(ctx, *b):
+        terms = orig(ctx, *b)
+        if ctx.it >= 2: terms['sup2'] = (terms['sup2'][0] * float('inf') * 0, 1.0)
+        return terms
+    tr.method = Method(poisoned, 2, (0, 1), 1)
+    with pytest.raises(NonFiniteLossError, match=r"'sup2'.*iteration 3"):
+        tr.fit()
+    state = torch.load(tmp_path / 'nan' / 'checkpoint.pt', weights_only=False)
+    assert state['iteration'] == 2 and all(torch.isfinite(v).all() for v in state['nets'][0].values() if v.is_floating_point())
+
+
+def test_a_run_directory_of_another_config_is_never_overwritten(data_root, tmp_path):
+    train(tiny(data_root, 'supervised', iters=2), run_dir=tmp_path / 'run', progress=False)
+    before = (tmp_path / 'run' / 'result.json').read_bytes()
+    with pytest.raises(FileExistsError, match='another run'):
+        train(tiny(data_root, 'supervised', iters=3), run_dir=tmp_path / 'run', progress=False)
+    assert (tmp_path / 'run' / 'result.json').read_bytes() == before
