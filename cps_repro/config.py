@@ -53,7 +53,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 OFFICIAL_SCALES = (0.5, 0.75, 1.0, 1.5, 1.75, 2.0)
 DATASETS = ('voc', 'cityscapes', 'folder')
-METHODS = ('supervised', 'cps', 'cps_cutmix', 'mean_teacher')
+METHODS = ('supervised', 'cps', 'cps_cutmix', 'mean_teacher', 'self_training')
 BACKBONES = ('resnet50', 'resnet101', 'resnet50_tv', 'resnet101_tv', 'small_resnet')
 AMP_MODES = ('none', 'auto', 'bf16', 'fp16')
 
@@ -85,6 +85,7 @@ class ModelConfig:
     output_stride: int = 16
     pretrained: str | None = None        # local file with the backbone's ImageNet weights (see cps_repro.models)
     head: dict = field(default_factory=dict)  # head widths, for the small CPU backbone
+    teacher_checkpoint: str | None = None  # self-training: the supervised run's checkpoint.pt that labels the unlabeled images
 
 @dataclass
 class OptimConfig:
@@ -139,6 +140,7 @@ class EvalConfig:
     stride: int | None = None            # default ceil(crop · 2/3)
     flip: bool = False
     scales: tuple = (1.0,)
+    save_predictions: int = 8            # network 1's predictions on the first N validation images (Figure 6)
 
     @property
     def resolved_stride(self) -> int: return self.stride or math.ceil(self.crop_size * 2 / 3)
@@ -312,7 +314,7 @@ SHORT_KEYS = {'iters': ('train.iters',), 'batch_size': ('train.batch_size', 'tra
               'log_every': ('train.log_every',), 'data_root': ('data.root',), 'backbone': ('model.backbone',),
               'pretrained': ('model.pretrained',), 'split': ('data.split',), 'method': ('train.method',),
               'cps_weight': ('train.cps_weight',), 'lr_mode': ('optim.lr_mode',), 'workers': ('data.workers',),
-              'accum_steps': ('train.accum_steps',), 'channels_last': ('train.channels_last',), 'compile': ('train.compile',)}
+              'accum_steps': ('train.accum_steps',), 'teacher_checkpoint': ('model.teacher_checkpoint',), 'channels_last': ('train.channels_last',), 'compile': ('train.compile',)}
 
 def _parse_value(text: str, current):
     if not isinstance(text, str): return text

@@ -69,7 +69,8 @@ def prepare_hint(dataset: str, root=None) -> str:
                 f"or write generated data in this layout with `cps-repro synth {d} --layout voc`")
     if dataset == 'cityscapes':
         return (f"prepare Cityscapes with `python data_scripts/prepare_cityscapes.py --zips DIR --root {d}` "
-                f"(--zips: the folder holding the downloaded Cityscapes zip files)")
+                f"(--zips: the folder holding the downloaded Cityscapes zip files), "
+                f"or write generated data in this layout with `cps-repro synth {d} --layout cityscapes`")
     if dataset == 'folder':
         return (f"put images in {d}/images/<id>.jpg|.png, masks in {d}/masks/<id>.png and list files of ids in {d}, "
                 f"or generate data with `cps-repro synth {d} --layout voc` and use the voc dataset")
@@ -604,14 +605,15 @@ class Problem(NamedTuple):
     message: str
 
 def default_num_classes(dataset: str, root, num_classes: int | None = None) -> int:
-    "`num_classes` if given, else 21 (voc) / 19 (cityscapes) / `num_classes` of `<root>/synthetic.json` (folder)."
+    """`num_classes` if given; else `num_classes` of `<root>/synthetic.json` (generated data, any layout); else
+    21 (voc) / 19 (cityscapes); for the folder layout without synthetic.json, a DataError asking for it."""
     if num_classes is not None: return int(num_classes)
-    if dataset in NUM_CLASSES: return NUM_CLASSES[dataset]
     meta = Path(root) / 'synthetic.json'
     if meta.is_file():
         try: return int(json.loads(meta.read_text())['num_classes'])
         except (ValueError, KeyError, TypeError) as e:
             _fail(DataError, meta, f"cannot read num_classes from it ({type(e).__name__}: {e})", "pass --num-classes N")
+    if dataset in NUM_CLASSES: return NUM_CLASSES[dataset]
     _fail(DataError, Path(root), f"the number of classes of a {dataset} dataset is unknown (no synthetic.json here)", "pass --num-classes N")
 
 def _check_entries(dataset: str, root, list_file) -> list[tuple[Sample, bool]]:

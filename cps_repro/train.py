@@ -25,10 +25,11 @@ from .cutmix import box_masks, half_masks, mix
 # %% auto #0
 __all__ = ['METHOD_REGISTRY', 'DistInfo', 'setup_distributed', 'param_groups', 'poly_factor', 'build_optimizer',
            'build_scheduler', 'amp_dtype', 'autocast', 'StepContext', 'supervised_loss', 'supervised_losses',
-           'cps_losses', 'cutmix_masks', 'cps_cutmix_losses', 'mean_teacher_losses', 'ema_update', 'Method',
-           'build_networks', 'average_gradients', 'broadcast_parameters', 'TrainData', 'resolve_lists', 'build_data',
-           'atomic_torch_save', 'rng_state', 'set_rng_state', 'NonFiniteLossError', 'first_non_finite', 'git_commit',
-           'device_name', 'prepare_run_dir', 'trim_metrics', 'Trainer', 'train']
+           'cps_losses', 'cutmix_masks', 'cps_cutmix_losses', 'mean_teacher_losses', 'self_training_losses',
+           'FrozenTeacher', 'ema_update', 'Method', 'build_networks', 'load_teacher', 'average_gradients',
+           'broadcast_parameters', 'TrainData', 'resolve_lists', 'build_data', 'atomic_torch_save', 'rng_state',
+           'set_rng_state', 'NonFiniteLossError', 'first_non_finite', 'git_commit', 'device_name', 'json_safe',
+           'prepare_run_dir', 'trim_metrics', 'Trainer', 'train']
 
 # %% ../nbs/08_train.ipynb #c005
 @dataclass
@@ -166,12 +167,28 @@ def mean_teacher_losses(ctx: StepContext, labeled: dict, unlabeled: dict, unlabe
     return {'sup': (supervised_loss(sl, y, ctx.cfg), 1.0),
             'consistency': (F.mse_loss(student, teacher), ctx.cfg.train.mt_weight)}
 
+# %% ../nbs/08_train.ipynb #c022
+def self_training_losses(ctx: StepContext, labeled: dict, unlabeled: dict, unlabeled2=None) -> dict:
+    xu = unlabeled['image']
+    with torch.no_grad(): pseudo = ctx.forward(1, xu).argmax(1)
+    return {'sup': (supervised_loss(ctx.forward(0, labeled['image']), labeled['label'], ctx.cfg), 1.0),
+            'pseudo': (cross_entropy(ctx.forward(0, xu), pseudo, ignore_index=ctx.cfg.data.ignore_index), 1.0)}
+
+class FrozenTeacher(nn.Module):
+    "A network that stays in evaluation mode and never receives gradients (the self-training teacher)."
+    def __init__(self, net: nn.Module):
+        super().__init__(); self.net = net.eval()
+        for p in self.net.parameters(): p.requires_grad_(False)
+    def train(self, mode: bool = True): return self  # always evaluation mode
+    def forward(self, x): return self.net(x)
+
+# %% ../nbs/08_train.ipynb #c023
 @torch.no_grad()
 def ema_update(teacher: nn.Module, student: nn.Module, decay: float) -> None:
     "teacher ← decay · teacher + (1 − decay) · student, parameters only."
     for t, s in zip(teacher.parameters(), student.parameters()): t.mul_(decay).add_(s.detach(), alpha=1 - decay)
 
-# %% ../nbs/08_train.ipynb #c022
+# %% ../nbs/08_train.ipynb #c025
 @dataclass(frozen=True)
 class Method:
     losses: Callable
@@ -184,9 +201,10 @@ METHOD_REGISTRY = {
     'cps': Method(cps_losses, 2, (0, 1), 1),
     'cps_cutmix': Method(cps_cutmix_losses, 2, (0, 1), 2),
     'mean_teacher': Method(mean_teacher_losses, 2, (0,), 1),
+    'self_training': Method(self_training_losses, 2, (0,), 1),
 }
 
-# %% ../nbs/08_train.ipynb #c024
+# %% ../nbs/08_train.ipynb #c027
 def build_networks(cfg: ExperimentConfig, device: torch.device, distributed: bool = False) -> list[nn.Module]:
     "The networks of `cfg.train.method`, on `device`, in training mode."
     from cps_repro.models import deeplabv3plus, make_cps_pair
@@ -200,11 +218,29 @@ def build_networks(cfg: ExperimentConfig, device: torch.device, distributed: boo
         teacher = copy.deepcopy(nets[0])
         for p in teacher.parameters(): p.requires_grad_(False)
         nets.append(teacher)
+    if cfg.train.method == 'self_training': nets.append(load_teacher(cfg, kw))
     if distributed and device.type == 'cuda': nets = [nn.SyncBatchNorm.convert_sync_batchnorm(n) for n in nets]
     mem = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
     return [n.to(device=device, memory_format=mem).train() for n in nets]
 
-# %% ../nbs/08_train.ipynb #c026
+# %% ../nbs/08_train.ipynb #c029
+def load_teacher(cfg: ExperimentConfig, model_kw: dict) -> nn.Module:
+    "The frozen teacher of `self_training`, from `cfg.model.teacher_checkpoint`."
+    from cps_repro.models import deeplabv3plus
+    path = cfg.model.teacher_checkpoint
+    if not path:
+        raise ValueError("self_training needs model.teacher_checkpoint=<checkpoint.pt of a finished supervised run> "
+                         "(train it first: cps-repro train --preset <dataset>_supervised ...)")
+    if not Path(path).exists(): raise FileNotFoundError(f"Teacher checkpoint {path} not found: train the supervised run first")
+    state = torch.load(path, map_location='cpu', weights_only=False)
+    teacher = deeplabv3plus(cfg.model.backbone, **{**model_kw, 'pretrained': None})
+    try: teacher.load_state_dict(state['nets'][0])
+    except (RuntimeError, KeyError) as e:
+        raise ValueError(f"Teacher checkpoint {path} does not hold a {cfg.model.backbone} network for "
+                         f"{cfg.data.num_classes} classes: {e}") from None
+    return FrozenTeacher(teacher)
+
+# %% ../nbs/08_train.ipynb #c031
 def average_gradients(model: nn.Module, world_size: int) -> None:
     "All-reduce (mean) the gradients of `model` across processes, in one flat buffer."
     grads = [p.grad for p in model.parameters() if p.grad is not None]
@@ -219,7 +255,7 @@ def broadcast_parameters(model: nn.Module) -> None:
     "Make every process start from rank 0's parameters and buffers."
     for t in list(model.parameters()) + list(model.buffers()): dist.broadcast(t.data, src=0)
 
-# %% ../nbs/08_train.ipynb #c028
+# %% ../nbs/08_train.ipynb #c033
 @dataclass
 class TrainData:
     "The streams and the validation loader of one run."
@@ -283,7 +319,7 @@ def build_data(cfg: ExperimentConfig, dist_info: DistInfo = DistInfo()) -> Train
     return TrainData(lab, unl[0] if unl else None, unl[1] if len(unl) > 1 else None, val,
                      len(labeled), len(unlabeled) if unlabeled is not None else 0)
 
-# %% ../nbs/08_train.ipynb #c030
+# %% ../nbs/08_train.ipynb #c035
 def atomic_torch_save(obj, path: Path) -> None:
     "Write `obj` to `path` through a temporary file and a rename."
     path = Path(path); tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
@@ -299,7 +335,7 @@ def set_rng_state(s: dict) -> None:
     random.setstate(s['python']); np.random.set_state(s['numpy']); torch.set_rng_state(s['torch'])
     if 'cuda' in s and torch.cuda.is_available(): torch.cuda.set_rng_state_all(s['cuda'])
 
-# %% ../nbs/08_train.ipynb #c032
+# %% ../nbs/08_train.ipynb #c037
 class NonFiniteLossError(RuntimeError):
     "A loss term became NaN or infinite."
 
@@ -312,7 +348,7 @@ def first_non_finite(records: list[tuple[int, dict]]):
             if not ok: return it, n
     return None
 
-# %% ../nbs/08_train.ipynb #c035
+# %% ../nbs/08_train.ipynb #c040
 def git_commit() -> str | None:
     "The commit of the source tree the package runs from, when it is a git checkout."
     try:
@@ -325,6 +361,13 @@ def git_commit() -> str | None:
 def device_name(device: torch.device) -> str:
     if device.type == 'cuda': return torch.cuda.get_device_name(device)
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+def json_safe(obj):
+    "`obj` with NaN / infinite floats replaced by None, so that the JSON is standard (a class absent from the data has no IoU)."
+    if isinstance(obj, float): return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict): return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)): return [json_safe(v) for v in obj]
+    return obj
 
 def _comparable(d: dict) -> dict:
     d = json.loads(json.dumps(d)); d['data'] = {k: v for k, v in d['data'].items() if k not in ('root', 'workers', 'partitions_root')}
@@ -347,7 +390,7 @@ def trim_metrics(path: Path, upto_iter: int) -> None:
     keep = [l for l in path.read_text().splitlines() if l.strip() and json.loads(l)['iter'] <= upto_iter]
     path.write_text(''.join(l + '\n' for l in keep))
 
-# %% ../nbs/08_train.ipynb #c037
+# %% ../nbs/08_train.ipynb #c042
 def _chunks(batch: dict | None, n: int) -> list:
     "Split a collated batch dict into `n` consecutive micro-batches."
     if batch is None: return [None] * n
@@ -503,6 +546,19 @@ class Trainer:
             for n in self.nets: n.train()
         return res
 
+    def save_predictions(self, n: int) -> None:
+        "Network 1's argmax on the first `n` validation images as palette PNGs in `predictions/` (Figure 6)."
+        from cps_repro.evaluate import predict, save_predictions
+        e, net = self.cfg.eval, self.nets[0]
+        net.eval()
+        try:
+            for i, batch in enumerate(self.data.val):
+                if i >= n: break
+                logits = predict(net, batch['image'].to(self.device), mode=e.mode, crop=e.crop_size, stride=e.resolved_stride,
+                                 flip=e.flip, scales=tuple(e.scales), num_classes=self.cfg.data.num_classes)
+                save_predictions(logits.argmax(1).cpu(), batch['id'], self.run_dir / 'predictions')
+        finally: net.train()
+
     def record_evaluation(self, writer=None) -> dict:
         res = self.evaluate()
         row = {'iter': self.it, 'miou': res['miou']}
@@ -550,8 +606,9 @@ class Trainer:
             pbar.close()
             if writer is not None: writer.close()
         if last_res is None: last_res = self.record_evaluation(None)
-        result = json.loads(json.dumps(self.result(last_res)))   # exactly what result.json holds
-        if self.dist.is_main: (result_path).write_text(json.dumps(result, indent=2) + '\n')
+        if self.dist.is_main and self.cfg.eval.save_predictions > 0: self.save_predictions(self.cfg.eval.save_predictions)
+        result = json_safe(self.result(last_res))   # exactly what result.json holds
+        if self.dist.is_main: result_path.write_text(json.dumps(result, indent=2, allow_nan=False) + '\n')
         return result
 
     def _writer(self):

@@ -208,12 +208,13 @@ def test_zero_area_proportion_gives_empty_boxes():
 
 # ------------------------------------------------------------------------------------------------ half masks
 def test_half_masks_are_the_four_halves():
-    m = half_masks(2000, 6, 5, torch.Generator().manual_seed(0))
-    assert m.shape == (2000, 1, 6, 5) and m.dtype == torch.float32
-    top = torch.zeros(6, 5); top[:3] = 1
-    bottom = torch.zeros(6, 5); bottom[3:] = 1
-    left = torch.zeros(6, 5); left[:, :2] = 1
-    right = torch.zeros(6, 5); right[:, 3:] = 1
+    # odd sizes: both halves are floor(size / 2) wide, the middle row / column always comes from the first image
+    m = half_masks(2000, 7, 5, torch.Generator().manual_seed(0))
+    assert m.shape == (2000, 1, 7, 5) and m.dtype == torch.float32
+    top = torch.zeros(7, 5); top[:3] = 1
+    bottom = torch.zeros(7, 5); bottom[4:] = 1
+    left = torch.zeros(7, 5); left[:, :2] = 1
+    right = torch.zeros(7, 5); right[:, 3:] = 1
     counts = {name: sum(torch.equal(x[0], ref) for x in m) for name, ref in
               zip(HALF_SIDES, (top, bottom, left, right))}
     assert sum(counts.values()) == 2000

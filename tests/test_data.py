@@ -575,5 +575,7 @@ def test_check_folder_num_classes(tmp_path, capsys):
     assert len(check_dataset('folder', root, 'unlabeled.txt', num_classes=3, progress=False)) == 0
     assert len(check_dataset('folder', root, num_classes=2, progress=False)) == 3          # masks hold 0..2
     (root / 'synthetic.json').write_text(json.dumps({'num_classes': 3, 'seed': 0}))
-    assert default_num_classes('folder', root) == 3 and default_num_classes('voc', root) == 21
+    assert default_num_classes('folder', root) == 3 and default_num_classes('voc', root) == 3    # generated data
+    assert default_num_classes('voc', tmp_path) == 21 and default_num_classes('cityscapes', tmp_path) == 19
+    assert default_num_classes('folder', root, 7) == 7
     assert cli_data_check('folder', root) == 0

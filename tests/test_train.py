@@ -41,8 +41,14 @@ class PixelNet(nn.Module):
 
 @pytest.mark.parametrize('method', sorted(METHOD_REGISTRY))
 def test_each_method_trains_and_writes_a_valid_result(data_root, tmp_path, method):
-    r = train(tiny(data_root, method), out_dir=tmp_path, progress=False)
-    saved = json.loads((tmp_path / tiny(data_root, method).run_id / 'result.json').read_text())
+    kw = {}
+    if method == 'self_training':   # the offline baseline needs a finished supervised run as its teacher
+        train(tiny(data_root, 'supervised'), out_dir=tmp_path / 'teacher', progress=False)
+        kw['teacher_checkpoint'] = str(tmp_path / 'teacher' / tiny(data_root, 'supervised').run_id / 'checkpoint.pt')
+    r = train(tiny(data_root, method, **kw), out_dir=tmp_path, progress=False)
+    run_dir = tmp_path / tiny(data_root, method, **kw).run_id
+    saved = json.loads((run_dir / 'result.json').read_text())
+    assert len(list((run_dir / 'predictions').glob('*.png'))) == 8
     assert saved == r
     for key in ('dataset', 'split', 'n_labeled', 'n_unlabeled', 'backbone', 'method', 'seed', 'iters', 'miou',
                 'per_class_iou', 'eval', 'wall_seconds', 'device', 'package_version', 'git_commit', 'config',
@@ -50,6 +56,7 @@ def test_each_method_trains_and_writes_a_valid_result(data_root, tmp_path, metho
         assert key in r, key
     assert (r['dataset'], r['split'], r['method'], r['iters'], r['backbone']) == ('voc', '1_4', method, 4, 'small_resnet')
     assert 0 <= r['miou'] <= 100 and len(r['per_class_iou']) == 5
+    assert 'NaN' not in (run_dir / 'result.json').read_text()
     assert r['n_labeled'] == 16 and r['n_unlabeled'] == (0 if method == 'supervised' else 48)
     assert r['miou'] == r['history'][-1]['miou'] and r['best_miou'] >= r['miou']
     assert (r['miou_net2'] is not None) == (method != 'supervised')
@@ -204,3 +211,22 @@ def test_a_run_directory_of_another_config_is_never_overwritten(data_root, tmp_p
     with pytest.raises(FileExistsError, match='another run'):
         train(tiny(data_root, 'supervised', iters=3), run_dir=tmp_path / 'run', progress=False)
     assert (tmp_path / 'run' / 'result.json').read_bytes() == before
+
+
+def test_self_training_without_or_with_a_wrong_teacher_is_a_clear_error(data_root, tmp_path):
+    with pytest.raises(ValueError, match='teacher_checkpoint'):
+        Trainer(tiny(data_root, 'self_training'), run_dir=tmp_path / 'st', progress=False)
+    with pytest.raises(FileNotFoundError, match='nothere'):
+        Trainer(tiny(data_root, 'self_training', teacher_checkpoint=str(tmp_path / 'nothere.pt')), run_dir=tmp_path / 'st', progress=False)
+
+
+def test_self_training_teacher_is_frozen_in_eval_mode(data_root, tmp_path):
+    train(tiny(data_root, 'supervised'), out_dir=tmp_path / 't', progress=False)
+    ckpt = tmp_path / 't' / tiny(data_root, 'supervised').run_id / 'checkpoint.pt'
+    tr = Trainer(tiny(data_root, 'self_training', teacher_checkpoint=str(ckpt)), run_dir=tmp_path / 'st', progress=False)
+    teacher = tr.nets[1]
+    before = [p.clone() for p in teacher.parameters()]
+    tr.step(); tr.nets[1].train()
+    assert not teacher.net.training and all(torch.equal(a, b) for a, b in zip(before, teacher.parameters()))
+    sd = torch.load(ckpt, weights_only=False)['nets'][0]
+    assert all(torch.equal(v, teacher.net.state_dict()[k]) for k, v in sd.items())
