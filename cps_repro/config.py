@@ -277,18 +277,6 @@ def _paper_preset(dataset: str, method: str, backbone: str, split: str) -> Exper
                             optim=optim, train=train, eval=ev, notes=notes).validate()
 
 # %% ../nbs/00_config.ipynb #c020
-def _mini_preset(method: str, split: str) -> ExperimentConfig:
-    split = normalize_split(split)
-    data = DataConfig(dataset='voc', root='data/synthetic', split=split, num_classes=5, crop_size=32,
-                      scales=(1.0,), workers=0)
-    optim = OptimConfig(lr=0.02, weight_decay=1e-4, nominal_lr=0.02, nominal_weight_decay=1e-4, gpus_official=1)
-    lam = {'cps': 1.5, 'cps_cutmix': 1.0}.get(method, 0.0)
-    train = TrainConfig(method=method, iters=1000, cps_weight=lam, cutmix_mask='half', amp='none',
-                        eval_every=250, checkpoint_every=250, log_every=10)
-    return ExperimentConfig(name=f"mini_{method}", data=data, model=ModelConfig(backbone='small_resnet', output_stride=4),
-                            optim=optim, train=train, eval=EvalConfig(mode='whole', crop_size=32),
-                            notes="CPU mini recipe on generated VOC-layout data (deviations from the paper: see the CPU mini reproduction).").validate()
-
 def list_presets() -> list[str]:
     "Every preset name `cps-repro train --preset` accepts."
     names = [f"{ds}_{m}{sfx}" for ds in ('voc', 'cityscapes') for m in METHODS for sfx in ('', '_resnet50', '_resnet101')]
@@ -298,7 +286,9 @@ def preset(name: str, split='1_8', **overrides) -> ExperimentConfig:
     "The config of preset `name` for `split`, with optional `key=value` overrides (see `apply_overrides`)."
     if name not in list_presets():
         raise ValueError(f"Unknown preset {name!r}. Presets: {', '.join(list_presets())}")
-    if name.startswith('mini_'): cfg = _mini_preset(name[len('mini_'):], split)
+    if name.startswith('mini_'):
+        from cps_repro.mini import mini_preset
+        cfg = mini_preset(name[len('mini_'):], split)
     else:
         dataset, rest = name.split('_', 1)
         backbone = next((b for b in PAPER_BACKBONES if rest.endswith('_' + b)), 'resnet50')
