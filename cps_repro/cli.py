@@ -15,7 +15,9 @@ __all__ = ['experiment_config', 'evaluate_checkpoint', 'build_parser', 'main']
 # %% ../nbs/10_cli.ipynb #c004
 def _add_train(sub):
     p = sub.add_parser('train', help='train one experiment (resumes when its run directory has a checkpoint)')
-    p.add_argument('--preset', required=True, help="preset name, see `cps-repro presets`")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument('--preset', help="preset name, see `cps-repro presets`")
+    src.add_argument('--config', help='a config JSON file (as written to a run directory\'s config.json)')
     p.add_argument('--split', default='1_8', help="1_16 1_8 1_4 1_2 (fractions of train_aug / train) or 92 183 366 732 (VOC few-label)")
     p.add_argument('--data-root', help='dataset folder (default: the preset\'s data/<dataset>)')
     p.add_argument('--out-dir', default='results', help='runs are written to OUT_DIR/<run_id>/ (default: results)')
@@ -34,7 +36,12 @@ def experiment_config(preset_name: str, split, data_root=None, overrides=()):
 
 def _cmd_train(a) -> int:
     from cps_repro.train import train
-    cfg = experiment_config(a.preset, a.split, a.data_root, a.set)
+    if a.config:
+        from cps_repro.config import ExperimentConfig, apply_overrides
+        cfg = ExperimentConfig.from_json(Path(a.config).read_text())
+        extra = list(a.set) + ([f'data_root={a.data_root}'] if a.data_root else [])
+        if extra: cfg = apply_overrides(cfg, extra)
+    else: cfg = experiment_config(a.preset, a.split, a.data_root, a.set)
     result = train(cfg, out_dir=a.out_dir, run_dir=a.run_dir, device=a.device, progress=not a.no_progress)
     if int(os.environ.get('RANK', 0)) == 0:
         print(f"mIoU {result['miou']:.2f} (network 1, final iteration {result['iters']}); "
@@ -118,7 +125,7 @@ def _add_data(sub):
     c = s.add_parser('check', help='decode every listed image and mask and report each problem with its file')
     c.add_argument('--dataset', required=True, choices=('voc', 'cityscapes', 'folder'))
     c.add_argument('--root', required=True); c.add_argument('--list', help='a list file (default: every list of the layout)')
-    c.add_argument('--num-classes', type=int, help='default: 21 (VOC), 19 (Cityscapes), synthetic.json for folders')
+    c.add_argument('--num-classes', type=int, help='default: synthetic.json when present, else 21 (VOC) / 19 (Cityscapes)')
     c.set_defaults(func=lambda a: __import__('cps_repro.data', fromlist=['x']).cli_data_check(
         a.dataset, a.root, list_file=a.list, num_classes=a.num_classes))
 

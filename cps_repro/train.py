@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from . import __version__
 from .config import ExperimentConfig
-from .losses import cross_entropy, ohem_cross_entropy, cps_loss
+from .losses import cross_entropy, ohem_cross_entropy, cps_loss, sigmoid_rampup
 from .cutmix import box_masks, half_masks, mix
 
 # %% auto #0
@@ -112,9 +112,7 @@ class StepContext:
     def cps_weight(self) -> float:
         "λ at this iteration (constant as in the paper, or with the optional sigmoid ramp-up)."
         t = self.cfg.train
-        if t.cps_rampup <= 0: return t.cps_weight
-        length = t.cps_rampup * t.iters
-        return t.cps_weight * (1.0 if self.it >= length else math.exp(-5 * (1 - self.it / length) ** 2))
+        return t.cps_weight * sigmoid_rampup(self.it, t.cps_rampup * t.iters)
 
 def supervised_loss(logits: torch.Tensor, target: torch.Tensor, cfg: ExperimentConfig) -> torch.Tensor:
     "CE (VOC) or per-image OHEM (Cityscapes) on labeled images."

@@ -232,6 +232,21 @@ def test_deep_stem_key_names_match_v1c_layout(r50):
     assert bns and all(m.eps == 1e-5 and m.momentum == 0.1 for m in bns)
 
 
+def test_deep_stem_computes_the_recipe():
+    "Three 3x3 convs (stride 2 on the first) with BN+ReLU between, then BN+ReLU and a 3x3/2 max-pool."
+    bb = randomize_bn_(small_resnet(8)).eval()
+    def bn(m, t): return F.batch_norm(t, m.running_mean, m.running_var, m.weight, m.bias, False, 0.0, 1e-5)
+    c = bb.conv1
+    x = torch.randn(2, 3, 33, 31, generator=gen(6))
+    y = F.relu(bn(c[1], F.conv2d(x, c[0].weight, stride=2, padding=1)))
+    y = F.relu(bn(c[4], F.conv2d(y, c[3].weight, padding=1)))
+    y = F.relu(bn(bb.bn1, F.conv2d(y, c[6].weight, padding=1)))
+    y = F.max_pool2d(y, 3, stride=2, padding=1)
+    with torch.no_grad():
+        torch.testing.assert_close(bb.stem(x), y)
+        assert bb(x)[0].shape[-2:] == y.shape[-2:] == (9, 8)
+
+
 def test_torchvision_state_dict_loads_key_for_key(tv_r50_state):
     bb = build_backbone('resnet50_tv').eval()
     report = load_backbone_weights(bb, tv_r50_state)
