@@ -268,7 +268,7 @@ def _paper_preset(dataset: str, method: str, backbone: str, split: str) -> Exper
     lam = (FEW_LABEL_CPS_WEIGHT if few else CPS_WEIGHT.get((dataset, method), 0.0)) if method in ('cps', 'cps_cutmix') else 0.0
     train = TrainConfig(method=method, iters=iters, cps_weight=lam, sup_loss='ce' if voc else 'ohem',
                         eval_every=max(iters // 10, 1), checkpoint_every=2000)
-    ev = EvalConfig(mode='whole', crop_size=512) if voc else EvalConfig(mode='sliding', crop_size=800, stride=534)
+    ev = EvalConfig(mode='whole', crop_size=512) if voc else EvalConfig(mode='sliding', crop_size=800)  # stride ceil(800·2/3) = 534
     notes = (f"Official recipe ({'VOC' if voc else 'Cityscapes'}, {method}, {backbone}, split {split}): "
              f"{iters} iterations of {train.batch_size} labeled + {train.unlabeled_batch_size} unlabeled images; "
              f"effective lr 0.0025 / wd {optim.weight_decay:g} (= nominal lr {optim.nominal_lr:g} / wd 1e-4 with the 1/{optim.gpus_official} loss scale)."

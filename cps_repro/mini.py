@@ -1,4 +1,4 @@
-"""A documented, separate recipe that puts CPS in the paper's regime at a size two CPU cores can train in minutes: generated data, a small DeepLabv3+, and (soon) a backbone pretrained on a disjoint generated corpus.
+"""A documented, separate recipe that puts CPS in the paper's regime at a size two CPU cores can train in minutes: generated 32 px scenes, a small DeepLabv3+ whose backbone the project pretrains itself on a disjoint generated corpus, and the table {supervised, CPS, CPS+CutMix} x {1/16, 1/8, 1/4}.
 
 Docs: https://cps-repro.github.io/cps_repro/mini.html.md"""
 
@@ -6,31 +6,308 @@ Docs: https://cps-repro.github.io/cps_repro/mini.html.md"""
 
 # %% ../nbs/11_mini.ipynb #c003
 from __future__ import annotations
+import argparse, concurrent.futures, dataclasses, hashlib, json, math, os, subprocess, sys, time
+from dataclasses import dataclass, asdict
+from pathlib import Path
+
 from .config import (ExperimentConfig, DataConfig, ModelConfig, OptimConfig, TrainConfig, EvalConfig,
-                              normalize_split)
+                              normalize_split, apply_overrides, METHODS)
 
 # %% auto #0
-__all__ = ['MINI_DEVIATIONS', 'mini_preset']
+__all__ = ['MINI_SIZE', 'MINI_N_TRAIN', 'MINI_WEIGHTS', 'MINI_DEVIATIONS', 'MINI_SPLITS', 'RUN_COST', 'mini_preset',
+           'PretrainConfig', 'ensure_dataset', 'pretrain_experiment', 'pretrain_backbone', 'normalize_mini_split',
+           'as_list', 'MiniJob', 'mini_job', 'mini_jobs', 'run_job', 'run_jobs', 'results_table', 'summarize',
+           'plot_table', 'add_pretrain_parser', 'main']
 
-# %% ../nbs/11_mini.ipynb #c004
+# %% ../nbs/11_mini.ipynb #c005
+MINI_SIZE = 32          # image side (px) of the mini data and the crop
+MINI_N_TRAIN = 2000     # train_aug pool: 1/16 = 125 labeled images
+MINI_WEIGHTS = Path(__file__).resolve().parent / 'data' / 'small_resnet_pretrained.pt'   # written by `pretrain_backbone`
+
 MINI_DEVIATIONS = {
-    'data': 'generated VOC-layout scenes (cps_repro.synthetic), 5 classes, 32 px, instead of PASCAL VOC / Cityscapes',
-    'network': 'small_resnet DeepLabv3+ (narrow head) instead of ResNet-50/101',
-    'schedule': '1,000 iterations, SGD lr 0.02 / wd 1e-4, poly 0.9, instead of ~40k iterations at lr 0.0025',
+    'data': f'generated VOC-layout scenes (cps_repro.synthetic), 5 classes (background + 4 fill textures), {MINI_SIZE} px, '
+            f'{MINI_N_TRAIN} train_aug images + 600 val, instead of PASCAL VOC / Cityscapes',
+    'network': 'small_resnet DeepLabv3+ (deep stem 8-8-16, one basic block per stage, widths 16-32-48-64, output stride 4, '
+               'ASPP rates 1/2/3, head widths 32/16/32; 214k parameters) instead of ResNet-50/101',
+    'pretraining': 'backbone pretrained by the project on a disjoint generated corpus (other seed, texture vocabulary '
+                   "'pretrain', 3000 images, full labels, 1500 iterations; `python -m cps_repro.mini pretrain`) instead of ImageNet",
+    'schedule': '1,000 iterations, SGD lr 0.02 / wd 1e-4 (effective = nominal, no loss scale), poly 0.9, instead of ~40k iterations '
+                'at effective lr 0.0025 / wd 4e-4',
     'augmentation': 'flip only (scale 1.0): the images are the crop size',
-    'cutmix': 'half-image mask instead of 3 boxes (box masks do not beat supervised at this size, see the notes)',
+    'cutmix': 'half-image mask (one random half from the second batch) instead of 3 boxes: box masks do not beat supervised at 32 px',
+    'evaluation': 'whole image at 32 px; mIoU of network 1 over all 5 classes',
+    'full-label ceiling': "the 'full' split trains supervised on every train_aug image (data.labeled_list = train_aug.txt); "
+                          'the paper has no such row',
 }
 
 def mini_preset(method: str, split) -> ExperimentConfig:
-    "The CPU mini recipe for `method` and `split` (used by the `mini_*` presets)."
+    "The CPU mini recipe for `method` and `split` (used by the `mini_*` presets); loads `MINI_WEIGHTS` as the backbone."
+    if method not in METHODS: raise ValueError(f"Unknown method {method!r} for the mini recipe; use one of {METHODS}")
     split = normalize_split(split)
-    data = DataConfig(dataset='voc', root='data/synthetic', split=split, num_classes=5, crop_size=32,
+    data = DataConfig(dataset='voc', root='data/mini', split=split, num_classes=5, crop_size=MINI_SIZE,
                       scales=(1.0,), workers=0)
     optim = OptimConfig(lr=0.02, weight_decay=1e-4, nominal_lr=0.02, nominal_weight_decay=1e-4, gpus_official=1)
     lam = {'cps': 1.5, 'cps_cutmix': 1.0}.get(method, 0.0)
-    train = TrainConfig(method=method, iters=1000, cps_weight=lam, cutmix_mask='half', amp='none',
-                        eval_every=250, checkpoint_every=250, log_every=10)
-    return ExperimentConfig(name=f"mini_{method}", data=data, model=ModelConfig(backbone='small_resnet', output_stride=4),
-                            optim=optim, train=train, eval=EvalConfig(mode='whole', crop_size=32),
+    train = TrainConfig(method=method, iters=1000, batch_size=8, unlabeled_batch_size=8, cps_weight=lam,
+                        cutmix_mask='half', amp='none', eval_every=250, checkpoint_every=250, log_every=10)
+    model = ModelConfig(backbone='small_resnet', output_stride=4, pretrained=str(MINI_WEIGHTS))
+    return ExperimentConfig(name=f"mini_{method}", data=data, model=model, optim=optim, train=train,
+                            eval=EvalConfig(mode='whole', crop_size=MINI_SIZE, save_predictions=8),
                             notes="CPU mini recipe on generated VOC-layout data; deviations from the paper: "
                                   + '; '.join(f"{k}: {v}" for k, v in MINI_DEVIATIONS.items())).validate()
+
+# %% ../nbs/11_mini.ipynb #c008
+@dataclass(frozen=True)
+class PretrainConfig:
+    "How `pretrain_backbone` makes the small backbone (the defaults made the committed file)."
+    corpus_seed: int = 1000      # seed of the generated pretraining corpus; target data seeds must differ
+    n: int = 3000                # corpus training images
+    n_val: int = 300             # corpus held-out images (reported mIoU)
+    size: int = MINI_SIZE
+    vocabulary: str = 'pretrain' # texture vocabulary of objects and clutter: disjoint from the target classes
+    iters: int = 1500
+    batch_size: int = 16
+    lr: float = 0.03
+    seed: int = 0                # training seed (head/backbone init, sample order)
+
+def _synth_config(size: int, vocabulary: str):
+    from cps_repro.synthetic import SynthConfig
+    return SynthConfig(size=size, vocabulary=vocabulary, clutter_vocabulary=vocabulary)
+
+def ensure_dataset(root, seed: int, n: int, n_val: int | None = None, size: int = MINI_SIZE,
+                   vocabulary: str = 'target', progress: bool = False) -> Path:
+    """Generate a mini dataset into `root` unless it holds one already; an existing one must have been made with the
+    same seed, size, count and vocabulary (otherwise an error naming its `synthetic.json`)."""
+    from cps_repro.synthetic import synthesize
+    root = Path(root)
+    meta_path = root / 'synthetic.json'
+    cfg = _synth_config(size, vocabulary)
+    if meta_path.is_file():
+        meta = json.loads(meta_path.read_text())
+        want = dict(seed=seed, size=size, train=n, vocabulary=list(cfg.textures))
+        have = dict(seed=meta.get('seed'), size=meta.get('size'), train=meta.get('counts', {}).get('train'),
+                    vocabulary=meta.get('class_names', [None])[1:])
+        if have != want:
+            raise FileExistsError(f"{meta_path} describes another dataset ({have}) than the one asked for ({want}); "
+                                  f"use another data_root or delete {root}")
+        return root
+    synthesize(root, n=n, n_val=n_val, seed=seed, size=size, cfg=cfg, progress=progress)
+    return root
+
+def pretrain_experiment(corpus_root, pc: PretrainConfig = PretrainConfig()) -> ExperimentConfig:
+    "The trainer config that pretrains the backbone: supervised, from scratch, every corpus image labeled."
+    sets = Path(corpus_root) / 'VOCdevkit' / 'VOC2012' / 'ImageSets' / 'Segmentation'
+    cfg = apply_overrides(mini_preset('supervised', '1_16'), {
+        'data_root': str(corpus_root), 'data.labeled_list': str(sets / 'train_aug.txt'),
+        'data.val_list': str(sets / 'val.txt'), 'model.pretrained': None, 'iters': pc.iters,
+        'train.batch_size': pc.batch_size, 'optim.lr': pc.lr, 'optim.nominal_lr': pc.lr, 'seed': pc.seed,
+        'eval_every': pc.iters, 'checkpoint_every': 500, 'eval.save_predictions': 0})
+    cfg.name = 'mini_pretrain'
+    return cfg.validate()
+
+def _sha256(path) -> str: return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+def pretrain_backbone(out=MINI_WEIGHTS, work_dir='runs/mini_pretrain', pc: PretrainConfig = PretrainConfig(),
+                      progress: bool = True) -> dict:
+    """Generate the pretraining corpus in `work_dir/corpus`, train on it in `work_dir/run` (resumable), write the
+    backbone to `out` and its provenance to `out` with suffix `.json`; returns that provenance."""
+    import torch
+    from cps_repro.models import save_backbone
+    from cps_repro.train import Trainer
+    if pc.vocabulary == 'target': raise ValueError("PretrainConfig.vocabulary='target' would pretrain on the target classes; use 'pretrain'")
+    work = Path(work_dir)
+    corpus = ensure_dataset(work / 'corpus', pc.corpus_seed, pc.n, pc.n_val, pc.size, pc.vocabulary, progress=progress)
+    cfg = pretrain_experiment(corpus, pc)
+    t0 = time.perf_counter()
+    tr = Trainer(cfg, run_dir=work / 'run', progress=progress, device='cpu')
+    result = tr.fit()
+    if tr.it != cfg.train.iters: tr.resume()     # the run had finished before: take its final networks
+    out = save_backbone(tr.nets[0], out)
+    d = cfg.to_dict(); d['data'] = {k: v for k, v in d['data'].items() if k not in ('root', 'labeled_list', 'val_list')}
+    info = {'file': out.name, 'sha256': _sha256(out), 'backbone': 'small_resnet', 'pretrain_config': asdict(pc),
+            'corpus_miou': result['miou'], 'corpus_val_images': pc.n_val, 'train_seconds': result['wall_seconds'],
+            'total_seconds': round(time.perf_counter() - t0, 1), 'torch_version': torch.__version__,
+            'command': f"python -m cps_repro.mini pretrain --out {out.name} " + ' '.join(
+                f"--{k.replace('_', '-')} {v}" for k, v in asdict(pc).items() if v != getattr(PretrainConfig(), k)),
+            'experiment': d}
+    out.with_suffix('.json').write_text(json.dumps(info, indent=1) + '\n')
+    return info
+
+# %% ../nbs/11_mini.ipynb #c014
+MINI_SPLITS = ('1_16', '1_8', '1_4', '1_2', 'full')
+RUN_COST = {'supervised': 1.0, 'cps': 4.0, 'cps_cutmix': 7.5, 'mean_teacher': 2.5, 'self_training': 2.5}  # relative s/iter
+
+def normalize_mini_split(split) -> str:
+    "A canonical split name, or 'full' (every train_aug image labeled)."
+    if isinstance(split, str) and split.strip().lower() == 'full': return 'full'
+    try: return normalize_split(split)
+    except ValueError as e: raise ValueError(f"{e} The mini table also accepts 'full' (the full-label ceiling).") from None
+
+def as_list(value, normalize=lambda v: v) -> list:
+    "A papermill parameter as a list: a list/tuple, a comma-separated string or a single value; each normalised."
+    if isinstance(value, str):
+        items = [v.strip() for v in value.strip().strip('[]').split(',') if v.strip()]
+        items = [v.strip('\'"') for v in items]
+    elif isinstance(value, (list, tuple)): items = list(value)
+    else: items = [value]
+    if not items: raise ValueError(f"Empty parameter {value!r}: give at least one value")
+    return [normalize(v) for v in items]
+
+def _method(m) -> str:
+    if m not in METHODS: raise ValueError(f"Unknown method {m!r}; use one of {METHODS}")
+    return m
+
+def _seed(s) -> int:
+    if isinstance(s, bool) or int(s) != float(s) or int(s) < 0: raise ValueError(f"Seeds must be integers >= 0, got {s!r}")
+    return int(s)
+
+@dataclass(frozen=True)
+class MiniJob:
+    "One run of the table: `cps-repro train` arguments and the config they produce."
+    method: str
+    split: str                  # as shown in the table ('full' included)
+    seed: int
+    args: tuple                 # the `cps-repro train ...` arguments
+    cfg: ExperimentConfig
+    out_dir: str
+
+    @property
+    def run_dir(self) -> Path: return Path(self.out_dir) / self.cfg.run_id
+    @property
+    def cost(self) -> float: return RUN_COST.get(self.method, 1.0) * self.cfg.train.iters
+
+def mini_job(method: str, split, seed: int, data_root, out_dir, iters: int | None = None, overrides=()) -> MiniJob:
+    "The run of `method` on `split` ('full' allowed) with `seed`, as `cps-repro train` arguments and config."
+    from cps_repro.cli import experiment_config
+    method, split, seed = _method(method), normalize_mini_split(split), _seed(seed)
+    sets = ['seed=' + str(seed)] + ([f'iters={int(iters)}'] if iters is not None else []) + list(overrides)
+    if split == 'full':
+        if method != 'supervised': raise ValueError(f"split 'full' (all labels) is the supervised ceiling; method {method!r} has no unlabeled images there")
+        sets.append('data.labeled_list=' + str(Path(data_root) / 'VOCdevkit' / 'VOC2012' / 'ImageSets' / 'Segmentation' / 'train_aug.txt'))
+    train_split = '1_2' if split == 'full' else split
+    cfg = experiment_config(f'mini_{method}', train_split, str(data_root), sets)
+    args = ('train', '--preset', f'mini_{method}', '--split', train_split, '--data-root', str(data_root),
+            '--out-dir', str(out_dir), '--no-progress', '--set', *sets)
+    return MiniJob(method, split, seed, args, cfg, str(out_dir))
+
+def mini_jobs(methods, splits, seeds, data_root, out_dir, iters: int | None = None, full_ceiling: bool = True,
+              overrides=()) -> list[MiniJob]:
+    "Every run of the table (supervised ceiling on 'full' per seed when `full_ceiling`), most expensive first."
+    methods, splits, seeds = as_list(methods, _method), as_list(splits, normalize_mini_split), as_list(seeds, _seed)
+    cells = [(m, s) for s in splits for m in methods if s != 'full']
+    if full_ceiling or 'full' in splits: cells.append(('supervised', 'full'))
+    jobs = [mini_job(m, s, k, data_root, out_dir, iters, overrides) for m, s in cells for k in seeds]
+    return sorted(jobs, key=lambda j: -j.cost)
+
+# %% ../nbs/11_mini.ipynb #c015
+def _child_env(threads: int = 1) -> dict:
+    env = {k: v for k, v in os.environ.items() if k != 'IN_TEST'}   # the CLI module does nothing under IN_TEST
+    env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+    return env
+
+def run_job(job: MiniJob, log_dir=None) -> dict:
+    "Run one job in a single-thread `cps-repro train` process (skipped when its result.json exists); its result."
+    result_path = job.run_dir / 'result.json'
+    if not result_path.exists():
+        log = Path(log_dir or job.out_dir) / f'{job.cfg.run_id}.log'
+        log.parent.mkdir(parents=True, exist_ok=True)
+        with open(log, 'w') as f:
+            proc = subprocess.run([sys.executable, '-m', 'cps_repro.cli', *job.args], stdout=f, stderr=subprocess.STDOUT,
+                                  env=_child_env())
+        if proc.returncode != 0 or not result_path.exists():
+            tail = log.read_text()[-2000:]
+            raise RuntimeError(f"run {job.cfg.run_id} failed (exit {proc.returncode}); log {log}:\n{tail}")
+    return json.loads(result_path.read_text())
+
+def run_jobs(jobs, workers: int = 2, log_dir=None, progress=print) -> list[dict]:
+    "Run `jobs` with `workers` single-thread processes side by side; results in the order of `jobs`."
+    if workers < 1: raise ValueError(f"workers={workers} must be >= 1")
+    t0, done = time.perf_counter(), 0
+    with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
+        futures = {pool.submit(run_job, j, log_dir): i for i, j in enumerate(jobs)}
+        results = [None] * len(jobs)
+        for fut in concurrent.futures.as_completed(futures):
+            i = futures[fut]; results[i] = fut.result(); done += 1
+            j, r = jobs[i], results[i]
+            if progress: progress(f"[{done}/{len(jobs)} {time.perf_counter() - t0:6.0f} s] {j.method:10s} {j.split:5s} seed {j.seed}: "
+                                  f"mIoU {r['miou']:.2f} ({r['wall_seconds']:.0f} s)")
+    return results
+
+# %% ../nbs/11_mini.ipynb #c017
+def results_table(jobs, results, data_seed: int | None = None):
+    "A DataFrame with one row per run: method, split, seed, miou, miou_net2, n_labeled, n_unlabeled, iters, data_seed, wall_seconds, run_id."
+    import pandas as pd
+    rows = [dict(method=j.method, split=j.split, seed=j.seed, miou=r['miou'], miou_net2=r.get('miou_net2'),
+                 n_labeled=r['n_labeled'], n_unlabeled=r['n_unlabeled'], iters=r['iters'], data_seed=data_seed,
+                 wall_seconds=r['wall_seconds'], run_id=r['run_id']) for j, r in zip(jobs, results)]
+    order = {s: i for i, s in enumerate(MINI_SPLITS)}; morder = {m: i for i, m in enumerate(METHODS)}
+    df = pd.DataFrame(rows)
+    return df.sort_values(['split', 'method', 'seed'], key=lambda c: c.map(order) if c.name == 'split'
+                          else c.map(morder) if c.name == 'method' else c).reset_index(drop=True)
+
+def summarize(table):
+    "Mean and standard deviation of mIoU per (split, method), and the mean gain over supervised on the same seeds."
+    import pandas as pd
+    g = table.groupby(['split', 'method'], sort=False)['miou']
+    out = pd.DataFrame({'n_seeds': g.size(), 'miou_mean': g.mean(), 'miou_std': g.std(ddof=1)}).reset_index()
+    sup = table[table.method == 'supervised'].set_index(['split', 'seed'])['miou']
+    def gain(row):
+        mine = table[(table.split == row.split) & (table.method == row.method)].set_index('seed')['miou']
+        paired = [mine[s] - sup[(row.split, s)] for s in mine.index if (row.split, s) in sup.index]
+        return sum(paired) / len(paired) if paired and row.method != 'supervised' else float('nan')
+    def gain_std(row):
+        mine = table[(table.split == row.split) & (table.method == row.method)].set_index('seed')['miou']
+        paired = [mine[s] - sup[(row.split, s)] for s in mine.index if (row.split, s) in sup.index]
+        return pd.Series(paired).std(ddof=1) if len(paired) > 1 and row.method != 'supervised' else float('nan')
+    out['gain_vs_supervised'] = out.apply(gain, axis=1)
+    out['gain_std'] = out.apply(gain_std, axis=1)
+    return out
+
+def plot_table(table, path=None):
+    "Seaborn figure: mIoU per split for each method (mean and seeds), the full-label ceiling as a line."
+    import matplotlib.pyplot as plt, seaborn as sns
+    parts = table[table.split != 'full']
+    fig, ax = plt.subplots(figsize=(6, 4))
+    order = [s for s in MINI_SPLITS if s in set(parts.split)]
+    hue_order = [m for m in METHODS if m in set(parts.method)]
+    sns.pointplot(data=parts, x='split', y='miou', hue='method', order=order, hue_order=hue_order, errorbar='sd',
+                  dodge=0.3, capsize=0.1, ax=ax)
+    sns.stripplot(data=parts, x='split', y='miou', hue='method', order=order, hue_order=hue_order, dodge=True,
+                  alpha=0.4, legend=False, ax=ax)
+    full = table[table.split == 'full']['miou']
+    if len(full): ax.axhline(full.mean(), ls='--', c='grey', label=f'supervised, all labels ({full.mean():.1f})')
+    ax.set(xlabel='labeled fraction', ylabel='mIoU (%)', title='CPU mini reproduction: mean ± sd over seeds')
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    if path is not None: fig.savefig(path, dpi=120)
+    return fig
+
+# %% ../nbs/11_mini.ipynb #c021
+def add_pretrain_parser(sub) -> argparse.ArgumentParser:
+    "Add the `pretrain` command (`pretrain_backbone`) to an argparse sub-parser set."
+    d = PretrainConfig()
+    p = sub.add_parser('pretrain', help='pretrain the small backbone of the mini recipe on a disjoint generated corpus')
+    p.add_argument('--out', default=str(MINI_WEIGHTS), help='weights file to write (default: the packaged file)')
+    p.add_argument('--work-dir', default='runs/mini_pretrain', help='corpus and training run (resumable)')
+    for f in dataclasses.fields(PretrainConfig):
+        p.add_argument('--' + f.name.replace('_', '-'), type=type(getattr(d, f.name)), default=getattr(d, f.name))
+    p.add_argument('--no-progress', action='store_true')
+    p.set_defaults(func=_cmd_pretrain)
+    return p
+
+def _cmd_pretrain(a) -> int:
+    pc = PretrainConfig(**{f.name: getattr(a, f.name) for f in dataclasses.fields(PretrainConfig)})
+    info = pretrain_backbone(a.out, a.work_dir, pc, progress=not a.no_progress)
+    print(f"wrote {a.out} (sha256 {info['sha256'][:12]}...; corpus mIoU {info['corpus_miou']:.2f}; "
+          f"{info['train_seconds']:.0f} s) and {Path(a.out).with_suffix('.json')}")
+    return 0
+
+def main(argv=None) -> int:
+    "`python -m cps_repro.mini pretrain ...`."
+    p = argparse.ArgumentParser(prog='python -m cps_repro.mini', description='The CPU mini reproduction')
+    add_pretrain_parser(p.add_subparsers(dest='command', required=True))
+    a = p.parse_args(argv)
+    return a.func(a)
+
+# %% ../nbs/11_mini.ipynb #c022
+if __name__ == '__main__' and not os.environ.get('IN_TEST'): sys.exit(main())

@@ -13,7 +13,7 @@ __all__ = ['BN_EPS', 'BN_MOMENTUM', 'BLOCKS', 'OUTPUT_STRIDES', 'BACKBONES', 'ba
 
 # %% ../nbs/04_models.ipynb #c003
 import math, os, tempfile, warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Mapping, NamedTuple, Sequence

@@ -1,0 +1,74 @@
+"The experiment notebooks run end to end through papermill on generated data at tiny sizes."
+import json
+from pathlib import Path
+
+import papermill as pm
+import pytest
+
+from cps_repro.synthetic import synthesize
+
+REPO = Path(__file__).resolve().parents[1]
+TINY = dict(iters=2, batch_size=2, crop_size=32, workers=0, extra=['eval_every=2', 'checkpoint_every=2'])
+
+
+@pytest.fixture(scope='module')
+def voc_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp('exp') / 'voc'
+    synthesize(root, layout='voc', n=48, n_val=4, seed=1, size=40, progress=False)
+    return root
+
+
+@pytest.fixture(scope='module')
+def city_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp('exp') / 'city'
+    synthesize(root, layout='cityscapes', n=48, n_val=2, seed=2, size=48, progress=False)
+    return root
+
+
+def _run(name, tmp_path, **params):
+    out = tmp_path / f'{name}.out.ipynb'
+    pm.execute_notebook(str(REPO / 'nbs' / f'{name}.ipynb'), str(out), parameters=params, kernel_name='python3',
+                        progress_bar=False, cwd=str(tmp_path))
+    return out
+
+
+def _results(out_dir):
+    return [json.loads(p.read_text()) for p in Path(out_dir).glob('*/result.json')]
+
+
+def test_exp_voc_runs_the_1_8_partition_from_papermills_integer(voc_root, tmp_path):
+    # `-p split 1_8` arrives as the integer 18
+    _run('exp_voc', tmp_path, data_root=str(voc_root), out_dir=str(tmp_path / 'results'), split=18, method='cps', **TINY)
+    (r,) = _results(tmp_path / 'results')
+    assert (r['dataset'], r['split'], r['method'], r['backbone'], r['iters']) == ('voc', '1_8', 'cps', 'resnet50', 2)
+    assert r['n_labeled'] == 6 and r['n_labeled'] + r['n_unlabeled'] == 48 and 0 <= r['miou'] <= 100
+
+
+def test_exp_cityscapes_runs_on_a_generated_cityscapes_folder(city_root, tmp_path):
+    _run('exp_cityscapes', tmp_path, data_root=str(city_root), out_dir=str(tmp_path / 'results'), split='1_4',
+         method='cps_cutmix', **TINY)
+    (r,) = _results(tmp_path / 'results')
+    assert (r['dataset'], r['split'], r['method'], r['eval']['mode']) == ('cityscapes', '1_4', 'cps_cutmix', 'sliding')
+    assert r['config']['train']['sup_loss'] == 'ohem'
+
+
+def test_exp_voc_few_uses_all_train_aug_as_unlabeled(voc_root, tmp_path):
+    _run('exp_voc_few', tmp_path, data_root=str(voc_root), out_dir=str(tmp_path / 'results'), split=732, **TINY)
+    (r,) = _results(tmp_path / 'results')
+    assert r['split'] == '732' and r['n_unlabeled'] == 48 and r['config']['train']['cps_weight'] == 0.1
+
+
+def test_exp_self_training_runs_both_stages_and_cps(voc_root, tmp_path):
+    _run('exp_self_training', tmp_path, data_root=str(voc_root), out_dir=str(tmp_path / 'results'), split='1_4',
+         cps_methods=['cps'], **TINY)
+    by_method = {r['method']: r for r in _results(tmp_path / 'results')}
+    assert set(by_method) == {'supervised', 'self_training', 'cps'}
+    assert by_method['cps']['iters'] == 2 * by_method['self_training']['iters'] == 4
+
+
+@pytest.mark.parametrize('name,dataset', [('exp_voc', 'voc'), ('exp_cityscapes', 'cityscapes'), ('exp_voc_few', 'voc')])
+def test_missing_dataset_stops_with_the_prepare_command(tmp_path, name, dataset):
+    with pytest.raises(pm.PapermillExecutionError) as e:
+        _run(name, tmp_path, data_root=str(tmp_path / 'no_data'), out_dir=str(tmp_path / 'results'))
+    assert f'data_scripts/prepare_{dataset}.py' in str(e.value)
+    assert not (tmp_path / 'results').exists()
