@@ -12,9 +12,9 @@ from pathlib import Path
 from .config import ExperimentConfig, preset, apply_overrides, normalize_split, FEW_LABEL_SPLITS
 
 # %% auto #0
-__all__ = ['PREPARE_COMMANDS', 'TABLE_OF', 'METHOD_ROW', 'DatasetMissingError', 'require_dataset', 'experiment_config',
-           'paper_number', 'describe', 'torchrun_command', 'run_experiment', 'load_metrics', 'plot_curves',
-           'result_summary']
+__all__ = ['PREPARE_COMMANDS', 'TABLE_OF', 'METHOD_ROW', 'CELL_NOTEBOOKS', 'TABLE_METHODS', 'DatasetMissingError',
+           'require_dataset', 'experiment_config', 'paper_number', 'describe', 'torchrun_command', 'run_experiment',
+           'load_metrics', 'plot_curves', 'result_summary', 'cell_commands']
 
 # %% ../nbs/12_experiment.ipynb #c004
 PREPARE_COMMANDS = {
@@ -77,6 +77,10 @@ def describe(cfg: ExperimentConfig) -> str:
     table = 'Table 3 (VOC, few labels)' if few else TABLE_OF.get(d.dataset, d.dataset)
     paper = paper_number(cfg)
     lr, wd, _ = o.resolved()
+    warn = []
+    if cfg.model.pretrained is None and cfg.model.backbone != 'small_resnet':
+        warn = ["- ⚠ **no ImageNet weights given** (`pretrained=None`): the backbone starts from random weights and the "
+                "run will not reach the paper's numbers. Pass the file the backbone expects (chapter `04_models`)."]
     lines = [f"**{METHOD_ROW.get(t.method, t.method)}**, {cfg.model.backbone}, split `{d.split}` — {table}; "
              f"paper: {'%.2f mIoU' % paper if paper is not None else 'no number in the paper for this cell'}.",
              f"- {t.iters:,} iterations of {t.batch_size} labeled" + (f" + {t.unlabeled_batch_size} unlabeled" if t.method != 'supervised' else '')
@@ -85,7 +89,7 @@ def describe(cfg: ExperimentConfig) -> str:
              + (f"; λ = {t.cps_weight:g}" if t.method in ('cps', 'cps_cutmix') else ''),
              f"- evaluation: network 1, {cfg.eval.mode} (crop {cfg.eval.crop_size}), single scale, no flip; every {t.eval_every:,} iterations",
              f"- run id `{cfg.run_id}`; time: the progress bar shows the measured ETA after a few iterations "
-             "(GPU step times: BENCHMARKS.md)"]
+             "(GPU step times: BENCHMARKS.md)"] + warn
     return '\n'.join(lines)
 
 # %% ../nbs/12_experiment.ipynb #c011
@@ -143,3 +147,24 @@ def result_summary(result: dict, cfg: ExperimentConfig | None = None):
                           'mIoU (ours, final)': round(result['miou'], 2), 'mIoU (paper)': paper,
                           'Δ': None if paper is None else round(result['miou'] - paper, 2),
                           'best during training': result.get('best_miou'), 'wall s': result['wall_seconds']}])
+
+# %% ../nbs/12_experiment.ipynb #c016
+CELL_NOTEBOOKS = {'table1': ('exp_voc', 'voc', ('1_16', '1_8', '1_4', '1_2')),
+                  'table2': ('exp_cityscapes', 'cityscapes', ('1_16', '1_8', '1_4', '1_2')),
+                  'table3': ('exp_voc_few', 'voc', FEW_LABEL_SPLITS)}
+TABLE_METHODS = {'table1': ('supervised', 'mean_teacher', 'cps', 'cps_cutmix'),
+                 'table2': ('supervised', 'mean_teacher', 'cps', 'cps_cutmix'),
+                 'table3': ('cps_cutmix',)}
+
+def cell_commands(table: str, weights_dir: str = 'weights') -> list[dict]:
+    "The papermill command of every implemented cell of `table` ('table1', 'table2', 'table3')."
+    nb, dataset, splits = CELL_NOTEBOOKS[table]
+    backbones = ('resnet50',) if table == 'table3' else ('resnet50', 'resnet101')
+    rows = []
+    for method in TABLE_METHODS[table]:
+        for bb in backbones:
+            for s in splits:
+                cmd = (f"papermill nbs/{nb}.ipynb runs/{dataset}_{method}_{bb}_{s}.ipynb -p split {s} -p method {method} "
+                       f"-p backbone {bb} -p data_root data/{dataset} -p pretrained {weights_dir}/{bb}_v1c.pth")
+                rows.append({'table': table, 'method': METHOD_ROW[method], 'backbone': bb, 'split': s, 'command': cmd})
+    return rows

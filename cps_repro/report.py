@@ -330,6 +330,13 @@ def save_figure(fig, out_dir, name: str, dpi: int = 150) -> dict:
 def _split_order(splits) -> list:
     return [s for s in TRAIN_AUG_SPLITS + FEW_LABEL_SPLITS if s in set(splits)]
 
+def _figure_legend(fig, axes) -> None:
+    "One legend for the whole figure (from the panel with the most entries) instead of one per panel."
+    handles, labels = max((ax.get_legend_handles_labels() for ax in axes), key=lambda hl: len(hl[1]))
+    for ax in axes:
+        if ax.get_legend(): ax.get_legend().remove()
+    if handles: fig.legend(handles, labels, loc='outside right upper', title='Method', frameon=False)
+
 def figure5_self_training(results, methods=('supervised', 'self_training', 'cps', 'cps_cutmix')):
     "Bar chart of mIoU per split (mean ± std over seeds, dots = runs): self-training vs. CPS; returns the Figure."
     import seaborn as sns
@@ -337,14 +344,14 @@ def figure5_self_training(results, methods=('supervised', 'self_training', 'cps'
     kind = set(runs['table'])
     runs = _as_results(results)
     runs = runs[runs.method.isin(methods) & runs['table'].isin(kind)].copy()
-    runs['Method'] = runs.method.map(method_label)
-    groups = list(dict.fromkeys(zip(runs['table'], runs.backbone)))
+    runs['Method'], runs['Backbone'] = runs.method.map(method_label), runs.backbone.map(backbone_label)
+    groups = list(dict.fromkeys(zip(runs['table'], runs.Backbone)))
     fig = _new_figure(4.2 * len(groups) + 1.5, 3.6)
     axes = fig.subplots(1, len(groups), squeeze=False)[0]
     hue_order = [method_label(m) for m in methods if m in set(runs.method)]
     with sns.axes_style('whitegrid'):
         for ax, (table, backbone) in zip(axes, groups):
-            g = runs[(runs['table'] == table) & (runs.backbone == backbone)]
+            g = runs[(runs['table'] == table) & (runs.Backbone == backbone)]
             order = _split_order(g.split)
             g = g.assign(Split=g.split.map(lambda s: f"{SPLIT_LABELS[s]} ({_count_label(g[g.split == s].n_labeled)})"))
             x_order = list(dict.fromkeys(g.set_index('split').loc[order].Split))
@@ -353,8 +360,9 @@ def figure5_self_training(results, methods=('supervised', 'self_training', 'cps'
             sns.stripplot(data=g, x='Split', y='miou', hue='Method', order=x_order, hue_order=hue_order,
                           palette={h: 'black' for h in hue_order}, dodge=True, ax=ax, size=3, legend=False)
             ax.set(title=_group_title(table, backbone), xlabel='labeled split (images)', ylabel='mIoU (%)')
+            ax.set_ylim(max(0.0, math.floor(g.miou.min()) - 5), min(100.0, math.ceil(g.miou.max()) + 2))
             ax.grid(axis='y', alpha=0.4)
-            if ax is not axes[0] and ax.get_legend(): ax.get_legend().remove()
+    _figure_legend(fig, axes)
     missing = '' if 'self_training' in set(runs.method) else ' — no self-training run yet'
     fig.suptitle(f"Figure 5: self-training vs. CPS{missing} {note}".strip())
     return fig
@@ -449,9 +457,10 @@ def figure7_overlap(results, methods=('cps', 'cps_cutmix')):
     "Overlap of the two networks (top) and network 1's mIoU (bottom) over iterations; returns the Figure."
     import seaborn as sns
     runs, note = _figure_runs(results, methods)
-    groups = runs.groupby(['table', 'backbone'], sort=False).size().sort_values(ascending=False)
+    runs = runs.assign(Backbone=runs.backbone.map(backbone_label))
+    groups = runs.groupby(['table', 'Backbone'], sort=False).size().sort_values(ascending=False, kind='stable')
     table, backbone = groups.index[0]
-    runs = runs[(runs['table'] == table) & (runs.backbone == backbone)]
+    runs = runs[(runs['table'] == table) & (runs.Backbone == backbone)]
     curves = []
     for _, r in runs.iterrows():
         h = run_history(r)

@@ -29,7 +29,7 @@ __all__ = ['METHOD_REGISTRY', 'DistInfo', 'setup_distributed', 'param_groups', '
            'FrozenTeacher', 'ema_update', 'Method', 'build_networks', 'load_teacher', 'average_gradients',
            'broadcast_parameters', 'TrainData', 'resolve_lists', 'build_data', 'atomic_torch_save', 'rng_state',
            'set_rng_state', 'NonFiniteLossError', 'first_non_finite', 'git_commit', 'device_name', 'json_safe',
-           'prepare_run_dir', 'trim_metrics', 'Trainer', 'train']
+           'prepare_run_dir', 'trim_metrics', 'check_batch_norm_batch', 'Trainer', 'train']
 
 # %% ../nbs/08_train.ipynb #c005
 @dataclass
@@ -389,6 +389,16 @@ def trim_metrics(path: Path, upto_iter: int) -> None:
     path.write_text(''.join(l + '\n' for l in keep))
 
 # %% ../nbs/08_train.ipynb #c042
+def check_batch_norm_batch(nets, images_per_forward: int) -> None:
+    "Batch norm in training mode needs 2+ images per forward pass unless it is synchronised across processes."
+    plain_bn = any(isinstance(m, nn.modules.batchnorm._BatchNorm) and not isinstance(m, nn.SyncBatchNorm)
+                   for n in nets for m in n.modules())
+    if plain_bn and images_per_forward < 2:
+        raise ValueError(f"Each forward pass would hold {images_per_forward} image(s) per process: batch norm cannot "
+                         "train on one image (its image-pooling branch sees a single value per channel). Use a larger "
+                         "batch_size, fewer accum_steps or fewer processes (on CUDA with several processes batch norm "
+                         "is synchronised and one image per GPU works, as in the official Cityscapes runs).")
+
 def _chunks(batch: dict | None, n: int) -> list:
     "Split a collated batch dict into `n` consecutive micro-batches."
     if batch is None: return [None] * n
@@ -420,6 +430,7 @@ class Trainer:
         if t.batch_size % self.dist.world_size or t.unlabeled_batch_size % self.dist.world_size:
             raise ValueError(f"batch sizes {t.batch_size}+{t.unlabeled_batch_size} must divide by the {self.dist.world_size} processes")
         self.nets = nets if nets is not None else build_networks(cfg, self.device, self.dist.distributed)
+        check_batch_norm_batch(self.nets, t.batch_size // self.dist.world_size // t.accum_steps)
         if self.dist.distributed:
             for n in self.nets: broadcast_parameters(n)
         self.opts = [build_optimizer(self.nets[k], cfg) for k in self.method.trained]

@@ -22,9 +22,11 @@ import stat
 import sys
 import tarfile
 import time
+import gzip
 import urllib.error
 import urllib.request
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Callable, Iterator
@@ -264,7 +266,7 @@ def _copy_stream(src) -> Callable[[Path], None]:
 
 @dataclass
 class ExtractStats:
-    "What `extract` did: files written, files already there (skipped), members left out, and whether it was done before."
+    "What `extract` did: files written, files already there, members left out, and whether it was all done before."
     written: int = 0
     kept: int = 0
     filtered: int = 0
@@ -322,7 +324,7 @@ def extract(archive, dest, *, keep: Callable[[str], bool] | None = None, progres
                 else:
                     create_file(target, _copy_stream(m.open()))
                     stats.written += 1
-        except (tarfile.TarError, zipfile.BadZipFile, EOFError) as e:
+        except (tarfile.TarError, zipfile.BadZipFile, EOFError, zlib.error, gzip.BadGzipFile) as e:
             raise PrepareError(f'{archive} is damaged ({type(e).__name__}: {e}); delete it and re-run') from None
     if stats.written + stats.kept == 0:
         raise PrepareError(f'{archive}: no member to extract (of the ones this script needs): is it the right file?')
@@ -374,6 +376,10 @@ def run(main_body: Callable[[], int], script: str) -> int:
         return main_body()
     except (PrepareError, FileExistsError) as e:
         print(f'{script}: error: {e}', file=sys.stderr)
+        return 1
+    except OSError as e:       # disk full, permission denied, ...: finished steps stay done
+        print(f'{script}: error: {type(e).__name__}: {e}; fix the cause and re-run the same command to resume',
+              file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print(f'\n{script}: interrupted; re-run the same command to resume (finished steps are skipped)',

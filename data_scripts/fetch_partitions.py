@@ -22,8 +22,10 @@ except ImportError as e:  # pragma: no cover - exercised only without the packag
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog='fetch_partitions.py', description=__doc__.split('\n\n')[0])
     p.add_argument('root', help='folder to write the lists into (usually <data root>/partitions)')
-    p.add_argument('--source', help='base URL or folder to fetch from (default: the pinned commit of the official repository)')
-    p.add_argument('--datasets', nargs='*', choices=OFFICIAL_DATASETS, help='only these datasets\' lists (default: all)')
+    p.add_argument('--source', help='base URL or folder to fetch from (default: the pinned commit of the official '
+                                    'repository)')
+    p.add_argument('--datasets', nargs='*', choices=OFFICIAL_DATASETS,
+                   help='only these datasets\' lists (default: all)')
     p.add_argument('--overwrite', action='store_true', help='replace existing files whose sha256 is wrong')
     return p.parse_args(argv)
 

@@ -39,7 +39,8 @@ except ImportError as e:  # pragma: no cover - exercised only without the packag
              f'in the repository root')
 
 DOWNLOAD_PAGE = 'https://www.cityscapes-dataset.com/downloads/'
-IMAGES_ZIP, LABELS_ZIP, EXTRA_ZIP = 'leftImg8bit_trainvaltest.zip', 'gtFine_trainvaltest.zip', 'leftImg8bit_trainextra.zip'
+IMAGES_ZIP, LABELS_ZIP = 'leftImg8bit_trainvaltest.zip', 'gtFine_trainvaltest.zip'
+EXTRA_ZIP = 'leftImg8bit_trainextra.zip'
 ZIP_SIZES = {IMAGES_ZIP: '11 GB', LABELS_ZIP: '241 MB', EXTRA_ZIP: '44 GB'}
 SUBSETS = ('train', 'val')                     # test has no public labels
 EXPECTED = {'train': 2975, 'val': 500}         # images (and fine masks) of the official release, recipe §6
@@ -79,7 +80,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                f'an interrupted run; finished steps are skipped.')
     p.add_argument('--zips', required=True, type=Path, help=f'folder holding {IMAGES_ZIP} and {LABELS_ZIP} '
                                                             f'(and {EXTRA_ZIP} with --extra)')
-    p.add_argument('--root', required=True, type=Path, help='dataset folder to create (leftImg8bit/, gtFine/, partitions/)')
+    p.add_argument('--root', required=True, type=Path,
+                   help='dataset folder to create (leftImg8bit/, gtFine/, partitions/)')
     p.add_argument('--extra', action='store_true', help=f'also extract {EXTRA_ZIP} (train_extra images, used as '
                                                         f'unlabeled data by the coarse-split lists)')
     p.add_argument('--no-partitions', action='store_true', help='do not fetch the official partition lists')

@@ -32,11 +32,12 @@ from PIL import Image
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import PrepareError, Summary, create_file, download, extract, run, step  # noqa: E402
+from _common import DownloadError, PrepareError, Summary, create_file, download, extract, run, step  # noqa: E402
 
 try:
     from cps_repro.data import voc_palette
-    from cps_repro.partitions import FetchError, fetch, read_list, train_aug_ids as official_train_aug_ids, write_id_list
+    from cps_repro.partitions import FetchError, fetch, read_list, write_id_list
+    from cps_repro.partitions import train_aug_ids as official_train_aug_ids
 except ImportError as e:  # pragma: no cover - exercised only without the package
     sys.exit(f'prepare_voc.py: cannot import cps_repro ({e}); install the package first: `pip install -e .` '
              f'in the repository root')
@@ -49,6 +50,9 @@ VOC_MD5 = '6cd6e144f989b92b3379bac3b3de84fd'
 SBD_ARCHIVE = 'benchmark.tgz'
 SBD_URL = 'http://www.eecs.berkeley.edu/Research/Projects/CS/vision/grouping/semantic_contours/benchmark.tgz'
 SBD_MD5 = '82b4d87ceb2ed10f6038a1cba92111cb'
+
+# Another host of the same SBD file (the www host redirects to it).
+SBD_URL_WWW2 = SBD_URL.replace('//www.', '//www2.')
 
 # Sizes the official archives give (recipe §6): train_aug 10,582 images, VOC val 1,449.
 TRAIN_AUG_SIZE, VAL_SIZE = 10582, 1449
@@ -63,7 +67,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument('--root', required=True, type=Path, help='dataset folder to create (VOCdevkit/, SBD/, partitions/)')
     p.add_argument('--download-dir', type=Path, help='where the archives are downloaded (default: ROOT/downloads); '
                                                      'an archive already there is used when its md5 matches')
-    p.add_argument('--voc-url', default=VOC_URL, help=f'URL of {VOC_ARCHIVE} (http(s):// or file://; default: the official host)')
+    p.add_argument('--voc-url', default=VOC_URL,
+                   help=f'URL of {VOC_ARCHIVE} (http(s):// or file://; default: the official host)')
     p.add_argument('--sbd-url', default=SBD_URL, help=f'URL of {SBD_ARCHIVE} (default: the official Berkeley host)')
     p.add_argument('--voc-md5', default=VOC_MD5, help='expected md5 of the VOC archive (default: the official one)')
     p.add_argument('--sbd-md5', default=SBD_MD5, help='expected md5 of the SBD archive (default: the official one)')
@@ -82,7 +87,8 @@ def is_sbd_member(name: str) -> bool:
 
 def sbd_dataset_dir(sbd_root: Path) -> Path:
     "The `dataset` folder of the extracted SBD (`benchmark_RELEASE/dataset` in the official archive)."
-    found = sorted({p.parent for pattern in ('dataset/train.txt', '*/dataset/train.txt') for p in sbd_root.glob(pattern)})
+    patterns = ('dataset/train.txt', '*/dataset/train.txt')
+    found = sorted({p.parent for pattern in patterns for p in sbd_root.glob(pattern)})
     if len(found) != 1:
         what = 'no dataset/train.txt' if not found else f'{len(found)} dataset folders ({", ".join(map(str, found))})'
         raise PrepareError(f'{sbd_root}: {what} in the extracted SBD archive; is {SBD_ARCHIVE} the SBD benchmark? '
@@ -200,6 +206,16 @@ def write_list(path: Path, ids: list[str]) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ main
+def fetch_archive(url: str, dest: Path, md5: str, progress: bool, alternative: str) -> str:
+    "`download` with a hint on what to do when the host cannot be reached."
+    try:
+        return download(url, dest, md5, progress=progress)
+    except DownloadError as e:
+        raise PrepareError(f'{e}. If the host is down, get {dest.name} elsewhere (e.g. {alternative}) and either pass '
+                           f'its URL (file:// for a local copy) or put it at {dest}; its md5 is checked either '
+                           f'way') from None
+
+
 def fetch_partitions(root: Path, source, progress: bool, summary: Summary, train_aug: list[str]) -> bool:
     "Fetch the official VOC lists into ROOT/partitions and compare their train_aug with ours; False on failure."
     proot = root / 'partitions'
@@ -214,7 +230,8 @@ def fetch_partitions(root: Path, source, progress: bool, summary: Summary, train
     if official != set(train_aug):
         diff = official ^ set(train_aug)
         summary.warn(f'the official train_aug (union of the 1/2 partition lists, {len(official)} ids) and the '
-                     f'train_aug.txt built here ({len(train_aug)} ids) differ in {len(diff)} ids, e.g. {sorted(diff)[0]}')
+                     f'train_aug.txt built here ({len(train_aug)} ids) differ in {len(diff)} ids, '
+                     f'e.g. {sorted(diff)[0]}')
     return True
 
 
@@ -227,10 +244,12 @@ def prepare(args) -> int:
 
     step(1, STEPS, f'download {VOC_ARCHIVE} from {args.voc_url}')
     voc_tar = downloads / VOC_ARCHIVE
-    summary.add(VOC_ARCHIVE, f'{download(args.voc_url, voc_tar, args.voc_md5, progress=progress)} (md5 ok)')
+    status = fetch_archive(args.voc_url, voc_tar, args.voc_md5, progress, 'a mirror of the VOC 2012 trainval tar')
+    summary.add(VOC_ARCHIVE, f'{status} (md5 ok)')
     step(2, STEPS, f'download {SBD_ARCHIVE} from {args.sbd_url}')
     sbd_tgz = downloads / SBD_ARCHIVE
-    summary.add(SBD_ARCHIVE, f'{download(args.sbd_url, sbd_tgz, args.sbd_md5, progress=progress)} (md5 ok)')
+    status = fetch_archive(args.sbd_url, sbd_tgz, args.sbd_md5, progress, f'--sbd-url {SBD_URL_WWW2}')
+    summary.add(SBD_ARCHIVE, f'{status} (md5 ok)')
 
     step(3, STEPS, f'extract {VOC_ARCHIVE} into {root} and the SBD masks, images and lists into {root / "SBD"}')
     summary.add(f'extract {VOC_ARCHIVE}', extract(voc_tar, root, progress=progress).line())
@@ -251,8 +270,9 @@ def prepare(args) -> int:
                                         f'{c["present"]:,} already there')
 
     step(5, STEPS, f'list files in {seg_lists}')
+    written = write_list(seg_lists / 'train_aug.txt', train_aug)
     summary.add('train_aug.txt', f'{len(train_aug):,} ids = VOC train {len(voc_train):,} + SBD train {len(sbd_train):,} '
-                                 f'+ SBD val {len(sbd_val):,} - VOC val ({write_list(seg_lists / "train_aug.txt", train_aug)})')
+                                 f'+ SBD val {len(sbd_val):,} - VOC val ({written})')
     summary.add('val.txt', f'{len(voc_val):,} ids (VOC val, from the archive)')
     official = (args.voc_md5, args.sbd_md5) == (VOC_MD5, SBD_MD5)
     if official and (len(train_aug), len(voc_val)) != (TRAIN_AUG_SIZE, VAL_SIZE):

@@ -25,7 +25,8 @@ import _common  # noqa: E402
 import fetch_partitions  # noqa: E402
 import prepare_cityscapes  # noqa: E402
 import prepare_voc  # noqa: E402
-from _common import ChecksumError, DownloadError, PrepareError, UnsafeArchiveError, download, extract, file_uri  # noqa: E402
+from _common import (ChecksumError, DownloadError, PrepareError, UnsafeArchiveError, download,  # noqa: E402
+                     extract, file_uri)
 from cps_repro.data import check_dataset, read_mask, voc_palette, voc_samples  # noqa: E402
 
 scipy_io = pytest.importorskip('scipy.io')
@@ -212,9 +213,8 @@ def test_voc_resumes_interrupted_conversion_and_extraction(voc_archives, tmp_pat
     after = snapshot(root)
     assert after.keys() == before.keys()
     changed = {k for k in before if before[k] != after[k]}
-    assert changed == {'VOCdevkit/VOC2012/SegmentationClassAug/2008_000006.png',
-                       f'.{prepare_voc.VOC_ARCHIVE}.extracted'} or changed == {
-                       'VOCdevkit/VOC2012/SegmentationClassAug/2008_000006.png'}
+    assert changed == {'VOCdevkit/VOC2012/SegmentationClassAug/2008_000006.png',   # written again
+                       f'.{prepare_voc.VOC_ARCHIVE}.extracted'}                      # every file kept, marker rewritten
     assert before['VOCdevkit/VOC2012/SegmentationClassAug/2008_000006.png'][1] == \
         after['VOCdevkit/VOC2012/SegmentationClassAug/2008_000006.png'][1]    # same content, written again
 
@@ -263,6 +263,13 @@ def test_voc_path_traversal_member_refused(tmp_path, voc_archives, capsys):
     assert prepare_voc.main(args) == 1
     assert 'outside the destination' in capsys.readouterr().err
     assert not (tmp_path / 'a' / 'escaped.txt').exists() and not (tmp_path / 'escaped.txt').exists()
+
+
+def test_voc_unreachable_host_says_what_to_do(voc_archives, tmp_path, capsys):
+    root = tmp_path / 'data'
+    assert prepare_voc.main(voc_args(voc_archives, root, '--no-partitions', voc_url='file:///nonexistent/x.tar')) == 1
+    err = capsys.readouterr().err
+    assert 'cannot download file:///nonexistent/x.tar' in err and str(root / 'downloads' / prepare_voc.VOC_ARCHIVE) in err
 
 
 def test_voc_without_scipy_says_how_to_install(monkeypatch, voc_archives, tmp_path, capsys):
@@ -450,6 +457,12 @@ def test_extract_damaged_archive_is_a_clear_error(tmp_path):
     arc.write_bytes(b'not a tar at all')
     with pytest.raises(PrepareError, match='not a readable archive'):
         extract(arc, tmp_path / 'out', progress=False)
+    with tarfile.open(arc, 'w:gz') as tf:
+        add_bytes(tf, 'a.bin', np.random.default_rng(0).integers(0, 256, 200_000, dtype=np.uint8).tobytes())
+    arc.write_bytes(arc.read_bytes()[:100_000])                          # a truncated download
+    with pytest.raises(PrepareError, match='damaged'):
+        extract(arc, tmp_path / 'out2', progress=False)
+    assert not (tmp_path / 'out2' / 'a.bin').exists() and not _common.extract_marker(arc, tmp_path / 'out2').exists()
 
 
 # ------------------------------------------------------------------------------------------------ Cityscapes
@@ -530,11 +543,12 @@ def test_cityscapes_missing_zip_says_where_to_get_it(tmp_path, capsys):
 
 
 def test_cityscapes_builtin_table():
-    lut, source = prepare_cityscapes.builtin_lut(), 'builtin'
+    lut = prepare_cityscapes.builtin_lut()
     assert lut[:34].tolist() == EXPECTED_TRAIN_IDS and (lut[34:] == 255).all()
     assert sorted(set(lut.tolist()) - {255}) == list(range(19))
     np.testing.assert_array_equal(prepare_cityscapes.to_train_ids(city_label_ids(), lut)[0], EXPECTED_TRAIN_IDS)
-    assert source
+    if prepare_cityscapes.cityscapesscripts_lut() is None:
+        assert 'built-in' in prepare_cityscapes.label_lut()[1]
 
 
 def test_cityscapes_uses_cityscapesscripts_when_installed(monkeypatch):
@@ -566,9 +580,10 @@ def test_fetch_partitions_wrapper(tmp_path, capsys):
     assert 'error' in capsys.readouterr().out
 
 
-@pytest.mark.parametrize('script, flags', [('prepare_voc.py', ['--voc-url', '--sbd-url', '--download-dir', '--no-partitions']),
-                                           ('prepare_cityscapes.py', ['--zips', '--extra', '--no-partitions']),
-                                           ('fetch_partitions.py', ['--source'])])
+@pytest.mark.parametrize('script, flags', [
+    ('prepare_voc.py', ['--root', '--voc-url', '--sbd-url', '--download-dir', '--voc-md5', '--no-partitions']),
+    ('prepare_cityscapes.py', ['--zips', '--root', '--extra', '--no-partitions']),
+    ('fetch_partitions.py', ['--source', '--datasets'])])
 def test_scripts_run_as_commands(script, flags):
     r = subprocess.run([sys.executable, str(SCRIPTS / script), '--help'], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr

@@ -230,3 +230,8 @@ def test_self_training_teacher_is_frozen_in_eval_mode(data_root, tmp_path):
     assert not teacher.net.training and all(torch.equal(a, b) for a, b in zip(before, teacher.parameters()))
     sd = torch.load(ckpt, weights_only=False)['nets'][0]
     assert all(torch.equal(v, teacher.net.state_dict()[k]) for k, v in sd.items())
+
+
+def test_one_image_per_forward_with_batch_norm_is_refused_clearly(data_root, tmp_path):
+    with pytest.raises(ValueError, match='batch norm cannot train on one image'):
+        Trainer(tiny(data_root, 'cps', batch_size=2, accum_steps=2), run_dir=tmp_path / 'bn', progress=False)

@@ -32,7 +32,10 @@ def render(nb_path=ROOT / 'nbs' / 'index.ipynb'):
         if not src or src.startswith('#| hide'): continue
         if cell['cell_type'] == 'markdown': blocks.append(src)
         elif cell['cell_type'] == 'code':
-            blocks.append(f"```python\n{src}\n```")
+            lines = src.splitlines()
+            hidden = any(l.replace(' ', '') == '#|echo:false' for l in lines)
+            code = '\n'.join(l for l in lines if not l.startswith('#|')).strip()
+            if not hidden and code: blocks.append(f"```python\n{code}\n```")
             out = _outputs(cell).rstrip()
             if out: blocks.append(out if out.lstrip().startswith(('|', '<', '!')) else f"```\n{out}\n```")
     return HEADER + '\n\n'.join(blocks) + '\n'

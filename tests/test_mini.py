@@ -1,0 +1,132 @@
+"The CPU mini recipe: presets, the committed pretrained backbone, pretraining, the table helpers and exp_mini.ipynb."
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from cps_repro import mini
+from cps_repro.config import preset
+from cps_repro.mini import (MINI_DEVIATIONS, MINI_WEIGHTS, PretrainConfig, as_list, ensure_dataset, mini_job, mini_jobs,
+                            mini_preset, normalize_mini_split, pretrain_backbone, results_table, summarize)
+from cps_repro.models import deeplabv3plus
+
+REPO = Path(__file__).resolve().parents[1]
+torch.set_num_threads(1)
+
+
+@pytest.mark.parametrize('method,lam', [('supervised', 0.0), ('cps', 1.5), ('cps_cutmix', 1.0)])
+def test_mini_preset_is_the_documented_recipe(method, lam):
+    c = mini_preset(method, '1/16')
+    assert (c.data.split, c.data.crop_size, c.data.num_classes, c.data.scales) == ('1_16', 32, 5, (1.0,))
+    assert (c.train.iters, c.train.batch_size, c.train.unlabeled_batch_size, c.train.cps_weight) == (1000, 8, 8, lam)
+    assert c.train.cutmix_mask == 'half' and c.train.cps_rampup == 0
+    assert (c.optim.resolved(), c.model.backbone, c.model.output_stride) == ((0.02, 1e-4, 1.0), 'small_resnet', 4)
+    assert Path(c.model.pretrained) == MINI_WEIGHTS
+    assert preset(f'mini_{method}', 18).to_dict() == mini_preset(method, '1_8').to_dict()   # papermill's 18 = 1_8
+    for key in ('data', 'network', 'pretraining', 'schedule', 'cutmix'): assert key in MINI_DEVIATIONS and key in c.notes
+
+
+def test_mini_preset_rejects_unknown_method_and_split():
+    with pytest.raises(ValueError, match='fixmatch'): mini_preset('fixmatch', '1_8')
+    with pytest.raises(ValueError, match='1_16'): mini_preset('cps', '1_3')
+
+
+def test_committed_weights_load_strictly_and_match_their_record():
+    info = json.loads(MINI_WEIGHTS.with_suffix('.json').read_text())
+    assert info['sha256'] == mini._sha256(MINI_WEIGHTS)
+    assert MINI_WEIGHTS.stat().st_size < 2_000_000
+    assert info['pretrain_config'] == json.loads(json.dumps(PretrainConfig().__dict__))   # made by the defaults
+    assert info['pretrain_config']['vocabulary'] == 'pretrain' and info['corpus_miou'] > 30
+    net = deeplabv3plus('small_resnet', 5, output_stride=4, pretrained=MINI_WEIGHTS)
+    fresh = deeplabv3plus('small_resnet', 5, output_stride=4, generator=torch.Generator().manual_seed(0))
+    assert not torch.equal(net.backbone.conv1[0].weight, fresh.backbone.conv1[0].weight)
+
+
+def test_pretrain_backbone_writes_a_loadable_backbone_from_a_disjoint_corpus(tmp_path):
+    pc = PretrainConfig(n=16, n_val=2, iters=2, batch_size=4)
+    info = pretrain_backbone(tmp_path / 'w.pt', tmp_path / 'work', pc, progress=False)
+    meta = json.loads((tmp_path / 'work' / 'corpus' / 'synthetic.json').read_text())
+    assert meta['seed'] == 1000 and not set(meta['class_names'][1:]) & {'stripes', 'checker', 'dots', 'solid'}
+    assert json.loads((tmp_path / 'w.json').read_text())['sha256'] == info['sha256'] == mini._sha256(tmp_path / 'w.pt')
+    deeplabv3plus('small_resnet', 5, output_stride=4, pretrained=tmp_path / 'w.pt')
+    again = pretrain_backbone(tmp_path / 'w2.pt', tmp_path / 'work', pc, progress=False)   # finished run: same weights
+    assert again['sha256'] == info['sha256']
+    with pytest.raises(ValueError, match="'pretrain'"):
+        pretrain_backbone(tmp_path / 'x.pt', tmp_path / 'w3', PretrainConfig(vocabulary='target'), progress=False)
+
+
+def test_ensure_dataset_refuses_a_folder_made_with_other_settings(tmp_path):
+    ensure_dataset(tmp_path / 'd', seed=3, n=8, n_val=2)
+    assert ensure_dataset(tmp_path / 'd', seed=3, n=8) == tmp_path / 'd'       # same settings: reused
+    with pytest.raises(FileExistsError, match='synthetic.json'): ensure_dataset(tmp_path / 'd', seed=4, n=8)
+    with pytest.raises(FileExistsError, match='synthetic.json'): ensure_dataset(tmp_path / 'd', seed=3, n=8, vocabulary='pretrain')
+
+
+def test_jobs_cover_the_table_and_the_full_label_ceiling(tmp_path):
+    jobs = mini_jobs(['supervised', 'cps', 'cps_cutmix'], '1_16,1_8', [0, 1], tmp_path / 'd', tmp_path / 'o', iters=5)
+    assert len(jobs) == 3 * 2 * 2 + 2 and jobs[0].method == 'cps_cutmix' and jobs[-1].method == 'supervised'
+    full = [j for j in jobs if j.split == 'full']
+    assert {j.seed for j in full} == {0, 1}
+    assert all(j.cfg.data.labeled_list == str(tmp_path / 'd/VOCdevkit/VOC2012/ImageSets/Segmentation/train_aug.txt') for j in full)
+    assert len({j.cfg.run_id for j in jobs}) == len(jobs)
+    assert all(j.cfg.train.iters == 5 and j.cfg.data.root == str(tmp_path / 'd') for j in jobs)
+    assert len(mini_jobs('cps', '1_16', 0, 'd', 'o', full_ceiling=False)) == 1
+    with pytest.raises(ValueError, match='ceiling'): mini_job('cps', 'full', 0, 'd', 'o')
+    with pytest.raises(ValueError, match='full'): normalize_mini_split('1_3')
+    with pytest.raises(ValueError, match='Seeds'): mini_jobs('cps', '1_16', [-1], 'd', 'o')
+    with pytest.raises(ValueError, match='Empty'): as_list('')
+
+
+def test_papermill_style_values_become_lists():
+    assert as_list(116, normalize_mini_split) == ['1_16'] and as_list("['1_8', 'full']", normalize_mini_split) == ['1_8', 'full']
+    assert as_list(0) == [0] and as_list((1, 2)) == [1, 2] and as_list('cps, supervised') == ['cps', 'supervised']
+
+
+def test_summary_pairs_the_gain_by_seed(tmp_path):
+    jobs = mini_jobs(['supervised', 'cps'], '1_16', [0, 1], 'd', 'o', full_ceiling=False)
+    by = {(j.method, j.seed): j for j in jobs}
+    order = [by[k] for k in [('supervised', 0), ('supervised', 1), ('cps', 0), ('cps', 1)]]
+    res = [dict(miou=m, n_labeled=1, n_unlabeled=1, iters=1, wall_seconds=1, run_id=j.cfg.run_id) for j, m in zip(order, [40, 44, 43, 46])]
+    table = results_table(order, res, data_seed=0)
+    assert list(table.columns[:4]) == ['method', 'split', 'seed', 'miou'] and list(table.method) == ['supervised'] * 2 + ['cps'] * 2
+    s = summarize(table).set_index('method')
+    assert s.loc['cps', 'gain_vs_supervised'] == pytest.approx(2.5) and s.loc['cps', 'gain_std'] == pytest.approx(0.7071, abs=1e-3)
+    assert s.loc['supervised', 'miou_mean'] == 42
+
+
+def _notebook(name):
+    return json.loads((REPO / 'nbs' / name).read_text())
+
+
+def test_exp_mini_is_skipped_by_nbdev_test_and_has_its_parameters_cell():
+    cells = _notebook('exp_mini.ipynb')['cells']
+    assert cells[0]['cell_type'] == 'markdown' and '- skip_exec: true' in ''.join(cells[0]['source'])
+    (params,) = [c for c in cells if 'parameters' in c.get('metadata', {}).get('tags', [])]
+    src = ''.join(params['source'])
+    for name in ('methods', 'splits', 'seeds', 'data_seed', 'iters', 'data_root', 'out_dir'): assert f'\n{name} =' in '\n' + src
+
+
+def test_exp_mini_runs_end_to_end_at_tiny_size(tmp_path):
+    pm = pytest.importorskip('papermill')
+    out = tmp_path / 'results'
+    params = dict(splits=116, seeds=0, iters=2, data_root=str(tmp_path / 'data'), out_dir=str(out), n_images=32, workers=2)
+    pm.execute_notebook(str(REPO / 'nbs' / 'exp_mini.ipynb'), str(tmp_path / 'exp_mini.out.ipynb'), parameters=params,
+                        kernel_name='python3', progress_bar=False, cwd=str(tmp_path))
+    import pandas as pd
+    table = pd.read_csv(out / 'mini_table.csv')
+    assert sorted(zip(table.method, table.split)) == [('cps', '1_16'), ('cps_cutmix', '1_16'), ('supervised', '1_16'), ('supervised', 'full')]
+    results = [json.loads(p.read_text()) for p in (out / 'data_seed0').glob('*/result.json')]
+    assert len(results) == 4 and all(r['iters'] == 2 and r['backbone'] == 'small_resnet' for r in results)
+    full = next(r for r in results if r['n_labeled'] == 32)
+    assert full['method'] == 'supervised' and full['config']['data']['labeled_list'].endswith('train_aug.txt')
+    assert all(r['config']['model']['pretrained'] == str(MINI_WEIGHTS) for r in results)
+    assert (out / 'mini_figure.png').stat().st_size > 1000 and (out / 'mini_summary.csv').exists()
+
+
+def test_exp_mini_refuses_the_pretraining_seed(tmp_path):
+    pm = pytest.importorskip('papermill')
+    with pytest.raises(pm.PapermillExecutionError, match='pretraining corpus'):
+        pm.execute_notebook(str(REPO / 'nbs' / 'exp_mini.ipynb'), str(tmp_path / 'o.ipynb'), parameters=dict(data_seed=1000),
+                            kernel_name='python3', progress_bar=False, cwd=str(tmp_path))
+    assert not (tmp_path / 'data').exists()
