@@ -271,8 +271,8 @@ def prepare(args) -> int:
 
     step(5, STEPS, f'list files in {seg_lists}')
     written = write_list(seg_lists / 'train_aug.txt', train_aug)
-    summary.add('train_aug.txt', f'{len(train_aug):,} ids = VOC train {len(voc_train):,} + SBD train {len(sbd_train):,} '
-                                 f'+ SBD val {len(sbd_val):,} - VOC val ({written})')
+    summary.add('train_aug.txt', f'{len(train_aug):,} ids: union of VOC train ({len(voc_train):,}), SBD train '
+                                 f'({len(sbd_train):,}) and SBD val ({len(sbd_val):,}) minus VOC val ({written})')
     summary.add('val.txt', f'{len(voc_val):,} ids (VOC val, from the archive)')
     official = (args.voc_md5, args.sbd_md5) == (VOC_MD5, SBD_MD5)
     if official and (len(train_aug), len(voc_val)) != (TRAIN_AUG_SIZE, VAL_SIZE):
