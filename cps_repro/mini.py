@@ -10,19 +10,21 @@ import argparse, concurrent.futures, dataclasses, hashlib, json, math, os, subpr
 from dataclasses import dataclass, asdict
 from pathlib import Path
 
+import cps_repro as _package
+
 from .config import (ExperimentConfig, DataConfig, ModelConfig, OptimConfig, TrainConfig, EvalConfig,
                               normalize_split, apply_overrides, METHODS)
 
 # %% auto #0
 __all__ = ['MINI_SIZE', 'MINI_N_TRAIN', 'MINI_WEIGHTS', 'MINI_DEVIATIONS', 'MINI_SPLITS', 'RUN_COST', 'mini_preset',
-           'PretrainConfig', 'ensure_dataset', 'pretrain_experiment', 'pretrain_backbone', 'normalize_mini_split',
-           'as_list', 'MiniJob', 'mini_job', 'mini_jobs', 'run_job', 'run_jobs', 'results_table', 'summarize',
-           'plot_table', 'add_pretrain_parser', 'main']
+           'PretrainConfig', 'ensure_dataset', 'pretrain_experiment', 'file_sha256', 'weights_sha256',
+           'pretrain_backbone', 'normalize_mini_split', 'as_list', 'MiniJob', 'mini_job', 'mini_jobs', 'run_job',
+           'run_jobs', 'results_table', 'summarize', 'plot_table', 'add_pretrain_parser', 'main']
 
 # %% ../nbs/11_mini.ipynb #c005
 MINI_SIZE = 32          # image side (px) of the mini data and the crop
 MINI_N_TRAIN = 2000     # train_aug pool: 1/16 = 125 labeled images
-MINI_WEIGHTS = Path(__file__).resolve().parent / 'data' / 'small_resnet_pretrained.pt'   # written by `pretrain_backbone`
+MINI_WEIGHTS = Path(_package.__file__).resolve().parent / 'data' / 'small_resnet_pretrained.pt'   # written by `pretrain_backbone`
 
 MINI_DEVIATIONS = {
     'data': f'generated VOC-layout scenes (cps_repro.synthetic), 5 classes (background + 4 fill textures), {MINI_SIZE} px, '
@@ -105,7 +107,17 @@ def pretrain_experiment(corpus_root, pc: PretrainConfig = PretrainConfig()) -> E
     cfg.name = 'mini_pretrain'
     return cfg.validate()
 
-def _sha256(path) -> str: return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+def file_sha256(path) -> str:
+    "sha256 of a file's bytes (torch.save's zip embeds the file name, so regenerated weights differ here)."
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+def weights_sha256(path) -> str:
+    "sha256 of a saved state dict's names, dtypes, shapes and values: equal for equal weights, whatever the file name."
+    import torch
+    h = hashlib.sha256()
+    for k, v in sorted(torch.load(path, map_location='cpu', weights_only=True).items()):
+        h.update(f"{k}|{v.dtype}|{tuple(v.shape)}|".encode()); h.update(v.contiguous().numpy().tobytes())
+    return h.hexdigest()
 
 def pretrain_backbone(out=MINI_WEIGHTS, work_dir='runs/mini_pretrain', pc: PretrainConfig = PretrainConfig(),
                       progress: bool = True) -> dict:
@@ -118,17 +130,17 @@ def pretrain_backbone(out=MINI_WEIGHTS, work_dir='runs/mini_pretrain', pc: Pretr
     work = Path(work_dir)
     corpus = ensure_dataset(work / 'corpus', pc.corpus_seed, pc.n, pc.n_val, pc.size, pc.vocabulary, progress=progress)
     cfg = pretrain_experiment(corpus, pc)
-    t0 = time.perf_counter()
     tr = Trainer(cfg, run_dir=work / 'run', progress=progress, device='cpu')
     result = tr.fit()
     if tr.it != cfg.train.iters: tr.resume()     # the run had finished before: take its final networks
     out = save_backbone(tr.nets[0], out)
+    out.chmod(0o644)                                 # save_backbone's temporary file is private
     d = cfg.to_dict(); d['data'] = {k: v for k, v in d['data'].items() if k not in ('root', 'labeled_list', 'val_list')}
-    info = {'file': out.name, 'sha256': _sha256(out), 'backbone': 'small_resnet', 'pretrain_config': asdict(pc),
-            'corpus_miou': result['miou'], 'corpus_val_images': pc.n_val, 'train_seconds': result['wall_seconds'],
-            'total_seconds': round(time.perf_counter() - t0, 1), 'torch_version': torch.__version__,
-            'command': f"python -m cps_repro.mini pretrain --out {out.name} " + ' '.join(
-                f"--{k.replace('_', '-')} {v}" for k, v in asdict(pc).items() if v != getattr(PretrainConfig(), k)),
+    info = {'file': out.name, 'file_sha256': file_sha256(out), 'weights_sha256': weights_sha256(out), 'backbone': 'small_resnet',
+            'pretrain_config': asdict(pc), 'corpus_miou': result['miou'], 'corpus_val_images': pc.n_val,
+            'train_seconds': result['wall_seconds'], 'torch_version': torch.__version__,
+            'command': (f"python -m cps_repro.mini pretrain --out {out} " + ' '.join(
+                f"--{k.replace('_', '-')} {v}" for k, v in asdict(pc).items() if v != getattr(PretrainConfig(), k))).strip(),
             'experiment': d}
     out.with_suffix('.json').write_text(json.dumps(info, indent=1) + '\n')
     return info
@@ -298,7 +310,7 @@ def add_pretrain_parser(sub) -> argparse.ArgumentParser:
 def _cmd_pretrain(a) -> int:
     pc = PretrainConfig(**{f.name: getattr(a, f.name) for f in dataclasses.fields(PretrainConfig)})
     info = pretrain_backbone(a.out, a.work_dir, pc, progress=not a.no_progress)
-    print(f"wrote {a.out} (sha256 {info['sha256'][:12]}...; corpus mIoU {info['corpus_miou']:.2f}; "
+    print(f"wrote {a.out} (weights sha256 {info['weights_sha256'][:12]}...; corpus mIoU {info['corpus_miou']:.2f}; "
           f"{info['train_seconds']:.0f} s) and {Path(a.out).with_suffix('.json')}")
     return 0
 

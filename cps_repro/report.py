@@ -314,6 +314,10 @@ def _group_title(table: str, backbone: str) -> str:
     where = {'table1': 'VOC', 'table2': 'Cityscapes', 'table3': 'VOC 1,464', 'mini': 'generated data'}.get(table, table)
     return f"{where}, {backbone_label(backbone)}"
 
+def _title(text: str, note: str) -> str:
+    "A figure title with the mini-reproduction note on its own line."
+    return f"{text}\n{note}" if note else text
+
 def _new_figure(width: float, height: float):
     from matplotlib.figure import Figure
     return Figure(figsize=(width, height), layout='constrained')
@@ -346,6 +350,8 @@ def figure5_self_training(results, methods=('supervised', 'self_training', 'cps'
     runs = runs[runs.method.isin(methods) & runs['table'].isin(kind)].copy()
     runs['Method'], runs['Backbone'] = runs.method.map(method_label), runs.backbone.map(backbone_label)
     groups = list(dict.fromkeys(zip(runs['table'], runs.Backbone)))
+    with_st = list(dict.fromkeys(zip(*[runs[runs.method == 'self_training'][c] for c in ('table', 'Backbone')])))
+    groups = with_st or groups                 # panels where self-training was run, else every panel
     fig = _new_figure(4.2 * len(groups) + 1.5, 3.6)
     axes = fig.subplots(1, len(groups), squeeze=False)[0]
     hue_order = [method_label(m) for m in methods if m in set(runs.method)]
@@ -356,7 +362,7 @@ def figure5_self_training(results, methods=('supervised', 'self_training', 'cps'
             g = g.assign(Split=g.split.map(lambda s: f"{SPLIT_LABELS[s]} ({_count_label(g[g.split == s].n_labeled)})"))
             x_order = list(dict.fromkeys(g.set_index('split').loc[order].Split))
             sns.barplot(data=g, x='Split', y='miou', hue='Method', order=x_order, hue_order=hue_order,
-                        errorbar='sd', ax=ax, alpha=0.85)
+                        errorbar='sd', dodge=True, ax=ax, alpha=0.85)
             sns.stripplot(data=g, x='Split', y='miou', hue='Method', order=x_order, hue_order=hue_order,
                           palette={h: 'black' for h in hue_order}, dodge=True, ax=ax, size=3, legend=False)
             ax.set(title=_group_title(table, backbone), xlabel='labeled split (images)', ylabel='mIoU (%)')
@@ -364,7 +370,7 @@ def figure5_self_training(results, methods=('supervised', 'self_training', 'cps'
             ax.grid(axis='y', alpha=0.4)
     _figure_legend(fig, axes)
     missing = '' if 'self_training' in set(runs.method) else ' — no self-training run yet'
-    fig.suptitle(f"Figure 5: self-training vs. CPS{missing} {note}".strip())
+    fig.suptitle(_title(f"Figure 5: self-training vs. CPS{missing}", note))
     return fig
 
 # %% ../nbs/09_report.ipynb #c035
@@ -436,7 +442,7 @@ def figure6_qualitative(results, n: int = 4, split=None, data_root=None,
             ax.imshow(panel, interpolation='nearest'); ax.set_xticks([]); ax.set_yticks([])
             if i == 0: ax.set_title(cols[j], fontsize=9)
             if j == 0: ax.set_ylabel(image_id, fontsize=7)
-    fig.suptitle(f"Figure 6: {_group_title(table, backbone)}, split {split_label(sp)} {note}".strip(), fontsize=10)
+    fig.suptitle(_title(f"Figure 6: {_group_title(table, backbone)}, split {split_label(sp)}", note), fontsize=10)
     return fig
 
 # %% ../nbs/09_report.ipynb #c037
@@ -482,5 +488,5 @@ def figure7_overlap(results, methods=('cps', 'cps_cutmix')):
     ax1.set(ylabel='overlap of the two networks (%)', title=_group_title(table, backbone))
     ax2.set(ylabel='network 1 mIoU (%)', xlabel='iteration')
     if ax2.get_legend(): ax2.get_legend().remove()
-    fig.suptitle(f"Figure 7: agreement of the two networks during training {note}".strip(), fontsize=10)
+    fig.suptitle(_title("Figure 7: agreement of the two networks during training", note), fontsize=10)
     return fig

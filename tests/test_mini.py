@@ -34,7 +34,7 @@ def test_mini_preset_rejects_unknown_method_and_split():
 
 def test_committed_weights_load_strictly_and_match_their_record():
     info = json.loads(MINI_WEIGHTS.with_suffix('.json').read_text())
-    assert info['sha256'] == mini._sha256(MINI_WEIGHTS)
+    assert info['file_sha256'] == mini.file_sha256(MINI_WEIGHTS) and info['weights_sha256'] == mini.weights_sha256(MINI_WEIGHTS)
     assert MINI_WEIGHTS.stat().st_size < 2_000_000
     assert info['pretrain_config'] == json.loads(json.dumps(PretrainConfig().__dict__))   # made by the defaults
     assert info['pretrain_config']['vocabulary'] == 'pretrain' and info['corpus_miou'] > 30
@@ -48,10 +48,14 @@ def test_pretrain_backbone_writes_a_loadable_backbone_from_a_disjoint_corpus(tmp
     info = pretrain_backbone(tmp_path / 'w.pt', tmp_path / 'work', pc, progress=False)
     meta = json.loads((tmp_path / 'work' / 'corpus' / 'synthetic.json').read_text())
     assert meta['seed'] == 1000 and not set(meta['class_names'][1:]) & {'stripes', 'checker', 'dots', 'solid'}
-    assert json.loads((tmp_path / 'w.json').read_text())['sha256'] == info['sha256'] == mini._sha256(tmp_path / 'w.pt')
+    assert json.loads((tmp_path / 'w.json').read_text())['weights_sha256'] == info['weights_sha256'] == mini.weights_sha256(tmp_path / 'w.pt')
     deeplabv3plus('small_resnet', 5, output_stride=4, pretrained=tmp_path / 'w.pt')
-    again = pretrain_backbone(tmp_path / 'w2.pt', tmp_path / 'work', pc, progress=False)   # finished run: same weights
-    assert again['sha256'] == info['sha256']
+    pretrain_backbone(tmp_path / 'again' / 'w.pt', tmp_path / 'work', pc, progress=False)   # finished run: same weights
+    first, again = torch.load(tmp_path / 'w.pt'), torch.load(tmp_path / 'again' / 'w.pt')
+    assert first.keys() == again.keys() and all(torch.equal(first[k], again[k]) for k in first)
+    assert mini.weights_sha256(tmp_path / 'again' / 'w.pt') == info['weights_sha256']
+    first['conv1.0.weight'][0, 0, 0, 0] += 1e-6; torch.save(first, tmp_path / 'changed.pt')
+    assert mini.weights_sha256(tmp_path / 'changed.pt') != info['weights_sha256']
     with pytest.raises(ValueError, match="'pretrain'"):
         pretrain_backbone(tmp_path / 'x.pt', tmp_path / 'w3', PretrainConfig(vocabulary='target'), progress=False)
 
@@ -110,7 +114,7 @@ def test_exp_mini_is_skipped_by_nbdev_test_and_has_its_parameters_cell():
 def test_exp_mini_runs_end_to_end_at_tiny_size(tmp_path):
     pm = pytest.importorskip('papermill')
     out = tmp_path / 'results'
-    params = dict(splits=116, seeds=0, iters=2, data_root=str(tmp_path / 'data'), out_dir=str(out), n_images=32, workers=2)
+    params = dict(splits=116, seeds=0, iters=2, data_root=str(tmp_path / 'data'), out_dir=str(out), n_images=128, workers=2)
     pm.execute_notebook(str(REPO / 'nbs' / 'exp_mini.ipynb'), str(tmp_path / 'exp_mini.out.ipynb'), parameters=params,
                         kernel_name='python3', progress_bar=False, cwd=str(tmp_path))
     import pandas as pd
@@ -118,7 +122,7 @@ def test_exp_mini_runs_end_to_end_at_tiny_size(tmp_path):
     assert sorted(zip(table.method, table.split)) == [('cps', '1_16'), ('cps_cutmix', '1_16'), ('supervised', '1_16'), ('supervised', 'full')]
     results = [json.loads(p.read_text()) for p in (out / 'data_seed0').glob('*/result.json')]
     assert len(results) == 4 and all(r['iters'] == 2 and r['backbone'] == 'small_resnet' for r in results)
-    full = next(r for r in results if r['n_labeled'] == 32)
+    full = next(r for r in results if r["n_labeled"] == 128)
     assert full['method'] == 'supervised' and full['config']['data']['labeled_list'].endswith('train_aug.txt')
     assert all(r['config']['model']['pretrained'] == str(MINI_WEIGHTS) for r in results)
     assert (out / 'mini_figure.png').stat().st_size > 1000 and (out / 'mini_summary.csv').exists()

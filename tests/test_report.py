@@ -240,6 +240,8 @@ def test_figures_from_real_runs(results_dir, tmp_path):
     with pytest.warns(UserWarning): r = load_results(results_dir)
     f5 = figure5_self_training(r)
     assert f5._suptitle.get_text() == 'Figure 5: self-training vs. CPS' and MINI_NOTE not in f5._suptitle.get_text()
+    assert [a.get_title() for a in f5.axes] == ['VOC, R50']          # only where self-training was run
+    assert sorted(t.get_text() for t in f5.legends[0].get_texts()) == sorted(['Supervised', 'Self-training', 'CPS w/o CutMix', 'CPS w/ CutMix'])
     f6 = figure6_qualitative(r, n=4)
     titles = [a.get_title() for a in f6.axes]
     assert titles[:5] == ['Image', 'Ground truth', 'Supervised', 'CPS w/o CutMix', 'CPS w/ CutMix']

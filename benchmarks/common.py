@@ -1,0 +1,180 @@
+"""Shared helpers of the benchmark scripts: where and with what a figure was taken, robust statistics, memory probes,
+synthetic batches that drive the real `Trainer`, and JSON / table output.
+
+Nothing here is imported by the package or its tests' assertions; benchmarks are run by hand (see README.md)."""
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path: sys.path.insert(0, str(REPO))   # run from a checkout, installed or not
+
+
+# ---- where a figure was taken -----------------------------------------------------------------------------------
+def _cpu_model() -> str:
+    try:
+        for line in Path('/proc/cpuinfo').read_text().splitlines():
+            if line.startswith('model name'): return line.split(':', 1)[1].strip()
+    except OSError: pass
+    return platform.processor() or platform.machine()
+
+def _git(*args) -> str | None:
+    try:
+        out = subprocess.run(['git', *args], cwd=REPO, capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError): return None
+
+def machine_info(device: torch.device) -> dict:
+    "Date, software versions, processor, load and (on CUDA) the GPU and the settings that change its speed."
+    import torchvision
+    from cps_repro import __version__
+    info = dict(date=datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
+                command=' '.join([Path(sys.executable).name] + sys.argv),
+                python=platform.python_version(), torch=torch.__version__, torchvision=torchvision.__version__,
+                cps_repro=__version__, git_commit=_git('rev-parse', '--short', 'HEAD'),
+                git_dirty=bool(_git('status', '--porcelain', '--untracked-files=no')),
+                platform=platform.platform(), cpu=_cpu_model(), cpu_count=os.cpu_count(),
+                torch_threads=torch.get_num_threads(), device=str(device))
+    try: info['load_average_1_5_15'] = [round(x, 2) for x in os.getloadavg()]
+    except OSError: pass
+    if device.type == 'cuda':
+        p = torch.cuda.get_device_properties(device)
+        info.update(gpu=p.name, gpu_memory_gib=round(p.total_memory / 2**30, 1), gpu_capability=f"{p.major}.{p.minor}",
+                    cuda=torch.version.cuda, cudnn=torch.backends.cudnn.version(),
+                    cudnn_allow_tf32=torch.backends.cudnn.allow_tf32,
+                    matmul_allow_tf32=torch.backends.cuda.matmul.allow_tf32)
+    return info
+
+
+# ---- statistics ---------------------------------------------------------------------------------------------------
+def describe(xs) -> dict:
+    "Median, quartiles, min, max, n and the relative inter-quartile range of a list of numbers."
+    xs = sorted(float(x) for x in xs)
+    if not xs: return dict(n=0)
+    med = statistics.median(xs)
+    q1, q3 = (statistics.quantiles(xs, n=4, method='inclusive')[i] for i in (0, 2)) if len(xs) > 1 else (xs[0], xs[0])
+    return dict(n=len(xs), median=med, p25=q1, p75=q3, min=xs[0], max=xs[-1],
+                iqr_rel=(q3 - q1) / med if med else float('nan'))
+
+
+# ---- memory -------------------------------------------------------------------------------------------------------
+_PAGE = os.sysconf('SC_PAGE_SIZE') if hasattr(os, 'sysconf') else 4096
+
+def rss_bytes() -> int:
+    "Resident set size of this process now (Linux /proc; ru_maxrss elsewhere)."
+    try: return int(Path('/proc/self/statm').read_text().split()[1]) * _PAGE
+    except (OSError, IndexError, ValueError): return max_rss_bytes()
+
+def max_rss_bytes() -> int:
+    "Peak resident set size of this process so far."
+    r = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return r if sys.platform == 'darwin' else r * 1024
+
+class RSSSampler:
+    "Highest RSS seen by a background thread (every `interval` s) between `start()` and `stop()`."
+    def __init__(self, interval: float = 0.002):
+        self.interval, self.peak, self._stop, self._t = interval, 0, threading.Event(), None
+    def start(self):
+        self.peak, self._stop = rss_bytes(), threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True); self._t.start(); return self
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, rss_bytes()); time.sleep(self.interval)
+    def stop(self) -> int:
+        self._stop.set(); self._t.join(); self.peak = max(self.peak, rss_bytes()); return self.peak
+
+def tensor_bytes(tensors) -> int:
+    "Bytes held by distinct tensors (shared storages counted once)."
+    seen, total = set(), 0
+    for t in tensors:
+        if t is None or not torch.is_tensor(t): continue
+        key = (t.untyped_storage().data_ptr(), t.device)
+        if key in seen: continue
+        seen.add(key); total += t.untyped_storage().nbytes()
+    return total
+
+def optimizer_state_tensors(opt) -> list:
+    return [v for s in opt.state.values() for v in s.values() if torch.is_tensor(v)]
+
+
+# ---- synthetic batches for the real trainer ------------------------------------------------------------------------
+class SyntheticStream:
+    """Endless collated batches with the shapes and dtypes an `InfiniteStream` of `SegmentationDataset` yields
+    (`image` float32 [B, 3, H, W], `label` int64 [B, H, W] with a band of ignore pixels, `id` list), cycling through
+    `n_distinct` pre-made batches; pinned when `pin` (as the CUDA loader pins them), so the trainer's own
+    non-blocking host-to-device copy is part of every timed step. `state_dict`/`load_state_dict` as a stream has."""
+    def __init__(self, batch: int, crop: int, num_classes: int, labeled: bool, seed: int, pin: bool = False,
+                 n_distinct: int = 2, ignore_index: int = 255):
+        g = torch.Generator().manual_seed(seed)
+        self.batches = []
+        for i in range(n_distinct):
+            b = {'image': torch.randn(batch, 3, crop, crop, generator=g), 'id': [f'synthetic_{seed}_{i}_{j}' for j in range(batch)]}
+            if labeled:
+                label = torch.randint(0, num_classes, (batch, crop, crop), generator=g)
+                label[:, : max(1, crop // 16)] = ignore_index            # like the padded border of a small image
+                b['label'] = label
+            if pin: b = {k: v.pin_memory() if torch.is_tensor(v) else v for k, v in b.items()}
+            self.batches.append(b)
+        self.i = 0
+    def __iter__(self): return self
+    def __next__(self) -> dict:
+        b = self.batches[self.i % len(self.batches)]; self.i += 1; return b
+    def state_dict(self) -> dict: return {'i': self.i}
+    def load_state_dict(self, s: dict) -> None: self.i = int(s['i'])
+
+def synthetic_data(batch_l: int, batch_u: int, crop: int, num_classes: int, pin: bool, seed: int = 0):
+    "A `TrainData` of synthetic streams: labeled, two unlabeled, no validation set."
+    from cps_repro.train import TrainData
+    return TrainData(SyntheticStream(batch_l, crop, num_classes, True, seed, pin),
+                     SyntheticStream(batch_u, crop, num_classes, False, seed + 1, pin),
+                     SyntheticStream(batch_u, crop, num_classes, False, seed + 2, pin),
+                     None, 1000, 1000)
+
+def bench_config(method: str, backbone: str, crop: int, batch_l: int, batch_u: int, amp: str = 'none',
+                 channels_last: bool = False, num_classes: int = 21, output_stride: int | None = None,
+                 cutmix_mask: str = 'box', seed: int = 0):
+    "The experiment config of one benchmarked step: the paper's VOC recipe at the given sizes, no pretrained file."
+    from cps_repro.config import ExperimentConfig, apply_overrides
+    cfg = apply_overrides(ExperimentConfig(name=f'bench_{method}'), {
+        'train.method': method, 'model.backbone': backbone,
+        'model.output_stride': output_stride or (4 if backbone == 'small_resnet' else 16), 'model.pretrained': None,
+        'data.crop_size': crop, 'eval.crop_size': crop, 'data.num_classes': num_classes, 'data.workers': 0,
+        'train.batch_size': batch_l, 'train.unlabeled_batch_size': batch_u, 'train.amp': amp,
+        'train.channels_last': channels_last, 'train.cutmix_mask': cutmix_mask, 'train.seed': seed,
+        'train.cps_weight': {'cps': 1.5, 'cps_cutmix': 1.0}.get(method, 0.0),
+        'train.iters': 10**6, 'train.eval_every': 10**6, 'train.checkpoint_every': 10**6, 'train.log_every': 10**6})
+    return cfg
+
+
+# ---- output -------------------------------------------------------------------------------------------------------
+def write_json(obj, path) -> Path:
+    "Write `obj` to `path` atomically (a partial run keeps its last complete file)."
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f'.{path.name}.tmp{os.getpid()}')
+    tmp.write_text(json.dumps(obj, indent=1, default=str) + '\n'); os.replace(tmp, path)
+    return path
+
+def table(rows: list[dict], cols: list[tuple]) -> str:
+    "A plain-text table of `rows` with columns `(header, key, format)`."
+    cells = [[h for h, _, _ in cols]] + [[('' if r.get(k) is None else f.format(r[k])) for _, k, f in cols] for r in rows]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(cols))]
+    lines = ['  '.join(c.rjust(w) for c, w in zip(row, widths)) for row in cells]
+    lines.insert(1, '  '.join('-' * w for w in widths))
+    return '\n'.join(lines)
+
+def mib(x) -> float | None: return None if x is None else x / 2**20
+
+def sync(device: torch.device) -> None:
+    if device.type == 'cuda': torch.cuda.synchronize(device)
