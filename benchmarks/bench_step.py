@@ -15,7 +15,7 @@ The two reference cases are `sup_ref` (the supervised step with batch B_l + B_u)
 of one network on B_u images in training mode, autocast as configured: a CutMix teacher pass).
 
 Variants are `+`-joined tokens: a precision `fp32` | `bf16` | `fp16`, then any of `cl` (channels_last), `compile`
-(`net.compile(dynamic=False)` on every network), `lean` (benchmarks/lean.py) and `cudnn` (cudnn.benchmark on for
+(`net.compile(dynamic=False)` on every network), `lean` (all parts of benchmarks/lean.py; `lean:labels.opt`: some) and `cudnn` (cudnn.benchmark on for
 that case's steps). Example: `--variants fp32,bf16+cl,bf16+cl+compile`.
 
     python benchmarks/bench_step.py --backbone small_resnet --crop 128 --batch 8 --variants fp32,bf16 --steps 10
@@ -43,7 +43,7 @@ from common import (RSSSampler, bench_config, describe, machine_info, max_rss_by
 
 METHODS = ('supervised', 'cps', 'cps_cutmix')
 PRECISIONS = {'fp32': 'none', 'bf16': 'bf16', 'fp16': 'fp16'}
-FLAGS = ('cl', 'compile', 'lean', 'cudnn')
+FLAGS = ('cl', 'compile', 'lean', 'cudnn')   # lean may name parts: lean:labels.opt (default: all, see lean.py)
 
 
 @dataclass(frozen=True)
@@ -52,18 +52,23 @@ class Variant:
     amp: str
     channels_last: bool = False
     compile: bool = False
-    lean: bool = False
+    lean: tuple = ()              # lean.PARTS switched on
     cudnn_benchmark: bool = False
 
 def parse_variant(text: str) -> Variant:
     "`bf16+cl+compile` -> Variant; unknown tokens are an error that lists the valid ones."
+    from lean import PARTS
     tokens = [t.strip() for t in text.split('+') if t.strip()]
     if not tokens or tokens[0] not in PRECISIONS:
         raise ValueError(f"variant {text!r} must start with a precision: one of {', '.join(PRECISIONS)}")
-    bad = [t for t in tokens[1:] if t not in FLAGS]
-    if bad: raise ValueError(f"variant {text!r}: unknown token(s) {bad}; valid: {', '.join(FLAGS)}")
-    return Variant('+'.join(tokens), PRECISIONS[tokens[0]], 'cl' in tokens, 'compile' in tokens, 'lean' in tokens,
-                   'cudnn' in tokens)
+    lean = ()
+    for t in tokens[1:]:
+        if t.split(':')[0] == 'lean':
+            lean = tuple(x for x in t.split(':', 1)[1].split('.') if x) if ':' in t else PARTS
+            bad = set(lean) - set(PARTS)
+            if bad or not lean: raise ValueError(f"variant {text!r}: lean parts {sorted(bad) or '(none)'} unknown; valid: {', '.join(PARTS)}")
+        elif t not in FLAGS: raise ValueError(f"variant {text!r}: unknown token {t!r}; valid: {', '.join(FLAGS)} (lean:part.part)")
+    return Variant('+'.join(tokens), PRECISIONS[tokens[0]], 'cl' in tokens, 'compile' in tokens, lean, 'cudnn' in tokens)
 
 
 @dataclass
@@ -85,14 +90,15 @@ class Case:
 
 def build_cases(a, variants: list[Variant], device: torch.device, tmp: Path) -> list[Case]:
     "One Trainer per (variant, method); the references share the supervised networks of their variant."
-    from cps_repro.train import Trainer, StepContext
+    import functools
+    from cps_repro.train import Trainer
     from lean import LeanTrainer
     pin = device.type == 'cuda'
     data = synthetic_data(a.batch_l, a.batch_u, a.crop, a.num_classes, pin, seed=a.seed)
     data_ref = synthetic_data(a.batch_l + a.batch_u, a.batch_u, a.crop, a.num_classes, pin, seed=a.seed + 10)
     cases = []
     for v in variants:
-        cls = LeanTrainer if v.lean else Trainer
+        cls = functools.partial(LeanTrainer, parts=v.lean) if v.lean else Trainer
         kw = dict(backbone=a.backbone, crop=a.crop, amp=v.amp, channels_last=v.channels_last,
                   num_classes=a.num_classes, output_stride=a.output_stride, cutmix_mask=a.cutmix_mask, seed=a.seed)
         made = {}
@@ -248,7 +254,7 @@ def print_report(rep: dict) -> None:
     cols = [('variant', 'variant', '{}'), ('case', 'case', '{}'), ('img', 'images', '{}'),
             ('median ms', 't_median', '{:.1f}'), ('p25 ms', 't_p25', '{:.1f}'), ('p75 ms', 't_p75', '{:.1f}'),
             ('IQR %', 't_iqr_rel', '{:.1%}'), ('img/s', 'img_s', '{:.1f}'), ('x base', 'speedup', '{:.2f}'),
-            ('step MiB', 'mem_step_mib', '{:.0f}'), ('alone MiB', 'mem_alone_mib', '{:.0f}'), ('first s', 'first_s', '{:.1f}'),
+            ('step MiB', 'mem_step_mib', '{:.0f}'), ('peak MiB', 'mem_alone_mib', '{:.0f}'), ('first s', 'first_s', '{:.1f}'),
             ('error', 'error', '{}')]
     rows = [dict(r, **{k: r[k] * 1000 for k in ('t_median', 't_p25', 't_p75') if r.get(k) is not None}) for r in rep['rows']]
     s = rep['settings']

@@ -433,6 +433,8 @@ class Trainer:
         check_batch_norm_batch(self.nets, t.batch_size // self.dist.world_size // t.accum_steps)
         if self.dist.distributed:
             for n in self.nets: broadcast_parameters(n)
+        # torch.compile wraps the forward passes only; checkpoints keep the plain modules' state dicts
+        self.forward_nets = [torch.compile(n) if t.compile else n for n in self.nets]
         self.opts = [build_optimizer(self.nets[k], cfg) for k in self.method.trained]
         self.scheds = [build_scheduler(o, cfg) for o in self.opts]
         self.amp = amp_dtype(t.amp, self.device)
@@ -457,7 +459,7 @@ class Trainer:
         cfg, accum = self.cfg, self.cfg.train.accum_steps
         batches = self.next_batches()
         for o in self.opts: o.zero_grad(set_to_none=True)
-        ctx = StepContext(self.nets, cfg, self.it, self.cutmix_gen, self.amp)
+        ctx = StepContext(self.forward_nets, cfg, self.it, self.cutmix_gen, self.amp)
         logged: dict = {}
         for micro in zip(*[_chunks(b, accum) for b in batches]):
             terms = self.method.losses(ctx, *micro)

@@ -235,3 +235,14 @@ def test_self_training_teacher_is_frozen_in_eval_mode(data_root, tmp_path):
 def test_one_image_per_forward_with_batch_norm_is_refused_clearly(data_root, tmp_path):
     with pytest.raises(ValueError, match='batch norm cannot train on one image'):
         Trainer(tiny(data_root, 'cps', batch_size=2, accum_steps=2), run_dir=tmp_path / 'bn', progress=False)
+
+
+@pytest.mark.parametrize('opts', [['amp=bf16', 'channels_last=true'], ['amp=fp16'], ['compile=true']])
+def test_mixed_precision_channels_last_and_compile_train_on_cpu(data_root, tmp_path, opts):
+    cfg = apply_overrides(tiny(data_root, 'cps_cutmix', iters=2, eval_every=2), opts)
+    tr = Trainer(cfg, run_dir=tmp_path / 'amp', nets=[PixelNet(1), PixelNet(2)], progress=False)
+    before = [p.clone() for p in tr.nets[0].parameters()]
+    losses = [tr.step() for _ in range(2)]
+    assert all(torch.isfinite(v).all() for l in losses for v in l.values())
+    assert any(not torch.equal(a, b) for a, b in zip(before, tr.nets[0].parameters()))
+    assert all(k.startswith(('a.', 'b.')) for k in tr.state_dict()['nets'][0])   # plain keys, even when compiled
