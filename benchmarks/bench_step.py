@@ -89,13 +89,22 @@ class Case:
 
 
 def build_cases(a, variants: list[Variant], device: torch.device, tmp: Path) -> list[Case]:
-    "One Trainer per (variant, method); the references share the supervised networks of their variant."
+    """One Trainer per (variant, method) plus the references. With `a.share_nets` (default) all cases of the same
+    memory format and compile flag train the same pair of networks (supervised: the first), each with its own
+    optimizer: the timed work is the same, the memory held between steps far less."""
     import functools
-    from cps_repro.train import Trainer
+    from cps_repro.train import Trainer, build_networks
     from lean import LeanTrainer
     pin = device.type == 'cuda'
     data = synthetic_data(a.batch_l, a.batch_u, a.crop, a.num_classes, pin, seed=a.seed)
     data_ref = synthetic_data(a.batch_l + a.batch_u, a.batch_u, a.crop, a.num_classes, pin, seed=a.seed + 10)
+    pool: dict = {}
+    def nets_for(v: Variant, method: str, cfg):
+        if not a.share_nets: return None
+        key = (v.channels_last, v.compile)
+        if key not in pool:
+            pool[key] = build_networks(bench_config('cps', batch_l=a.batch_l, batch_u=a.batch_u, **dict(kw, amp=v.amp)), device)
+        return pool[key][:1] if method == 'supervised' else pool[key]
     cases = []
     for v in variants:
         cls = functools.partial(LeanTrainer, parts=v.lean) if v.lean else Trainer
@@ -104,21 +113,21 @@ def build_cases(a, variants: list[Variant], device: torch.device, tmp: Path) -> 
         made = {}
         for m in a.methods:
             cfg = bench_config(m, batch_l=a.batch_l, batch_u=a.batch_u, **kw)
-            made[m] = cls(cfg, run_dir=tmp / v.name / m, device=str(device), progress=False, data=data)
+            made[m] = cls(cfg, run_dir=tmp / v.name / m, device=str(device), progress=False, data=data,
+                          nets=nets_for(v, m, cfg))
             n_img = a.batch_l + {'supervised': 0, 'cps': a.batch_u, 'cps_cutmix': 2 * a.batch_u}[m]
             cases.append(Case(v, m, n_img, made[m]))
         if a.refs:
             cfg = bench_config('supervised', batch_l=a.batch_l + a.batch_u, batch_u=a.batch_u, **kw)
-            shared = made['supervised'].nets if 'supervised' in made else None
+            shared = nets_for(v, 'supervised', cfg) or (made['supervised'].nets if 'supervised' in made else None)
             ref = cls(cfg, run_dir=tmp / v.name / 'sup_ref', device=str(device), progress=False, data=data_ref, nets=shared)
             cases.append(Case(v, 'sup_ref', a.batch_l + a.batch_u, ref))
             cases.append(Case(v, 'fwd_ref', a.batch_u, ref))
-        if v.compile:
-            done = set()
-            for c in cases:
-                if c.variant is not v: continue
-                for n in c.trainer.nets:
-                    if id(n) not in done: n.compile(dynamic=False); done.add(id(n))
+    done = set()
+    for c in cases:                                     # compile each network once (Module.compile: in place)
+        if not c.variant.compile: continue
+        for n in c.trainer.nets:
+            if id(n) not in done: n.compile(dynamic=False); done.add(id(n))
     for c in cases: c.run = make_unit(c, device, a)
     return cases
 
@@ -287,6 +296,7 @@ def isolated_memory(a, device: torch.device) -> list[dict]:
                        '--backbone', a.backbone, '--crop', str(a.crop), '--batch-l', str(a.batch_l), '--batch-u', str(a.batch_u),
                        '--num-classes', str(a.num_classes), '--cutmix-mask', a.cutmix_mask, '--variants', v, '--methods', m,
                        '--threads', str(torch.get_num_threads())] + (['--output-stride', str(a.output_stride)] if a.output_stride else [])
+                cmd += [] if a.share_nets else ['--no-share-nets']
                 res = subprocess.run(cmd, capture_output=True, text=True)
                 row = dict(variant=v, case=m, returncode=res.returncode)
                 if res.returncode == 0 and path.exists(): row.update(json.loads(path.read_text()))
@@ -328,13 +338,16 @@ def main(argv=None) -> int:
     p.add_argument('--variants', default='fp32', help="comma-separated, e.g. fp32,bf16+cl,bf16+cl+compile (first = baseline)")
     p.add_argument('--methods', default=','.join(METHODS))
     p.add_argument('--no-refs', dest='refs', action='store_false', help='skip the sup_ref / fwd_ref reference cases')
+    p.add_argument('--no-share-nets', dest='share_nets', action='store_false',
+                   help='every case builds its own networks (default: cases of one memory format share a pair)')
     p.add_argument('--steps', type=int, default=10, help='timed repetitions')
     p.add_argument('--warmup', type=int, default=2)
     p.add_argument('--threads', type=int, default=None, help='torch threads (default: 1 on CPU, unchanged on CUDA)')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--deadline', type=float, default=None, help='stop starting repetitions after this many seconds')
     p.add_argument('--isolated-memory', action='store_true', help='also measure each case alone in a fresh process')
-    p.add_argument('--memory-only', action='store_true', help=argparse.SUPPRESS)
+    p.add_argument('--memory-only', action='store_true',
+                   help='run the first variant/method alone (one warm-up, one measured step) and write its peak memory')
     p.add_argument('--json', default=None, help='write the full results here')
     p.add_argument('--tiny', action='store_true', help='smallest sizes (small_resnet, crop 32, batch 2, 2 steps): a smoke run')
     a = p.parse_args(argv)
@@ -344,7 +357,6 @@ def main(argv=None) -> int:
     a.methods = [m.strip() for m in a.methods.split(',') if m.strip()]
     for m in a.methods:
         if m not in METHODS: p.error(f"unknown method {m!r}; choose from {', '.join(METHODS)}")
-    if a.refs and 'supervised' not in a.methods and a.methods: pass
     try: variants = [parse_variant(v) for v in a.variants]
     except ValueError as e: p.error(str(e))
     device = torch.device(a.device)
@@ -362,7 +374,7 @@ def main(argv=None) -> int:
                 if c.error: break
                 try: c.warmup.append(timed(c, device))
                 except Exception as e: fail(c, e, 'warm-up')
-        rep = None
+        if a.json: write_json(report(cases, a, device, info, started, False), a.json)
         for r in range(a.steps):
             if a.deadline and time.perf_counter() - started > a.deadline:
                 print(f"[bench_step] deadline reached after {r} repetitions", file=sys.stderr); break

@@ -53,7 +53,7 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 OFFICIAL_SCALES = (0.5, 0.75, 1.0, 1.5, 1.75, 2.0)
 DATASETS = ('voc', 'cityscapes', 'folder')
-METHODS = ('supervised', 'cps', 'cps_cutmix', 'mean_teacher', 'self_training')
+METHODS = ('supervised', 'cps', 'cps_cutmix', 'mean_teacher', 'self_training', 'cct', 'gct')
 BACKBONES = ('resnet50', 'resnet101', 'resnet50_tv', 'resnet101_tv', 'small_resnet')
 AMP_MODES = ('none', 'auto', 'bf16', 'fp16')
 

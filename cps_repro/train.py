@@ -26,7 +26,7 @@ from .cutmix import box_masks, half_masks, mix
 __all__ = ['METHOD_REGISTRY', 'DistInfo', 'setup_distributed', 'param_groups', 'poly_factor', 'build_optimizer',
            'build_scheduler', 'amp_dtype', 'autocast', 'StepContext', 'supervised_loss', 'supervised_losses',
            'cps_losses', 'cutmix_masks', 'cps_cutmix_losses', 'mean_teacher_losses', 'self_training_losses',
-           'FrozenTeacher', 'ema_update', 'Method', 'build_networks', 'load_teacher', 'average_gradients',
+           'FrozenTeacher', 'ema_update', 'Method', 'get_method', 'build_networks', 'load_teacher', 'average_gradients',
            'broadcast_parameters', 'TrainData', 'resolve_lists', 'build_data', 'atomic_torch_save', 'rng_state',
            'set_rng_state', 'NonFiniteLossError', 'first_non_finite', 'git_commit', 'device_name', 'json_safe',
            'prepare_run_dir', 'trim_metrics', 'check_batch_norm_batch', 'Trainer', 'train']
@@ -189,28 +189,44 @@ def ema_update(teacher: nn.Module, student: nn.Module, decay: float) -> None:
 # %% ../nbs/08_train.ipynb #c025
 @dataclass(frozen=True)
 class Method:
+    "A training method: its loss function and what the trainer builds and steps for it."
     losses: Callable
     n_nets: int
     trained: tuple
     unlabeled_streams: int
+    build: Callable | None = None             # (cfg, model_kw) -> list of networks; default: one net or a CPS pair
+    after_step: Callable | None = None        # (trainer, batches) -> None, after the optimisers stepped
+    extra_optimizers: Callable | None = None  # (trainer) -> {name: (optimizer, scheduler or None)}
+
+def _mean_teacher_after_step(trainer, batches) -> None:
+    ema_update(trainer.nets[1], trainer.nets[0], trainer.cfg.train.mt_ema)
 
 METHOD_REGISTRY = {
     'supervised': Method(supervised_losses, 1, (0,), 0),
     'cps': Method(cps_losses, 2, (0, 1), 1),
     'cps_cutmix': Method(cps_cutmix_losses, 2, (0, 1), 2),
-    'mean_teacher': Method(mean_teacher_losses, 2, (0,), 1),
+    'mean_teacher': Method(mean_teacher_losses, 2, (0,), 1, after_step=_mean_teacher_after_step),
     'self_training': Method(self_training_losses, 2, (0,), 1),
 }
+
+def get_method(name: str) -> Method:
+    "The `Method` called `name`: the core methods above, or a baseline of `cps_repro.baselines`."
+    if name in METHOD_REGISTRY: return METHOD_REGISTRY[name]
+    try: from cps_repro.baselines import BASELINE_METHODS
+    except ImportError: BASELINE_METHODS = {}
+    if name in BASELINE_METHODS: return BASELINE_METHODS[name]
+    raise ValueError(f"Unknown method {name!r}; methods: {', '.join(list(METHOD_REGISTRY) + list(BASELINE_METHODS))}")
 
 # %% ../nbs/08_train.ipynb #c027
 def build_networks(cfg: ExperimentConfig, device: torch.device, distributed: bool = False) -> list[nn.Module]:
     "The networks of `cfg.train.method`, on `device`, in training mode."
     from cps_repro.models import deeplabv3plus, make_cps_pair
-    m, method = cfg.model, METHOD_REGISTRY[cfg.train.method]
+    m, method = cfg.model, get_method(cfg.train.method)
     kw = dict(num_classes=cfg.data.num_classes, output_stride=m.output_stride, pretrained=m.pretrained, **m.head)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.train.seed)
-        if cfg.train.method in ('cps', 'cps_cutmix'): nets = list(make_cps_pair(m.backbone, seed=cfg.train.seed, **kw))
+        if method.build is not None: nets = list(method.build(cfg, kw))
+        elif cfg.train.method in ('cps', 'cps_cutmix'): nets = list(make_cps_pair(m.backbone, seed=cfg.train.seed, **kw))
         else: nets = [deeplabv3plus(m.backbone, **kw)]
     if cfg.train.method == 'mean_teacher':
         teacher = copy.deepcopy(nets[0])
@@ -293,7 +309,7 @@ def _shard(dataset, rank: int, world: int):
 def build_data(cfg: ExperimentConfig, dist_info: DistInfo = DistInfo()) -> TrainData:
     "Datasets, streams and the validation loader for `cfg` on this process."
     from cps_repro.data import load_samples, SegmentationDataset, TrainTransform, EvalTransform, make_train_streams
-    d, t, method = cfg.data, cfg.train, METHOD_REGISTRY[cfg.train.method]
+    d, t, method = cfg.data, cfg.train, get_method(cfg.train.method)
     lists = resolve_lists(cfg)
     aug = TrainTransform(d.crop_size, d.scales, d.mean, d.std, d.ignore_index, d.flip_p)
     ds = lambda key, labeled, tf: SegmentationDataset(load_samples(d.dataset, d.root, list_file=lists[key], labeled=labeled),
@@ -425,7 +441,7 @@ class Trainer:
         self.dist = dist_info or setup_distributed(device)
         self.device, self.progress = self.dist.device, progress
         self.run_dir = Path(run_dir) if run_dir is not None else Path(out_dir) / cfg.run_id
-        self.method = METHOD_REGISTRY[cfg.train.method]
+        self.method = get_method(cfg.train.method)
         t = cfg.train
         if t.batch_size % self.dist.world_size or t.unlabeled_batch_size % self.dist.world_size:
             raise ValueError(f"batch sizes {t.batch_size}+{t.unlabeled_batch_size} must divide by the {self.dist.world_size} processes")
@@ -437,6 +453,7 @@ class Trainer:
         self.forward_nets = [torch.compile(n) if t.compile else n for n in self.nets]
         self.opts = [build_optimizer(self.nets[k], cfg) for k in self.method.trained]
         self.scheds = [build_scheduler(o, cfg) for o in self.opts]
+        self.extra_opts = self.method.extra_optimizers(self) if self.method.extra_optimizers else {}
         self.amp = amp_dtype(t.amp, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == torch.float16)
         self.loss_scale = cfg.optim.resolved()[2]
@@ -472,7 +489,7 @@ class Trainer:
         for o in self.opts: self.scaler.step(o)
         self.scaler.update()
         for s in self.scheds: s.step()
-        if cfg.train.method == 'mean_teacher': ema_update(self.nets[1], self.nets[0], cfg.train.mt_ema)
+        if self.method.after_step is not None: self.method.after_step(self, batches)
         self.it += 1
         return logged
 
@@ -485,6 +502,8 @@ class Trainer:
         streams = {k: s.state_dict() for k, s in (('labeled', d.labeled), ('unlabeled', d.unlabeled), ('unlabeled2', d.unlabeled2)) if s is not None}
         return {'iteration': self.it, 'nets': [n.state_dict() for n in self.nets],
                 'optimizers': [o.state_dict() for o in self.opts], 'schedulers': [s.state_dict() for s in self.scheds],
+                'extra_optimizers': {k: (o.state_dict(), s.state_dict() if s is not None else None)
+                                     for k, (o, s) in self.extra_opts.items()},
                 'scaler': self.scaler.state_dict(), 'rng': rng_state(), 'cutmix_generator': self.cutmix_gen.get_state(),
                 'streams': streams, 'history': self.history, 'wall_seconds': self.wall,
                 'config': self.cfg.to_dict(), 'package_version': __version__}
@@ -494,6 +513,10 @@ class Trainer:
         for n, sd in zip(self.nets, s['nets']): n.load_state_dict(sd)
         for o, sd in zip(self.opts, s['optimizers']): o.load_state_dict(sd)
         for sch, sd in zip(self.scheds, s['schedulers']): sch.load_state_dict(sd)
+        for k, (o, sch) in self.extra_opts.items():
+            osd, ssd = s['extra_optimizers'][k]
+            o.load_state_dict(osd)
+            if sch is not None: sch.load_state_dict(ssd)
         self.scaler.load_state_dict(s['scaler']); set_rng_state(s['rng']); self.cutmix_gen.set_state(s['cutmix_generator'])
         d = self.data
         for k, stream in (('labeled', d.labeled), ('unlabeled', d.unlabeled), ('unlabeled2', d.unlabeled2)):

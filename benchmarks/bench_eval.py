@@ -1,0 +1,73 @@
+#!/usr/bin/env python
+"""Images per second of the library's sliding-window evaluation (`cps_repro.evaluate.sliding_window`, the
+Cityscapes protocol: 800 px windows, stride ceil(800 x 2/3) = 534, logits summed) or whole-image inference
+(`predict(mode='whole')`, VOC), for one network in evaluation mode on random normalised images.
+
+    python benchmarks/bench_eval.py --device cuda --backbone resnet101 --image 1024x2048 --crop 800 --precision bf16
+    python benchmarks/bench_eval.py --tiny
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import torch
+
+from common import describe, machine_info, sync, write_json
+
+DTYPES = {'fp32': None, 'bf16': torch.bfloat16, 'fp16': torch.float16}
+
+
+def main(argv=None) -> int:
+    from cps_repro.evaluate import default_stride, predict, window_starts
+    from cps_repro.models import deeplabv3plus
+    p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
+    p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
+    p.add_argument('--backbone', default='small_resnet')
+    p.add_argument('--num-classes', type=int, default=19)
+    p.add_argument('--output-stride', type=int, default=None)
+    p.add_argument('--mode', default='sliding', choices=('sliding', 'whole'))
+    p.add_argument('--image', default='256x512', help='HxW of the evaluated images (Cityscapes: 1024x2048)')
+    p.add_argument('--crop', type=int, default=200, help='window (sliding) or padded size (whole); Cityscapes 800, VOC 512')
+    p.add_argument('--precision', default='fp32', choices=tuple(DTYPES))
+    p.add_argument('--channels-last', action='store_true')
+    p.add_argument('--images', type=int, default=5, help='timed images (after one warm-up image)')
+    p.add_argument('--threads', type=int, default=None)
+    p.add_argument('--json', default=None)
+    p.add_argument('--tiny', action='store_true')
+    a = p.parse_args(argv)
+    if a.tiny: a.backbone, a.image, a.crop, a.images = 'small_resnet', '64x128', 48, 2
+    device = torch.device(a.device)
+    torch.set_num_threads(a.threads or (1 if device.type == 'cpu' else torch.get_num_threads()))
+    h, w = (int(x) for x in a.image.lower().split('x'))
+    os_ = a.output_stride or (4 if a.backbone == 'small_resnet' else 16)
+    model = deeplabv3plus(a.backbone, a.num_classes, os_).to(device).eval()
+    mem = torch.channels_last if a.channels_last else torch.contiguous_format
+    model = model.to(memory_format=mem)
+    g = torch.Generator().manual_seed(0)
+    images = [torch.randn(1, 3, h, w, generator=g).to(device).contiguous(memory_format=mem) for _ in range(2)]
+    dtype = DTYPES[a.precision]
+    def one(x):
+        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
+            return predict(model, x, mode=a.mode, crop=a.crop, num_classes=a.num_classes)
+    one(images[0]); sync(device)                                 # warm-up
+    times = []
+    for i in range(a.images):
+        sync(device); t0 = time.perf_counter(); one(images[i % 2]); sync(device); times.append(time.perf_counter() - t0)
+    s = default_stride(a.crop)
+    windows = len(window_starts(max(h, a.crop), a.crop, s)) * len(window_starts(max(w, a.crop), a.crop, s)) if a.mode == 'sliding' else 1
+    d = describe(times)
+    out = dict(kind='bench_eval', machine=machine_info(device), settings=vars(a).copy(), windows_per_image=windows,
+               times_s=times, stats=d, img_s=1 / d['median'], ms_per_window=d['median'] * 1000 / windows)
+    if device.type == 'cuda': out['cuda_max_allocated'] = torch.cuda.max_memory_allocated(device)
+    if a.json: write_json(out, a.json)
+    print(f"{a.mode} evaluation, {a.backbone}, {h}x{w} images, crop {a.crop} ({windows} windows), {a.precision}"
+          f"{' channels_last' if a.channels_last else ''}, {device}: {out['img_s']:.2f} img/s "
+          f"(median {d['median'] * 1000:.0f} ms, IQR {d['iqr_rel']:.0%}, {out['ms_per_window']:.1f} ms/window)")
+    return 0
+
+if __name__ == '__main__':
+    sys.exit(main())
