@@ -91,13 +91,15 @@ def audit(method: str, variant: str, a, device: torch.device) -> dict:
     from lean import LeanTrainer
     v = parse_variant(variant)
     cfg = bench_config(method, a.backbone, a.crop, a.batch, a.batch, amp=v.amp, channels_last=v.channels_last,
-                       num_classes=a.num_classes, output_stride=a.output_stride, cutmix_mask=a.cutmix_mask)
+                       num_classes=a.num_classes, output_stride=a.output_stride, cutmix_mask=a.cutmix_mask, sup_loss=a.sup_loss)
     data = synthetic_data(a.batch, a.batch, a.crop, a.num_classes, device.type == 'cuda', seed=a.seed)
     with tempfile.TemporaryDirectory() as d:
         tr = (LeanTrainer(cfg, run_dir=d, device=str(device), progress=False, data=data, parts=v.lean) if v.lean
               else Trainer(cfg, run_dir=d, device=str(device), progress=False, data=data))
         if v.compile:
             for n in tr.nets: n.compile(dynamic=False)
+        from bench_step import apply_flags
+        apply_flags(v)
         tr.step()                                            # warm-up: first-call work is not the steady state
         if device.type == 'cuda': torch.cuda.synchronize()
         rec = SyncRecorder(device)
@@ -126,6 +128,7 @@ def main(argv=None) -> int:
     p.add_argument('--num-classes', type=int, default=21)
     p.add_argument('--output-stride', type=int, default=None)
     p.add_argument('--cutmix-mask', default='box', choices=('box', 'half'))
+    p.add_argument('--sup-loss', default='ce', choices=('ce', 'ohem'), help="'ohem': Cityscapes' supervised loss")
     p.add_argument('--methods', default='supervised,cps,cps_cutmix')
     p.add_argument('--variants', default='fp32,fp32+lean', help='as in bench_step.py')
     p.add_argument('--threads', type=int, default=None)
@@ -137,6 +140,10 @@ def main(argv=None) -> int:
     device = torch.device(a.device)
     torch.set_num_threads(a.threads or (1 if device.type == 'cpu' else torch.get_num_threads()))
     out = dict(kind='audit_syncs', machine=machine_info(device), settings=vars(a).copy(), results=[])
+    if device.type == 'cuda':
+        from lean import check_pseudo_labels
+        out['argmax_equals_max_indices_on_device'] = check_pseudo_labels(device)
+        print(f"argmax(1) == max(1).indices on {device} (ties, NaN): {out['argmax_equals_max_indices_on_device']}")
     for v in [x.strip() for x in a.variants.split(',') if x.strip()]:
         for m in [x.strip() for x in a.methods.split(',') if x.strip()]:
             r = audit(m, v, a, device)

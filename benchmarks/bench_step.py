@@ -4,7 +4,8 @@
 Every (variant, case) pair gets its own Trainer fed by synthetic batches of the right shapes (pinned on CUDA, so the
 trainer's host-to-device copy is timed too). After `--warmup` untimed steps each, the script runs `--steps`
 repetitions; each repetition times one step of every case, in an order rotated by one per repetition, so that load
-from other processes hits all cases alike. Reported: median, quartiles and spread of the step time, images per
+from other processes hits all cases alike. On CPU the statistics use the process's CPU time by default (`--clock`):
+on a shared machine the time spent waiting for a core is not the step's; wall time is recorded as well. Reported: median, quartiles and spread of the step time, images per
 second, peak memory (CUDA: max allocated; CPU: RSS), and the headline ratios:
 
 * CPS overhead    = T(cps on B_l + B_u) / (2 x T(supervised on B_l + B_u))                  ideal 1.0
@@ -15,8 +16,9 @@ The two reference cases are `sup_ref` (the supervised step with batch B_l + B_u)
 of one network on B_u images in training mode, autocast as configured: a CutMix teacher pass).
 
 Variants are `+`-joined tokens: a precision `fp32` | `bf16` | `fp16`, then any of `cl` (channels_last), `compile`
-(`net.compile(dynamic=False)` on every network), `lean` (all parts of benchmarks/lean.py; `lean:labels.opt`: some) and `cudnn` (cudnn.benchmark on for
-that case's steps). Example: `--variants fp32,bf16+cl,bf16+cl+compile`.
+(`net.compile(dynamic=False)` on every network), `lean` (all parts of benchmarks/lean.py; `lean:labels.opt`: some),
+`cudnn` (cudnn.benchmark on for that variant's steps) and `strict` (cudnn.allow_tf32 off: convolutions in true fp32;
+PyTorch's default runs fp32 convolutions in TF32). Example: `--variants fp32,bf16+cl,bf16+cl+compile`.
 
     python benchmarks/bench_step.py --backbone small_resnet --crop 128 --batch 8 --variants fp32,bf16 --steps 10
     python benchmarks/bench_step.py --tiny          # seconds: the smallest sizes, to check that it runs
@@ -43,7 +45,7 @@ from common import (RSSSampler, bench_config, describe, machine_info, max_rss_by
 
 METHODS = ('supervised', 'cps', 'cps_cutmix')
 PRECISIONS = {'fp32': 'none', 'bf16': 'bf16', 'fp16': 'fp16'}
-FLAGS = ('cl', 'compile', 'lean', 'cudnn')   # lean may name parts: lean:labels.opt (default: all, see lean.py)
+FLAGS = ('cl', 'compile', 'lean', 'cudnn', 'strict')   # lean may name parts: lean:labels.opt (default: all, see lean.py)
 
 
 @dataclass(frozen=True)
@@ -54,6 +56,7 @@ class Variant:
     compile: bool = False
     lean: tuple = ()              # lean.PARTS switched on
     cudnn_benchmark: bool = False
+    tf32: bool = True             # cudnn.allow_tf32 (PyTorch's default: convolutions in TF32); 'strict' turns it off
 
 def parse_variant(text: str) -> Variant:
     "`bf16+cl+compile` -> Variant; unknown tokens are an error that lists the valid ones."
@@ -68,7 +71,13 @@ def parse_variant(text: str) -> Variant:
             bad = set(lean) - set(PARTS)
             if bad or not lean: raise ValueError(f"variant {text!r}: lean parts {sorted(bad) or '(none)'} unknown; valid: {', '.join(PARTS)}")
         elif t not in FLAGS: raise ValueError(f"variant {text!r}: unknown token {t!r}; valid: {', '.join(FLAGS)} (lean:part.part)")
-    return Variant('+'.join(tokens), PRECISIONS[tokens[0]], 'cl' in tokens, 'compile' in tokens, lean, 'cudnn' in tokens)
+    return Variant('+'.join(tokens), PRECISIONS[tokens[0]], 'cl' in tokens, 'compile' in tokens, lean, 'cudnn' in tokens,
+                   'strict' not in tokens)
+
+def apply_flags(v: Variant) -> None:
+    "The process-wide cuDNN switches of variant `v` (set before each of its steps, so variants can interleave)."
+    torch.backends.cudnn.benchmark = v.cudnn_benchmark
+    torch.backends.cudnn.allow_tf32 = v.tf32
 
 
 @dataclass
@@ -78,7 +87,8 @@ class Case:
     images: int               # images that one timed unit consumes
     trainer: object
     run: object = None        # callable: one timed unit
-    times: list = field(default_factory=list)
+    times: list = field(default_factory=list)       # seconds on the chosen clock (see --clock)
+    wall: list = field(default_factory=list)        # wall-clock seconds, always
     warmup: list = field(default_factory=list)
     memory: dict = field(default_factory=dict)
     error: str | None = None
@@ -150,13 +160,14 @@ def free_grads(c: Case) -> None:
     "Drop the gradients a finished step leaves (the next step's zero_grad would): only one case's live at a time."
     for o in c.trainer.opts: o.zero_grad(set_to_none=True)
 
-def timed(c: Case, device: torch.device) -> float:
-    torch.backends.cudnn.benchmark = c.variant.cudnn_benchmark
-    sync(device); t0 = time.perf_counter()
+def timed(c: Case, device: torch.device) -> tuple[float, float]:
+    "(wall seconds, CPU seconds of this process) of one unit of `c`."
+    apply_flags(c.variant)
+    sync(device); t0, p0 = time.perf_counter(), time.process_time()
     c.run()
-    sync(device); dt = time.perf_counter() - t0
+    sync(device); dt, dp = time.perf_counter() - t0, time.process_time() - p0
     free_grads(c)
-    return dt
+    return dt, dp
 
 def is_oom(e: BaseException) -> bool:
     return isinstance(e, torch.cuda.OutOfMemoryError) or 'out of memory' in str(e).lower()
@@ -181,7 +192,7 @@ def measure_memory(c: Case, device: torch.device) -> dict:
     "Peak memory of one more (untimed) step of `c`."
     gc.collect()
     if device.type == 'cuda':
-        torch.backends.cudnn.benchmark = c.variant.cudnn_benchmark
+        apply_flags(c.variant)
         sync(device); torch.cuda.reset_peak_memory_stats(device)
         before = torch.cuda.memory_allocated(device)
         static = own_static_bytes(c)          # gradients of the last step are freed: params, buffers, optimizer state
@@ -208,13 +219,16 @@ def ratios(cases: list[Case], baseline: str) -> dict:
         g = lambda name: by.get((vname, name))
         sup, fwd, cps, cut = g('sup_ref'), g('fwd_ref'), g('cps'), g('cps_cutmix')
         med = lambda c: describe(c.times)['median']
+        lo = lambda c: min(c.times)
         if sup and cps:
             s, p = per_rep(sup), per_rep(cps)
             r['cps_overhead'] = med(cps) / (2 * med(sup))
+            r['cps_overhead_of_minima'] = lo(cps) / (2 * lo(sup))
             r['cps_overhead_per_rep'] = describe([p[i] / (2 * s[i]) for i in p if i in s])
         if sup and fwd and cut:
             s, f, k = per_rep(sup), per_rep(fwd), per_rep(cut)
             r['cutmix_overhead'] = med(cut) / (2 * med(sup) + 4 * med(fwd))
+            r['cutmix_overhead_of_minima'] = lo(cut) / (2 * lo(sup) + 4 * lo(fwd))
             r['cutmix_overhead_per_rep'] = describe([k[i] / (2 * s[i] + 4 * f[i]) for i in k if i in s and i in f])
             r['cutmix_teacher_share'] = 4 * med(fwd) / med(cut)
         if vname != baseline:
@@ -223,7 +237,8 @@ def ratios(cases: list[Case], baseline: str) -> dict:
                 b = by.get((baseline, c.name))
                 if c.variant.name != vname or c.error or not c.times or b is None: continue
                 pb, pc = per_rep(b), per_rep(c)
-                sp[c.name] = dict(median_ratio=med(b) / med(c), per_rep=describe([pb[i] / pc[i] for i in pc if i in pb]))
+                sp[c.name] = dict(median_ratio=med(b) / med(c), min_ratio=min(b.times) / min(c.times),
+                                  per_rep=describe([pb[i] / pc[i] for i in pc if i in pb]))
             r['speedup_vs_' + baseline] = sp
         out[vname] = r
     return out
@@ -236,6 +251,7 @@ def case_rows(cases: list[Case], baseline: str) -> list[dict]:
         m = c.memory
         row = dict(variant=c.variant.name, case=c.name, images=c.images, error=c.error, **{f't_{k}': v for k, v in d.items()},
                    first_s=c.warmup[0] if c.warmup else None)
+        if c.wall: row['wall_median'] = describe(c.wall)['median']
         if d.get('median'):
             row['img_s'] = c.images / d['median']
             if c.name in base and c.variant.name != baseline: row['speedup'] = base[c.name] / d['median']
@@ -251,9 +267,9 @@ def report(cases, a, device, info, started, finished: bool) -> dict:
                 settings=dict(device=str(device), backbone=a.backbone, crop=a.crop, batch_l=a.batch_l, batch_u=a.batch_u,
                               num_classes=a.num_classes, output_stride=a.output_stride, cutmix_mask=a.cutmix_mask,
                               variants=a.variants, methods=list(a.methods), refs=a.refs, steps=a.steps, warmup=a.warmup,
-                              threads=torch.get_num_threads(), baseline=baseline),
+                              threads=torch.get_num_threads(), baseline=baseline, clock=a.clock),
                 elapsed_s=round(time.perf_counter() - started, 2),
-                cases=[dict(variant=c.variant.name, case=c.name, images=c.images, error=c.error, times_s=c.times,
+                cases=[dict(variant=c.variant.name, case=c.name, images=c.images, error=c.error, times_s=c.times, wall_s=c.wall,
                             rep_index=c.rep_index, warmup_s=c.warmup, stats=describe(c.times) if c.times else None,
                             memory=c.memory) for c in cases],
                 rows=case_rows(cases, baseline), ratios=ratios(cases, baseline))
@@ -262,27 +278,38 @@ def report(cases, a, device, info, started, finished: bool) -> dict:
 def print_report(rep: dict) -> None:
     cols = [('variant', 'variant', '{}'), ('case', 'case', '{}'), ('img', 'images', '{}'),
             ('median ms', 't_median', '{:.1f}'), ('p25 ms', 't_p25', '{:.1f}'), ('p75 ms', 't_p75', '{:.1f}'),
-            ('IQR %', 't_iqr_rel', '{:.1%}'), ('img/s', 'img_s', '{:.1f}'), ('x base', 'speedup', '{:.2f}'),
+            ('IQR %', 't_iqr_rel', '{:.1%}'), ('wall ms', 'wall_median', '{:.1f}'), ('img/s', 'img_s', '{:.1f}'), ('x base', 'speedup', '{:.2f}'),
             ('step MiB', 'mem_step_mib', '{:.0f}'), ('peak MiB', 'mem_alone_mib', '{:.0f}'), ('first s', 'first_s', '{:.1f}'),
             ('error', 'error', '{}')]
-    rows = [dict(r, **{k: r[k] * 1000 for k in ('t_median', 't_p25', 't_p75') if r.get(k) is not None}) for r in rep['rows']]
+    rows = [dict(r, **{k: r[k] * 1000 for k in ('t_median', 't_p25', 't_p75', 'wall_median') if r.get(k) is not None}) for r in rep['rows']]
     s = rep['settings']
     print(f"\n{s['backbone']}, crop {s['crop']}, batch {s['batch_l']}+{s['batch_u']}, {s['device']}, "
-          f"{s['threads']} thread(s), {s['steps']} timed steps after {s['warmup']} warm-up, torch {rep['machine']['torch']}")
+          f"{s['threads']} thread(s), {s['steps']} timed steps after {s['warmup']} warm-up, {s['clock']} clock, "
+          f"torch {rep['machine']['torch']}, load {rep['machine'].get('load_average_1_5_15')}")
     print(table(rows, cols))
     for v, r in rep['ratios'].items():
         parts = []
         if 'cps_overhead' in r:
             q = r['cps_overhead_per_rep']
-            parts.append(f"CPS overhead {r['cps_overhead']:.3f} (per rep median {q['median']:.3f}, IQR {q['p25']:.3f}-{q['p75']:.3f})")
+            parts.append(f"CPS overhead {r['cps_overhead']:.3f} (per rep median {q['median']:.3f}, IQR {q['p25']:.3f}-{q['p75']:.3f}; "
+                         f"of minima {r['cps_overhead_of_minima']:.3f})")
         if 'cutmix_overhead' in r:
             q = r['cutmix_overhead_per_rep']
             parts.append(f"CutMix overhead {r['cutmix_overhead']:.3f} (per rep {q['median']:.3f}, IQR {q['p25']:.3f}-{q['p75']:.3f}; "
-                         f"teacher passes {r['cutmix_teacher_share']:.0%} of the step)")
+                         f"of minima {r['cutmix_overhead_of_minima']:.3f}; teacher passes {r['cutmix_teacher_share']:.0%} of the step)")
         for k, sp in r.items():
             if k.startswith('speedup_vs_'):
-                parts.append(f"{k.replace('_', ' ')}: " + ', '.join(f"{n} {x['median_ratio']:.2f}x" for n, x in sp.items()))
+                parts.append(f"{k.replace('_', ' ')} (medians / per-rep median / minima): " + ', '.join(
+                    f"{n} {x['median_ratio']:.2f}/{x['per_rep']['median']:.2f}/{x['min_ratio']:.2f}x" for n, x in sp.items()))
         if parts: print(f"[{v}] " + '; '.join(parts))
+    iso = rep.get('isolated_memory')
+    if iso:
+        rows = [dict(r, peak=mib(r.get('cuda_max_allocated', r.get('rss_peak_step'))),
+                     reserved=mib(r.get('cuda_max_reserved')), over_build=mib(r['rss_peak_step'] - r['rss_after_build'])
+                     if 'rss_peak_step' in r else None) for r in iso]
+        print('each case alone in a fresh process (CUDA: max allocated / reserved; CPU: peak RSS and its rise over the built model):')
+        print(table(rows, [('variant', 'variant', '{}'), ('case', 'case', '{}'), ('peak MiB', 'peak', '{:.0f}'),
+                           ('reserved MiB', 'reserved', '{:.0f}'), ('step rise MiB', 'over_build', '{:.0f}'), ('error', 'error', '{}')]))
 
 
 def isolated_memory(a, device: torch.device) -> list[dict]:
@@ -305,24 +332,30 @@ def isolated_memory(a, device: torch.device) -> list[dict]:
     return out
 
 def memory_only(a, device: torch.device) -> None:
-    "This process runs one case alone (see isolated_memory) and writes its peak memory."
+    "This process runs one case alone (one warm-up step, one measured step) and writes its peak memory (or the OOM)."
     with tempfile.TemporaryDirectory() as d:
-        a.refs = False
+        a.refs, a.share_nets, a.methods = False, False, a.methods[:1]
+        res = dict(kind='bench_step_memory', variant=a.variants[0], case=a.methods[0], machine=machine_info(device),
+                   settings=dict(backbone=a.backbone, crop=a.crop, batch_l=a.batch_l, batch_u=a.batch_u,
+                                 num_classes=a.num_classes))
         (c,) = build_cases(a, [parse_variant(a.variants[0])], device, Path(d))
-        after_build = rss_bytes()
-        c.run(); sync(device); free_grads(c)                     # warm-up (first-call allocations)
-        if device.type == 'cuda':
-            torch.cuda.reset_peak_memory_stats(device)
-            sampler = None
-        else: sampler = RSSSampler().start()
-        c.run(); sync(device)
-        res = dict(rss_after_build=after_build)
+        res['rss_after_build'] = rss_bytes()
+        try:
+            c.run(); sync(device); free_grads(c)                 # warm-up (first-call allocations)
+            if device.type == 'cuda': torch.cuda.reset_peak_memory_stats(device); sampler = None
+            else: sampler = RSSSampler().start()
+            c.run(); sync(device)
+        except Exception as e:
+            if not is_oom(e): raise
+            res.update(oom=True, error=f"{type(e).__name__}: {str(e).splitlines()[0]}"[:500])
         if device.type == 'cuda':
             res.update(cuda_max_allocated=torch.cuda.max_memory_allocated(device),
-                       cuda_max_reserved=torch.cuda.max_memory_reserved(device))
-        else:
-            res.update(rss_peak_step=sampler.stop(), max_rss=max_rss_bytes())
+                       cuda_max_reserved=torch.cuda.max_memory_reserved(device),
+                       cuda_total=torch.cuda.get_device_properties(device).total_memory)
+        elif not res.get('oom'): res.update(rss_peak_step=sampler.stop(), max_rss=max_rss_bytes())
         write_json(res, a.json)
+        print(f"[bench_step] {res['variant']}/{res['case']} alone: " + (res.get('error') or ', '.join(
+            f"{k} {v / 2**30:.2f} GiB" for k, v in res.items() if k.startswith(('cuda_', 'rss_', 'max_rss')))))
 
 
 def main(argv=None) -> int:
@@ -345,13 +378,18 @@ def main(argv=None) -> int:
     p.add_argument('--threads', type=int, default=None, help='torch threads (default: 1 on CPU, unchanged on CUDA)')
     p.add_argument('--seed', type=int, default=0)
     p.add_argument('--deadline', type=float, default=None, help='stop starting repetitions after this many seconds')
+    p.add_argument('--clock', choices=('wall', 'cpu'), default=None,
+                   help="what the statistics and ratios use: 'cpu' = CPU seconds of this process (default on CPU: time spent "
+                        "waiting for a core on a shared machine is left out), 'wall' (default on CUDA; always recorded too)")
     p.add_argument('--isolated-memory', action='store_true', help='also measure each case alone in a fresh process')
     p.add_argument('--memory-only', action='store_true',
                    help='run the first variant/method alone (one warm-up, one measured step) and write its peak memory')
     p.add_argument('--json', default=None, help='write the full results here')
     p.add_argument('--tiny', action='store_true', help='smallest sizes (small_resnet, crop 32, batch 2, 2 steps): a smoke run')
     a = p.parse_args(argv)
-    if a.tiny: a.backbone, a.crop, a.batch, a.steps, a.warmup = 'small_resnet', 32, 2, 2, 1
+    if a.tiny:                                    # the smallest sizes, where not given explicitly
+        for k, v in dict(backbone='small_resnet', crop=32, batch=2, steps=2, warmup=1).items():
+            if getattr(a, k) == p.get_default(k): setattr(a, k, v)
     a.batch_l, a.batch_u = a.batch_l or a.batch, a.batch_u or a.batch
     a.variants = [v.strip() for v in a.variants.split(',') if v.strip()]
     a.methods = [m.strip() for m in a.methods.split(',') if m.strip()]
@@ -361,6 +399,7 @@ def main(argv=None) -> int:
     except ValueError as e: p.error(str(e))
     device = torch.device(a.device)
     if device.type == 'cuda' and not torch.cuda.is_available(): p.error('--device cuda but CUDA is not available')
+    a.clock = a.clock or ('wall' if device.type == 'cuda' else 'cpu')
     torch.set_num_threads(a.threads or (1 if device.type == 'cpu' else torch.get_num_threads()))
     if a.memory_only: memory_only(a, device); return 0
 
@@ -372,16 +411,18 @@ def main(argv=None) -> int:
         for c in cases:                                   # warm-up (the first step includes any compilation)
             for _ in range(a.warmup):
                 if c.error: break
-                try: c.warmup.append(timed(c, device))
+                try: c.warmup.append(timed(c, device)[0])
                 except Exception as e: fail(c, e, 'warm-up')
-        if a.json: write_json(report(cases, a, device, info, started, False), a.json)
+            if a.json: write_json(report(cases, a, device, info, started, False), a.json)
         for r in range(a.steps):
             if a.deadline and time.perf_counter() - started > a.deadline:
                 print(f"[bench_step] deadline reached after {r} repetitions", file=sys.stderr); break
             live = [c for c in cases if not c.error]
             k = r % max(len(live), 1)
             for c in live[k:] + live[:k]:
-                try: c.times.append(timed(c, device)); c.rep_index.append(r)
+                try:
+                    wall, cpu = timed(c, device)
+                    c.times.append(cpu if a.clock == 'cpu' else wall); c.wall.append(wall); c.rep_index.append(r)
                 except Exception as e: fail(c, e, f'repetition {r}')
             if a.json: write_json(report(cases, a, device, info, started, False), a.json)
         for c in cases:

@@ -144,10 +144,10 @@ def synthetic_data(batch_l: int, batch_u: int, crop: int, num_classes: int, pin:
 
 def bench_config(method: str, backbone: str, crop: int, batch_l: int, batch_u: int, amp: str = 'none',
                  channels_last: bool = False, num_classes: int = 21, output_stride: int | None = None,
-                 cutmix_mask: str = 'box', seed: int = 0):
-    "The experiment config of one benchmarked step: the paper's VOC recipe at the given sizes, no pretrained file."
+                 cutmix_mask: str = 'box', seed: int = 0, sup_loss: str = 'ce'):
+    "The experiment config of one benchmarked step: the paper's VOC recipe (`sup_loss='ohem'`: Cityscapes' supervised loss) at the given sizes, no pretrained file."
     from cps_repro.config import ExperimentConfig, apply_overrides
-    cfg = apply_overrides(ExperimentConfig(name=f'bench_{method}'), {
+    cfg = apply_overrides(ExperimentConfig(name=f'bench_{method}'), {'train.sup_loss': sup_loss,
         'train.method': method, 'model.backbone': backbone,
         'model.output_stride': output_stride or (4 if backbone == 'small_resnet' else 16), 'model.pretrained': None,
         'data.crop_size': crop, 'eval.crop_size': crop, 'data.num_classes': num_classes, 'data.workers': 0,

@@ -105,13 +105,17 @@ def analyse(prof, steps: int) -> dict:
                 top_ops=[dict(op=e.key, self_ms=e.self_cpu_time_total / steps / 1000, calls=e.count // steps) for e in top])
 
 def profile_method(method: str, a, device: torch.device) -> dict:
+    "Profile `a.steps` steps of `method` ('sup_ref': supervised on 2 x batch images, the overheads' reference)."
     from cps_repro.train import Trainer
+    from lean import LeanTrainer
     amp = {'fp32': 'none', 'bf16': 'bf16', 'fp16': 'fp16'}[a.precision]
-    cfg = bench_config(method, a.backbone, a.crop, a.batch, a.batch, amp=amp, channels_last=a.channels_last,
-                       num_classes=a.num_classes, output_stride=a.output_stride)
-    data = synthetic_data(a.batch, a.batch, a.crop, a.num_classes, device.type == 'cuda', seed=a.seed)
+    bl = 2 * a.batch if method == 'sup_ref' else a.batch
+    cfg = bench_config('supervised' if method == 'sup_ref' else method, a.backbone, a.crop, bl, a.batch, amp=amp,
+                       channels_last=a.channels_last, num_classes=a.num_classes, output_stride=a.output_stride)
+    data = synthetic_data(bl, a.batch, a.crop, a.num_classes, device.type == 'cuda', seed=a.seed)
     with tempfile.TemporaryDirectory() as d:
-        tr = Trainer(cfg, run_dir=d, device=str(device), progress=False, data=data)
+        cls = LeanTrainer if a.lean else Trainer
+        tr = cls(cfg, run_dir=d, device=str(device), progress=False, data=data)
         for _ in range(a.warmup): tr.step()
         instrument(tr)
         acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device.type == 'cuda' else [])
@@ -133,7 +137,8 @@ def main(argv=None) -> int:
     p.add_argument('--output-stride', type=int, default=None)
     p.add_argument('--precision', default='fp32', choices=('fp32', 'bf16', 'fp16'))
     p.add_argument('--channels-last', action='store_true')
-    p.add_argument('--methods', default='supervised,cps,cps_cutmix')
+    p.add_argument('--lean', action='store_true', help='profile the lean step (benchmarks/lean.py, all parts)')
+    p.add_argument('--methods', default='sup_ref,cps,cps_cutmix', help="supervised, cps, cps_cutmix, sup_ref (supervised on 2 x batch)")
     p.add_argument('--steps', type=int, default=3)
     p.add_argument('--warmup', type=int, default=1)
     p.add_argument('--threads', type=int, default=1)
@@ -150,7 +155,8 @@ def main(argv=None) -> int:
     for m in [m.strip() for m in a.methods.split(',') if m.strip()]:
         r = profile_method(m, a, device)
         out['methods'][m] = {k: v for k, v in r.items() if k != 'table'}
-        print(f"\n== {m}: {r['step_ms']:.1f} ms per profiled step ({a.backbone}, crop {a.crop}, batch {a.batch}+{a.batch}, {a.precision})")
+        print(f"\n== {m}{' (lean)' if a.lean else ''}: {r['step_ms']:.1f} ms per profiled step ({a.backbone}, crop {a.crop}, "
+              f"batch {2 * a.batch if m == 'sup_ref' else a.batch}{'' if m in ('supervised', 'sup_ref') else f'+{a.batch}'}, {a.precision})")
         print('  phases: ' + ', '.join(f"{k} {v:.0%}" for k, v in r['phases_share'].items()))
         print('  operator groups (self time): ' + ', '.join(f"{k} {v:.0%}" for k, v in r['groups_share'].items()))
         print('  top ops: ' + ', '.join(f"{t['op']} {t['self_ms']:.1f} ms x{t['calls']}" for t in r['top_ops'][:8]))

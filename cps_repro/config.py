@@ -1,4 +1,4 @@
-"""Experiment configuration as plain dataclasses, the recipe of every cell of the paper's Tables 1-3, split-name normalisation and `key=value` overrides.
+"""Experiment configuration as plain dataclasses, the recipe of every cell of the paper's Tables 1-3 and of the full-label Cityscapes experiment, split-name normalisation and `key=value` overrides.
 
 Docs: https://cps-repro.github.io/cps_repro/config.html.md"""
 
@@ -12,20 +12,23 @@ from pathlib import Path
 from typing import Any
 
 # %% auto #0
-__all__ = ['TRAIN_AUG_SPLITS', 'FEW_LABEL_SPLITS', 'SPLITS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'OFFICIAL_SCALES', 'DATASETS',
-           'METHODS', 'BACKBONES', 'AMP_MODES', 'OFFICIAL_TRAIN_SIZE', 'OFFICIAL_EPOCHS', 'FEW_LABEL_EPOCHS',
-           'OFFICIAL_N_LABELED', 'CPS_WEIGHT', 'FEW_LABEL_CPS_WEIGHT', 'PAPER_BACKBONES', 'SHORT_KEYS',
+__all__ = ['TRAIN_AUG_SPLITS', 'FEW_LABEL_SPLITS', 'FULL_SPLIT', 'SPLITS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'OFFICIAL_SCALES',
+           'DATASETS', 'METHODS', 'BACKBONES', 'AMP_MODES', 'OFFICIAL_TRAIN_SIZE', 'OFFICIAL_EPOCHS',
+           'FEW_LABEL_EPOCHS', 'OFFICIAL_N_LABELED', 'CPS_WEIGHT', 'FEW_LABEL_CPS_WEIGHT', 'FULL_SUPERVISED_EPOCHS',
+           'FULL_SUPERVISED_BATCH', 'PAPER_BACKBONES', 'FULL_METHODS', 'COARSE_LIST_SIZES', 'SHORT_KEYS', 'CHOICE_KEYS',
            'normalize_split', 'split_fraction', 'DataConfig', 'ModelConfig', 'OptimConfig', 'TrainConfig', 'EvalConfig',
-           'ExperimentConfig', 'official_iters', 'list_presets', 'preset', 'apply_overrides']
+           'ExperimentConfig', 'official_iters', 'list_presets', 'preset', 'coarse_list_file', 'full_split_lists',
+           'apply_overrides']
 
 # %% ../nbs/00_config.ipynb #c005
 TRAIN_AUG_SPLITS = ('1_16', '1_8', '1_4', '1_2')   # fractions of VOC train_aug / Cityscapes train
 FEW_LABEL_SPLITS = ('92', '183', '366', '732')      # PseudoSeg few-label splits of VOC train (Table 3)
-SPLITS = TRAIN_AUG_SPLITS + FEW_LABEL_SPLITS
+FULL_SPLIT = 'full'                                  # all Cityscapes train labels + coarse train_extra unlabeled
+SPLITS = TRAIN_AUG_SPLITS + FEW_LABEL_SPLITS + (FULL_SPLIT,)
 _PAPERMILL_INTS = {116: '1_16', 18: '1_8', 14: '1_4', 12: '1_2'}  # what papermill makes of `-p split 1_8`
 
 def normalize_split(split) -> str:
-    "Canonical split name (`1_8`, `92`, ...) from `1_8`, `1-8`, `1/8`, `18` (papermill's int) or `92`."
+    "Canonical split name (`1_8`, `92`, `full`, ...) from `1_8`, `1-8`, `1/8`, `18` (papermill's int), `92` or `Full`."
     if isinstance(split, bool): raise ValueError(_split_error(split))
     if isinstance(split, int):
         if split in _PAPERMILL_INTS: return _PAPERMILL_INTS[split]
@@ -34,17 +37,20 @@ def normalize_split(split) -> str:
     if isinstance(split, str):
         s = split.strip().replace('-', '_').replace('/', '_')
         if s in SPLITS: return s
+        if s.lower() == FULL_SPLIT: return FULL_SPLIT
         if s.isdigit(): return normalize_split(int(s))
     raise ValueError(_split_error(split))
 
 def _split_error(split) -> str:
     return (f"Unknown split {split!r}. Valid splits: {', '.join(SPLITS)} "
             "(1_16..1_2 are fractions of VOC train_aug / Cityscapes train; 92..732 are VOC's few-label splits; "
+            "full is every Cityscapes train label plus coarse train_extra images unlabeled; "
             "'1-8', '1/8' and papermill's integer 18 are accepted for 1_8).")
 
 def split_fraction(split) -> float:
-    "Labeled fraction of a train_aug split: `1_8` -> 0.125 (few-label splits have no fixed fraction)."
+    "Labeled fraction of a train_aug split: `1_8` -> 0.125, `full` -> 1.0 (few-label splits have no fixed fraction)."
     s = normalize_split(split)
+    if s == FULL_SPLIT: return 1.0
     if s not in TRAIN_AUG_SPLITS: raise ValueError(f"Split {s!r} is a few-label split with an absolute count, not a fraction.")
     return 1 / int(s.split('_')[1])
 
@@ -54,7 +60,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 OFFICIAL_SCALES = (0.5, 0.75, 1.0, 1.5, 1.75, 2.0)
 DATASETS = ('voc', 'cityscapes', 'folder')
 METHODS = ('supervised', 'cps', 'cps_cutmix', 'mean_teacher', 'self_training', 'cct', 'gct')
-BACKBONES = ('resnet50', 'resnet101', 'resnet50_tv', 'resnet101_tv', 'small_resnet')
+BACKBONES = ('resnet50', 'resnet101', 'resnet50_tv', 'resnet101_tv', 'small_resnet', 'hrnet_w48')
 AMP_MODES = ('none', 'auto', 'bf16', 'fp16')
 
 @dataclass
@@ -71,7 +77,7 @@ class DataConfig:
     mean: tuple = IMAGENET_MEAN
     std: tuple = IMAGENET_STD
     partitions_root: str | None = None   # folder mirroring the official DATA/; default <root>/partitions
-    labeled_list: str | None = None      # explicit list files override the official partition lookup
+    labeled_list: str | None = None      # explicit list files override the official partition lookup (split 'full' sets them)
     unlabeled_list: str | None = None
     val_list: str | None = None
     unlabeled_from_train_aug: bool = False  # few-label protocol: every train_aug image is unlabeled (recipe §6)
@@ -229,7 +235,23 @@ def _problems(cfg: ExperimentConfig):
     else: msg = f"data.split={d.split!r} is not canonical; use normalize_split"
     checks.append((ok, msg))
     if t.sup_loss == 'ohem' and t.ohem_min_kept <= 0: checks.append((False, "train.ohem_min_kept must be positive"))
+    if d.split == FULL_SPLIT: checks += _full_split_problems(cfg)
+    if m.backbone == 'hrnet_w48' and m.output_stride != 16:
+        checks.append((False, f"model.output_stride={m.output_stride}: hrnet_w48 has no output-stride option; keep 16"))
     return [msg for ok, msg in checks if not ok]
+
+def _full_split_problems(cfg: ExperimentConfig) -> list:
+    "Split 'full' exists for Cityscapes only, and names its list files (the official partition lookup has no 'full')."
+    d, t = cfg.data, cfg.train
+    if d.dataset != 'cityscapes':
+        return [(False, f"data.split='full' (every label plus unlabeled coarse train_extra images) exists only for "
+                        f"Cityscapes, not {d.dataset!r}; for {d.dataset} use one of "
+                        f"{', '.join(TRAIN_AUG_SPLITS + (FEW_LABEL_SPLITS if d.dataset == 'voc' else ()))}")]
+    return [(d.labeled_list is not None and d.val_list is not None,
+             "data.split='full' needs data.labeled_list and data.val_list; take a Cityscapes preset with split 'full' "
+             "(e.g. preset('cityscapes_cps_hrnet_w48', 'full')), which sets them"),
+            (t.method == 'supervised' or d.unlabeled_list is not None,
+             f"data.split='full' with method {t.method!r} needs data.unlabeled_list: set coarse_list=3000|6000|9000")]
 
 # %% ../nbs/00_config.ipynb #c015
 OFFICIAL_TRAIN_SIZE = {'voc': 10582, 'cityscapes': 2975}
@@ -240,11 +262,15 @@ OFFICIAL_N_LABELED = {'voc': {'1_16': 662, '1_8': 1323, '1_4': 2646, '1_2': 5291
                       'cityscapes': {'1_16': 186, '1_8': 372, '1_4': 744, '1_2': 1488}}
 CPS_WEIGHT = {('voc', 'cps'): 1.5, ('voc', 'cps_cutmix'): 1.0, ('cityscapes', 'cps'): 6.0, ('cityscapes', 'cps_cutmix'): 5.0}
 FEW_LABEL_CPS_WEIGHT = 0.1
+FULL_SUPERVISED_EPOCHS, FULL_SUPERVISED_BATCH = 240, 16   # the paper's full-set Cityscapes baseline (issues #19, #43)
 
 def official_iters(dataset: str, split: str, batch: int = 8) -> int:
     "Total iterations of the official schedule for one dataset/split (recipe §4 epoch table)."
     split = normalize_split(split)
     n = OFFICIAL_TRAIN_SIZE[dataset]
+    if split == FULL_SPLIT:                         # recipe §4: the full-set supervised baseline's iterations
+        if dataset != 'cityscapes': raise ValueError(f"Split 'full' exists only for Cityscapes")
+        return n * FULL_SUPERVISED_EPOCHS // FULL_SUPERVISED_BATCH
     if split in FEW_LABEL_SPLITS:
         if dataset != 'voc': raise ValueError(f"Few-label split {split} exists only for VOC")
         return (n // batch) * FEW_LABEL_EPOCHS      # every train_aug image is unlabeled: max_samples = 10,582
@@ -253,10 +279,12 @@ def official_iters(dataset: str, split: str, batch: int = 8) -> int:
     return (max_samples // batch) * OFFICIAL_EPOCHS[dataset][split]
 
 # %% ../nbs/00_config.ipynb #c018
-PAPER_BACKBONES = ('resnet50', 'resnet101')
+PAPER_BACKBONES = ('resnet50', 'resnet101', 'hrnet_w48')   # hrnet_w48: the full-label Cityscapes experiment
+FULL_METHODS = ('supervised', 'cps', 'cps_cutmix')         # methods with a cityscapes_<method>_hrnet_w48 preset
 
 def _paper_preset(dataset: str, method: str, backbone: str, split: str) -> ExperimentConfig:
     split = normalize_split(split)
+    if split == FULL_SPLIT: return _full_preset(dataset, method, backbone)
     if dataset == 'cityscapes' and split in FEW_LABEL_SPLITS:
         raise ValueError(f"Split {split} is a VOC few-label split; Cityscapes splits are {', '.join(TRAIN_AUG_SPLITS)}")
     voc, few = dataset == 'voc', split in FEW_LABEL_SPLITS
@@ -280,6 +308,7 @@ def _paper_preset(dataset: str, method: str, backbone: str, split: str) -> Exper
 def list_presets() -> list[str]:
     "Every preset name `cps-repro train --preset` accepts."
     names = [f"{ds}_{m}{sfx}" for ds in ('voc', 'cityscapes') for m in METHODS for sfx in ('', '_resnet50', '_resnet101')]
+    names += [f"cityscapes_{m}_hrnet_w48" for m in FULL_METHODS]
     return names + [f"mini_{m}" for m in METHODS]
 
 def preset(name: str, split='1_8', **overrides) -> ExperimentConfig:
@@ -298,6 +327,52 @@ def preset(name: str, split='1_8', **overrides) -> ExperimentConfig:
     return apply_overrides(cfg, overrides) if overrides else cfg
 
 # %% ../nbs/00_config.ipynb #c023
+COARSE_LIST_SIZES = (3000, 6000, 9000)             # the official coarse train_extra lists (recipe §6)
+
+def coarse_list_file(n) -> str:
+    "The official coarse list of `n` (3000, 6000 or 9000) train_extra images, relative to the partitions folder."
+    size = int(n) if isinstance(n, (int, str)) and not isinstance(n, bool) and str(n).strip().isdigit() else None
+    if size not in COARSE_LIST_SIZES:
+        raise ValueError(f"coarse_list={n!r}: the official coarse lists hold {', '.join(map(str, COARSE_LIST_SIZES))} "
+                         "train_extra images (3000 is the paper's setting)")
+    from cps_repro.partitions import REGISTRY
+    return next(f.relpath for f in REGISTRY if f.dataset == 'cityscapes' and f.role == f'extra_{size}')
+
+def full_split_lists(coarse_list: int = 3000) -> dict:
+    "Labeled, unlabeled and val list files of split `full`, relative to the partitions folder."
+    from cps_repro.partitions import REGISTRY
+    by_role = {f.role: f.relpath for f in REGISTRY if f.dataset == 'cityscapes' and f.split is None}
+    return {'labeled': by_role['train'], 'unlabeled': coarse_list_file(coarse_list), 'val': by_role['val']}
+
+def _full_notes(method: str, backbone: str, iters: int, lists: dict) -> str:
+    return (f"Full-label Cityscapes ({method}, {backbone}, split full): labeled {lists['labeled']} (2,975 images), "
+            + ("unlabeled: the train_extra images of the coarse list in data.unlabeled_list (preset: the 3,000 of "
+               f"{lists['unlabeled']}; coarse_list=6000|9000 picks the others; coarse labels never read), "
+               if method != 'supervised' else "no unlabeled images, ")
+            + f"val {lists['val']}, sliding window 800/534, single scale. No official config exists (recipe §8); "
+            "ASSUMED, the closest documented values: the Cityscapes CPS recipe (crop 800, scales 0.5-2.0, flip, "
+            "8 labeled + 8 unlabeled images, OHEM 0.7 / 50k px, effective lr 0.0025 / wd 8e-4 = nominal 0.02 / 1e-4 "
+            f"with the 1/8 loss scale, poly 0.9, λ 6 for CPS and 5 for CPS+CutMix; recipe §2, §4, §5); {iters} "
+            "iterations = 2,975 x 240 / 16, the paper's full-set supervised baseline, the count the CPS recipe holds "
+            "for every split (recipe §4, derived); the supervised baseline uses the labeled images alone with the "
+            "same schedule and batch 8 (the paper's own baseline: batch 16, lr 0.04, issue #19)."
+            + (" HRNet-W48 with the HRNetV2 head and the same optimiser settings as the ResNets (no HRNet recipe "
+               "is given for this experiment)." if backbone.startswith('hrnet') else ''))
+
+def _full_preset(dataset: str, method: str, backbone: str) -> ExperimentConfig:
+    "The full-label experiment: the Cityscapes recipe with every train label, coarse images unlabeled, 44,625 iterations."
+    if dataset != 'cityscapes':
+        raise ValueError(f"Split 'full' (every label plus unlabeled coarse train_extra images) exists only for Cityscapes; "
+                         f"{dataset} splits are {', '.join(TRAIN_AUG_SPLITS + (FEW_LABEL_SPLITS if dataset == 'voc' else ()))}")
+    base = _paper_preset('cityscapes', method, backbone, '1_2')         # the Cityscapes recipe, any split
+    lists = full_split_lists(3000)
+    iters = official_iters('cityscapes', FULL_SPLIT)
+    data = dataclasses.replace(base.data, split=FULL_SPLIT, labeled_list=lists['labeled'], val_list=lists['val'],
+                               unlabeled_list=None if method == 'supervised' else lists['unlabeled'])
+    train = dataclasses.replace(base.train, iters=iters, eval_every=max(iters // 10, 1))
+    return dataclasses.replace(base, data=data, train=train, notes=_full_notes(method, backbone, iters, lists)).validate()
+
+# %% ../nbs/00_config.ipynb #c026
 SHORT_KEYS = {'iters': ('train.iters',), 'batch_size': ('train.batch_size', 'train.unlabeled_batch_size'),
               'crop_size': ('data.crop_size', 'eval.crop_size'), 'seed': ('train.seed',), 'amp': ('train.amp',),
               'eval_every': ('train.eval_every',), 'checkpoint_every': ('train.checkpoint_every',),
@@ -322,6 +397,8 @@ def _parse_value(text: str, current):
         except json.JSONDecodeError: return t
     return t
 
+CHOICE_KEYS = {'coarse_list': lambda v: {'data.unlabeled_list': coarse_list_file(v)}}
+
 def apply_overrides(cfg: ExperimentConfig, overrides) -> ExperimentConfig:
     "A copy of `cfg` with overrides applied: a dict, or a list of `key=value` strings; validated."
     if isinstance(overrides, (list, tuple)):
@@ -330,13 +407,15 @@ def apply_overrides(cfg: ExperimentConfig, overrides) -> ExperimentConfig:
             if '=' not in item: raise ValueError(f"Override {item!r} must look like key=value (e.g. iters=100)")
             k, v = item.split('=', 1); pairs[k.strip()] = v
         overrides = pairs
+    overrides = {k2: v2 for k, v in overrides.items()
+                 for k2, v2 in (CHOICE_KEYS[k](v).items() if k in CHOICE_KEYS else [(k, v)])}
     d = cfg.to_dict()
     for key, value in overrides.items():
         paths = SHORT_KEYS.get(key, (key,))
         for path in paths:
             parts = path.split('.')
             if len(parts) != 2 or parts[0] not in _SECTIONS or parts[1] not in d[parts[0]]:
-                raise KeyError(f"Unknown config key {key!r}. Use a short key ({', '.join(SHORT_KEYS)}) "
+                raise KeyError(f"Unknown config key {key!r}. Use a short key ({', '.join([*SHORT_KEYS, *CHOICE_KEYS])}) "
                                f"or section.field with sections {', '.join(_SECTIONS)}")
             sec, fld = parts
             current = getattr(_SECTIONS[sec](), fld) if d[sec][fld] is None else d[sec][fld]

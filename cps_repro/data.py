@@ -8,11 +8,11 @@ Docs: https://cps-repro.github.io/cps_repro/data.html.md"""
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'TRAIN_SCALES', 'IGNORE_INDEX', 'NUM_CLASSES', 'DATASETS', 'IMAGE_EXTS', 'DataError',
            'DataNotFoundError', 'prepare_hint', 'Sample', 'voc_root', 'cityscapes_root', 'folder_root',
            'resolve_list_file', 'read_entries', 'voc_samples', 'cityscapes_paths', 'cityscapes_samples',
-           'folder_samples', 'load_samples', 'voc_palette', 'read_image', 'read_mask', 'check_mask_values',
-           'load_sample', 'normalize', 'denormalize', 'TrainTransform', 'EvalTransform', 'SegmentationDataset',
-           'derive_seed', 'virtual_epoch_length', 'iters_per_epoch', 'virtual_epoch_order', 'VirtualEpochSampler',
-           'InfiniteBatchSampler', 'InfiniteStream', 'make_train_streams', 'Problem', 'default_num_classes',
-           'check_dataset', 'cli_data_check']
+           'folder_samples', 'load_samples', 'voc_palette', 'cityscapes_extra_samples', 'read_image', 'read_mask',
+           'check_mask_values', 'load_sample', 'normalize', 'denormalize', 'TrainTransform', 'EvalTransform',
+           'SegmentationDataset', 'derive_seed', 'virtual_epoch_length', 'iters_per_epoch', 'virtual_epoch_order',
+           'VirtualEpochSampler', 'InfiniteBatchSampler', 'InfiniteStream', 'make_train_streams', 'Problem',
+           'default_num_classes', 'check_dataset', 'cli_data_check']
 
 # %% ../nbs/02_data.ipynb #c003
 import hashlib
@@ -61,9 +61,12 @@ def _fail(cls, path, reason: str, hint: str = ''):
     msg = f"{path}: {reason}" + (f". To fix: {hint}" if hint else '')
     raise cls(msg, path=path, reason=reason)
 
-def prepare_hint(dataset: str, root=None) -> str:
-    "The command(s) that put `dataset` data at `root`, as a sentence for error messages."
+def prepare_hint(dataset: str, root=None, extra: bool = False) -> str:
+    "The command(s) that put `dataset` data at `root`, as a sentence for error messages (`extra`: Cityscapes' train_extra images)."
     d = 'DIR' if root is None else str(root)
+    if dataset == 'cityscapes' and extra:
+        return (f"extract the coarse train_extra images with `python data_scripts/prepare_cityscapes.py --zips DIR --root {d} "
+                f"--extra` (--zips: the folder holding leftImg8bit_trainextra.zip, 44 GB, beside the other Cityscapes zips)")
     if dataset == 'voc':
         return (f"prepare PASCAL VOC 2012 + SBD with `python data_scripts/prepare_voc.py --root {d}`, "
                 f"or write generated data in this layout with `cps-repro synth {d} --layout voc`")
@@ -163,7 +166,7 @@ def _require_files(samples: list, source: str, dataset: str, root) -> list:
         s = missing[0]
         _fail(DataNotFoundError, s.image,
               f"image of id {s.id!r} not on disk ({len(missing)} of {len(samples)} ids in {source} have no image)",
-              f"check that the list belongs to this data root, or {prepare_hint(dataset, root)}")
+              f"check that the list belongs to this data root, or {prepare_hint(dataset, root, 'train_extra' in s.image.parts)}")
     missing = [s for s in samples if s.label is not None and not s.label.is_file()]
     if missing:
         s = missing[0]
@@ -264,6 +267,23 @@ def voc_palette() -> list[int]:
     return pal
 
 # %% ../nbs/02_data.ipynb #c025
+def cityscapes_extra_samples(data_root, coarse_list: int = 3000, list_file=None) -> list[Sample]:
+    """Unlabeled samples (no mask) of the coarse `train_extra` images listed by the official coarse list of
+    `coarse_list` (3000, 6000 or 9000) images under `<data_root>/partitions`, or by `list_file`.
+    Every entry must be a train_extra image; the listed gtCoarse labels are never read."""
+    from cps_repro.config import coarse_list_file
+    root = cityscapes_root(data_root)
+    path = resolve_list_file(list_file if list_file is not None else coarse_list_file(coarse_list), data_root, 'cityscapes')
+    keys = _city_keys(read_entries(path), f'list {path}', path)
+    wrong = [(n, sub, i) for n, (sub, i) in enumerate(keys, 1) if sub != 'train_extra']
+    if wrong:
+        n, sub, i = wrong[0]
+        _fail(DataError, path, f"entry {n} ({i}) is a {sub!r} image, not a coarse train_extra one "
+              f"({len(wrong)} of {len(keys)} entries are not train_extra)",
+              "pass a coarse list (city/config_new/coarse_split/train_extra_<N>.txt); labeled lists go to labeled_list")
+    return _require_files(_city_candidates(root, keys, labeled=False), f'list {path}', 'cityscapes', data_root)
+
+# %% ../nbs/02_data.ipynb #c028
 _DAMAGED_HINT = ("re-run the command that prepared this data (`python data_scripts/prepare_voc.py --root DIR`, "
                  "`python data_scripts/prepare_cityscapes.py --zips DIR --root DIR` or `cps-repro synth DIR --layout voc`); "
                  "`cps-repro data check --dataset {voc,cityscapes,folder} --root DIR` lists every damaged file")
@@ -317,7 +337,7 @@ def load_sample(sample: Sample, num_classes: int, ignore_index: int = IGNORE_IND
     check_mask_values(mask, sample.label, num_classes, ignore_index)
     return image, mask
 
-# %% ../nbs/02_data.ipynb #c028
+# %% ../nbs/02_data.ipynb #c031
 def _pair(size) -> tuple[int, int]:
     h, w = (size, size) if isinstance(size, int) else tuple(size)
     if h < 1 or w < 1: raise ValueError(f"crop size must be positive, got {size!r}")
@@ -390,7 +410,7 @@ class EvalTransform:
     def __call__(self, image: torch.Tensor, mask: torch.Tensor | None = None, generator: torch.Generator | None = None):
         return normalize(image, self.mean, self.std).contiguous(), None if mask is None else mask.long()
 
-# %% ../nbs/02_data.ipynb #c034
+# %% ../nbs/02_data.ipynb #c037
 class SegmentationDataset(Dataset):
     """Map-style dataset over `samples` (from `voc_samples` & co.). Key: `(index, sample_seed)` or an int index.
 
@@ -429,7 +449,7 @@ class SegmentationDataset(Dataset):
         if mask is not None: item['label'] = mask
         return item
 
-# %% ../nbs/02_data.ipynb #c037
+# %% ../nbs/02_data.ipynb #c040
 def derive_seed(*parts) -> int:
     "A 63-bit seed from any tuple of ints/strings, stable across processes and Python versions (blake2b of its repr)."
     digest = hashlib.blake2b(repr(tuple(parts)).encode(), digest_size=8).digest()
@@ -453,7 +473,7 @@ def virtual_epoch_order(n_items: int, virtual_length: int, generator: torch.Gene
     order = torch.cat([torch.arange(n_items).repeat(reps), fill])
     return order[torch.randperm(virtual_length, generator=generator)]
 
-# %% ../nbs/02_data.ipynb #c040
+# %% ../nbs/02_data.ipynb #c043
 class VirtualEpochSampler(Sampler):
     """DistributedSampler-like sampler over a virtual epoch of `virtual_length` positions (default: `n_items`).
 
@@ -583,7 +603,7 @@ class InfiniteStream:
         if hasattr(it, '_shutdown_workers'): it._shutdown_workers()  # a worker-based iterator (private but long-stable API)
         self.loader._iterator = None                                  # persistent workers: drop the loader's cached iterator
 
-# %% ../nbs/02_data.ipynb #c044
+# %% ../nbs/02_data.ipynb #c047
 def make_train_streams(labeled: Dataset, unlabeled: Dataset | None, batch_size: int, seed: int, rank: int = 0,
                        world_size: int = 1, n_unlabeled_streams: int = 1, pair_unlabeled_with_itself: bool = False,
                        **loader_kwargs) -> tuple[InfiniteStream, list[InfiniteStream]]:
@@ -598,7 +618,7 @@ def make_train_streams(labeled: Dataset, unlabeled: Dataset | None, batch_size: 
     return lab, [InfiniteStream(unlabeled, batch_size, order(k), v, rank, world_size, aug_seed=derive_seed(seed, 'unlabeled-aug', k),
                                 **loader_kwargs) for k in range(n_unlabeled_streams)]
 
-# %% ../nbs/02_data.ipynb #c047
+# %% ../nbs/02_data.ipynb #c050
 class Problem(NamedTuple):
     "One problem found by `check_dataset`: the offending file (or folder) and what is wrong with it."
     file: Path

@@ -283,7 +283,7 @@ def plot_table(table, path=None):
     order = [s for s in MINI_SPLITS if s in set(parts.split)]
     hue_order = [m for m in METHODS if m in set(parts.method)]
     sns.pointplot(data=parts, x='split', y='miou', hue='method', order=order, hue_order=hue_order, errorbar='sd',
-                  dodge=0.3, capsize=0.1, ax=ax)
+                  dodge=0.8 - 0.8 / len(hue_order), capsize=0.1, ax=ax)   # at the strip plot's positions
     sns.stripplot(data=parts, x='split', y='miou', hue='method', order=order, hue_order=hue_order, dodge=True,
                   alpha=0.4, legend=False, ax=ax)
     full = table[table.split == 'full']['miou']

@@ -1,0 +1,81 @@
+"""Smoke run of the benchmark scripts in benchmarks/ at their smallest sizes, so that they keep running as the library
+changes. Benchmarks are not part of the test suite otherwise, and no timing is ever asserted here: only that the
+scripts run, write complete JSON, and that the lean step they recommend computes exactly what the library's does."""
+import json
+import math
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(1)
+BENCH = Path(__file__).resolve().parents[1] / 'benchmarks'
+sys.path.insert(0, str(BENCH))
+
+
+def test_bench_step_tiny_writes_cases_and_ratios(tmp_path):
+    import bench_step
+    out = tmp_path / 'step.json'
+    rc = bench_step.main(['--tiny', '--device', 'cpu', '--variants', 'fp32,fp32+lean', '--methods', 'cps,cps_cutmix',
+                          '--steps', '1', '--json', str(out)])
+    rep = json.loads(out.read_text())
+    assert rc == 0 and rep['finished']
+    names = {(c['variant'], c['case']) for c in rep['cases']}
+    assert names == {(v, c) for v in ('fp32', 'fp32+lean') for c in ('cps', 'cps_cutmix', 'sup_ref', 'fwd_ref')}
+    for c in rep['cases']:
+        assert c['error'] is None and len(c['times_s']) == 1 and all(t > 0 for t in c['times_s'])
+    r = rep['ratios']
+    for key in ('cps_overhead', 'cutmix_overhead'):
+        assert math.isfinite(r['fp32'][key]) and r['fp32'][key] > 0
+    assert set(r['fp32+lean']['speedup_vs_fp32']) == {'cps', 'cps_cutmix', 'sup_ref', 'fwd_ref'}
+    assert rep['machine']['torch'] == torch.__version__
+
+
+def test_parse_variant_rejects_unknown_tokens():
+    from bench_step import parse_variant
+    v = parse_variant('bf16+cl+lean:labels.opt+cudnn')
+    assert (v.amp, v.channels_last, v.lean, v.cudnn_benchmark, v.compile) == ('bf16', True, ('labels', 'opt'), True, False)
+    with pytest.raises(ValueError, match='precision'): parse_variant('cl+bf16')
+    with pytest.raises(ValueError, match='unknown token'): parse_variant('fp32+fast')
+    with pytest.raises(ValueError, match='lean parts'): parse_variant('fp32+lean:turbo')
+
+
+@pytest.mark.parametrize('method', ['cps', 'cps_cutmix'])
+def test_lean_step_is_the_library_step(method):
+    "The recommended changes keep the losses and the parameters (fused SGD: up to rounding)."
+    from lean import check_lean_equivalence, check_pseudo_labels
+    assert check_pseudo_labels('cpu')
+    d = check_lean_equivalence(method, steps=2, parts=('labels', 'infer', 'masks'))
+    assert d == {'max_loss_diff': 0.0, 'max_param_diff': 0.0}
+    d = check_lean_equivalence(method, steps=2)
+    assert d['max_loss_diff'] == 0.0 and d['max_param_diff'] < 1e-6
+
+
+def test_audit_finds_no_sync_in_the_lean_cutmix_step(tmp_path):
+    import audit_syncs
+    out = tmp_path / 'audit.json'
+    assert audit_syncs.main(['--tiny', '--device', 'cpu', '--methods', 'cps_cutmix', '--variants', 'fp32+lean',
+                             '--json', str(out)]) == 0
+    (r,) = json.loads(out.read_text())['results']
+    assert r['calls'] == []
+
+
+def test_audit_recorder_flags_host_reads():
+    from audit_syncs import SyncRecorder
+    rec = SyncRecorder(torch.device('cpu'))
+    with rec:
+        t = torch.ones(3)
+        t.sum().item(); bool(t.any()); t.nonzero()
+    kinds = sorted(k for k, _ in rec.calls)
+    assert kinds == ['data-dependent shape: nonzero', 'host read: __bool__', 'host read: item']
+
+
+def test_data_and_eval_benchmarks_tiny(tmp_path):
+    import bench_data, bench_eval
+    assert bench_data.main(['--tiny', '--json', str(tmp_path / 'data.json')]) == 0
+    d = json.loads((tmp_path / 'data.json').read_text())
+    assert d['per_worker']['labeled']['img_s'] > 0 and d['loader'][0]['images'] > 0
+    assert bench_eval.main(['--tiny', '--device', 'cpu', '--json', str(tmp_path / 'eval.json')]) == 0
+    e = json.loads((tmp_path / 'eval.json').read_text())
+    assert e['windows_per_image'] == 8 and e['img_s'] > 0
