@@ -13,7 +13,9 @@ second, peak memory (CUDA: max allocated; CPU: RSS), and the headline ratios:
 * speed-up of every variant over the first one (fp32 eager by default), per case.
 
 The two reference cases are `sup_ref` (the supervised step with batch B_l + B_u) and `fwd_ref` (one no-grad forward
-of one network on B_u images in training mode, autocast as configured: a CutMix teacher pass).
+of one network on B_u images in training mode, autocast as configured: a CutMix teacher pass). `--split-ref` adds
+`split_ref` (one network, B_l and B_u images in two forwards as CPS does, CE on both): 2 x split_ref / CPS separates
+the cost of splitting the batch from the cost of the CPS loss terms.
 
 Variants are `+`-joined tokens: a precision `fp32` | `bf16` | `fp16`, then any of `cl` (channels_last), `compile`
 (`net.compile(dynamic=False)` on every network), `lean` (all parts of benchmarks/lean.py; `lean:labels.opt`: some),
@@ -26,6 +28,7 @@ PyTorch's default runs fp32 convolutions in TF32). Example: `--variants fp32,bf1
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import gc
 import json
 import os
@@ -133,6 +136,12 @@ def build_cases(a, variants: list[Variant], device: torch.device, tmp: Path) -> 
             ref = cls(cfg, run_dir=tmp / v.name / 'sup_ref', device=str(device), progress=False, data=data_ref, nets=shared)
             cases.append(Case(v, 'sup_ref', a.batch_l + a.batch_u, ref))
             cases.append(Case(v, 'fwd_ref', a.batch_u, ref))
+        if a.split_ref:
+            cfg = bench_config('supervised', batch_l=a.batch_l, batch_u=a.batch_u, **kw)
+            split = cls(cfg, run_dir=tmp / v.name / 'split_ref', device=str(device), progress=False, data=data,
+                        nets=nets_for(v, 'supervised', cfg))
+            split.method = dataclasses.replace(split.method, losses=split_losses, unlabeled_streams=1)
+            cases.append(Case(v, 'split_ref', a.batch_l + a.batch_u, split))
     done = set()
     for c in cases:                                     # compile each network once (Module.compile: in place)
         if not c.variant.compile: continue
@@ -140,6 +149,13 @@ def build_cases(a, variants: list[Variant], device: torch.device, tmp: Path) -> 
             if id(n) not in done: n.compile(dynamic=False); done.add(id(n))
     for c in cases: c.run = make_unit(c, device, a)
     return cases
+
+def split_losses(ctx, labeled: dict, unlabeled: dict, unlabeled2=None) -> dict:
+    "Reference `split_ref`: one network, CPS's two forwards (B_l and B_u images) with CE on both, no CPS term."
+    from cps_repro.train import supervised_loss
+    y = labeled['label']
+    return {'sup': (supervised_loss(ctx.forward(0, labeled['image']), y, ctx.cfg), 1.0),
+            'sup_u': (supervised_loss(ctx.forward(0, unlabeled['image']), y[: unlabeled['image'].shape[0]], ctx.cfg), 1.0)}
 
 def make_unit(c: Case, device: torch.device, a):
     "The callable timed for case `c` (the full trainer step, or one no-grad forward for `fwd_ref`)."
@@ -225,6 +241,13 @@ def ratios(cases: list[Case], baseline: str) -> dict:
             r['cps_overhead'] = med(cps) / (2 * med(sup))
             r['cps_overhead_of_minima'] = lo(cps) / (2 * lo(sup))
             r['cps_overhead_per_rep'] = describe([p[i] / (2 * s[i]) for i in p if i in s])
+        spl = g('split_ref')
+        if sup and cps and spl:
+            s, q, p = per_rep(sup), per_rep(spl), per_rep(cps)
+            r['split_overhead'] = med(spl) / med(sup)
+            r['split_overhead_per_rep'] = describe([q[i] / s[i] for i in q if i in s])
+            r['cps_loss_share'] = (med(cps) - 2 * med(spl)) / med(cps)
+            r['cps_loss_share_per_rep'] = describe([(p[i] - 2 * q[i]) / p[i] for i in p if i in q])
         if sup and fwd and cut:
             s, f, k = per_rep(sup), per_rep(fwd), per_rep(cut)
             r['cutmix_overhead'] = med(cut) / (2 * med(sup) + 4 * med(fwd))
@@ -301,6 +324,9 @@ def print_report(rep: dict) -> None:
             if k.startswith('speedup_vs_'):
                 parts.append(f"{k.replace('_', ' ')} (medians / per-rep median / minima): " + ', '.join(
                     f"{n} {x['median_ratio']:.2f}/{x['per_rep']['median']:.2f}/{x['min_ratio']:.2f}x" for n, x in sp.items()))
+        if 'split_overhead' in r:
+            parts.append(f"split forwards (split_ref / sup_ref) {r['split_overhead_per_rep']['median']:.3f}, "
+                         f"CPS loss terms {r['cps_loss_share_per_rep']['median']:.1%} of the CPS step (per-rep medians)")
         if parts: print(f"[{v}] " + '; '.join(parts))
     iso = rep.get('isolated_memory')
     if iso:
@@ -371,6 +397,8 @@ def main(argv=None) -> int:
     p.add_argument('--variants', default='fp32', help="comma-separated, e.g. fp32,bf16+cl,bf16+cl+compile (first = baseline)")
     p.add_argument('--methods', default=','.join(METHODS))
     p.add_argument('--no-refs', dest='refs', action='store_false', help='skip the sup_ref / fwd_ref reference cases')
+    p.add_argument('--split-ref', action='store_true',
+                   help="add reference 'split_ref': one network, B_l and B_u in two forwards, CE on both (CPS without its loss)")
     p.add_argument('--no-share-nets', dest='share_nets', action='store_false',
                    help='every case builds its own networks (default: cases of one memory format share a pair)')
     p.add_argument('--steps', type=int, default=10, help='timed repetitions')

@@ -18,7 +18,7 @@ def _add_train(sub):
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument('--preset', help="preset name, see `cps-repro presets`")
     src.add_argument('--config', help='a config JSON file (as written to a run directory\'s config.json)')
-    p.add_argument('--split', default='1_8', help="1_16 1_8 1_4 1_2 (fractions of train_aug / train) or 92 183 366 732 (VOC few-label)")
+    p.add_argument('--split', default='1_8', help="1_16 1_8 1_4 1_2 (fractions of train_aug / train), 92 183 366 732 (VOC few-label) or full (Cityscapes, + coarse unlabeled)")
     p.add_argument('--data-root', help='dataset folder (default: the preset\'s data/<dataset>)')
     p.add_argument('--out-dir', default='results', help='runs are written to OUT_DIR/<run_id>/ (default: results)')
     p.add_argument('--run-dir', help='use this run directory instead of OUT_DIR/<run_id>')

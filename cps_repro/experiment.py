@@ -12,9 +12,9 @@ from pathlib import Path
 from .config import ExperimentConfig, preset, apply_overrides, normalize_split, FEW_LABEL_SPLITS
 
 # %% auto #0
-__all__ = ['PREPARE_COMMANDS', 'TABLE_OF', 'METHOD_ROW', 'CELL_NOTEBOOKS', 'TABLE_METHODS', 'DatasetMissingError',
-           'require_dataset', 'experiment_config', 'paper_number', 'describe', 'torchrun_command', 'run_experiment',
-           'load_metrics', 'plot_curves', 'result_summary', 'cell_commands']
+__all__ = ['PREPARE_COMMANDS', 'TABLE_OF', 'METHOD_ROW', 'CELL_NOTEBOOKS', 'TABLE_METHODS', 'TABLE_BACKBONES', 'WEIGHT_FILES',
+           'DatasetMissingError', 'require_dataset', 'experiment_config', 'paper_number', 'describe',
+           'torchrun_command', 'run_experiment', 'load_metrics', 'plot_curves', 'result_summary', 'cell_commands']
 
 # %% ../nbs/12_experiment.ipynb #c004
 PREPARE_COMMANDS = {
@@ -55,18 +55,19 @@ def experiment_config(dataset: str, split, method: str = 'cps_cutmix', backbone:
 # %% ../nbs/12_experiment.ipynb #c008
 TABLE_OF = {'voc': 'Table 1 (PASCAL VOC 2012 val)', 'cityscapes': 'Table 2 (Cityscapes val)'}
 METHOD_ROW = {'cps': 'CPS w/o CutMix', 'cps_cutmix': 'CPS w/ CutMix', 'mean_teacher': 'MT', 'supervised': 'Supervised',
-              'self_training': 'Self-training'}
+              'self_training': 'Self-training', 'cct': 'CCT', 'gct': 'GCT'}
 
 def paper_number(cfg: ExperimentConfig):
     "The paper's mIoU for this cell, or None where the paper (or our copy of it) has none."
     try: from cps_repro.report import paper_numbers
     except ImportError: return None
-    few = cfg.data.split in FEW_LABEL_SPLITS
-    table = 'table3' if few else {'voc': 'table1', 'cityscapes': 'table2'}[cfg.data.dataset]
+    few, full = cfg.data.split in FEW_LABEL_SPLITS, cfg.data.split == 'full'
+    table = 'table3' if few else 'headline' if full else {'voc': 'table1', 'cityscapes': 'table2'}[cfg.data.dataset]
     df = paper_numbers(table)
-    bb = {'resnet50': 'R50', 'resnet101': 'R101', 'resnet50_tv': 'R50', 'resnet101_tv': 'R101'}.get(cfg.model.backbone)
+    bb = {'resnet50': 'R50', 'resnet101': 'R101', 'resnet50_tv': 'R50', 'resnet101_tv': 'R101', 'hrnet_w48': 'HRNet-W48'}.get(cfg.model.backbone)
     row = METHOD_ROW.get(cfg.train.method)
     if few: hit = df[(df.method == row) & (df.n_labeled == int(cfg.data.split))]
+    elif full: hit = df[(df.backbone == bb)] if cfg.train.method in ('cps', 'cps_cutmix') else df.iloc[:0]
     else: hit = df[(df.method == row) & (df.backbone == bb) & (df.split == cfg.data.split.replace('_', '/'))]
     return float(hit.miou.iloc[0]) if len(hit) else None
 
@@ -74,7 +75,8 @@ def describe(cfg: ExperimentConfig) -> str:
     "A Markdown summary of the experiment `cfg` runs."
     d, t, o = cfg.data, cfg.train, cfg.optim
     few = d.split in FEW_LABEL_SPLITS
-    table = 'Table 3 (VOC, few labels)' if few else TABLE_OF.get(d.dataset, d.dataset)
+    table = ('Table 3 (VOC, few labels)' if few else 'the headline experiment (full-label Cityscapes + 3,000 coarse unlabeled)'
+             if d.split == 'full' else TABLE_OF.get(d.dataset, d.dataset))
     paper = paper_number(cfg)
     lr, wd, _ = o.resolved()
     warn = []
@@ -151,20 +153,24 @@ def result_summary(result: dict, cfg: ExperimentConfig | None = None):
 # %% ../nbs/12_experiment.ipynb #c016
 CELL_NOTEBOOKS = {'table1': ('exp_voc', 'voc', ('1_16', '1_8', '1_4', '1_2')),
                   'table2': ('exp_cityscapes', 'cityscapes', ('1_16', '1_8', '1_4', '1_2')),
-                  'table3': ('exp_voc_few', 'voc', FEW_LABEL_SPLITS)}
-TABLE_METHODS = {'table1': ('supervised', 'mean_teacher', 'cps', 'cps_cutmix'),
+                  'table3': ('exp_voc_few', 'voc', FEW_LABEL_SPLITS),
+                  'headline': ('exp_cityscapes_full', 'cityscapes', ('full',))}
+TABLE_METHODS = {'table1': ('supervised', 'mean_teacher', 'cct', 'gct', 'cps', 'cps_cutmix'),
                  'table2': ('supervised', 'mean_teacher', 'cps', 'cps_cutmix'),
-                 'table3': ('cps_cutmix',)}
+                 'table3': ('cps_cutmix',),
+                 'headline': ('supervised', 'cps')}
+TABLE_BACKBONES = {'table3': ('resnet50',), 'headline': ('resnet101', 'hrnet_w48')}
+WEIGHT_FILES = {'resnet50': 'resnet50_v1c.pth', 'resnet101': 'resnet101_v1c.pth', 'hrnet_w48': 'hrnet_w48.safetensors'}
 
 def cell_commands(table: str, weights_dir: str = 'weights') -> list[dict]:
-    "The papermill command of every implemented cell of `table` ('table1', 'table2', 'table3')."
+    "The papermill command of every implemented cell of `table` ('table1', 'table2', 'table3', 'headline')."
     nb, dataset, splits = CELL_NOTEBOOKS[table]
-    backbones = ('resnet50',) if table == 'table3' else ('resnet50', 'resnet101')
+    backbones = TABLE_BACKBONES.get(table, ('resnet50', 'resnet101'))
     rows = []
     for method in TABLE_METHODS[table]:
         for bb in backbones:
             for s in splits:
                 cmd = (f"papermill nbs/{nb}.ipynb runs/{dataset}_{method}_{bb}_{s}.ipynb -p split {s} -p method {method} "
-                       f"-p backbone {bb} -p data_root data/{dataset} -p pretrained {weights_dir}/{bb}_v1c.pth")
+                       f"-p backbone {bb} -p data_root data/{dataset} -p pretrained {weights_dir}/{WEIGHT_FILES[bb]}")
                 rows.append({'table': table, 'method': METHOD_ROW[method], 'backbone': bb, 'split': s, 'command': cmd})
     return rows

@@ -18,19 +18,22 @@ from .config import FEW_LABEL_SPLITS, TRAIN_AUG_SPLITS, normalize_split
 
 # %% auto #0
 __all__ = ['PAPER_TABLE_FILES', 'TABLE_ALIASES', 'TABLE_TITLES', 'PAPER_COLUMNS', 'METHOD_LABELS', 'BACKBONE_LABELS',
-           'SPLIT_LABELS', 'SPLIT_ORDER', 'PAPER_TABLES', 'MINI_NOTE', 'REQUIRED_KEYS', 'RESULT_COLUMNS', 'DASH',
-           'MINUS', 'METHOD_ORDER', 'table_name', 'paper_numbers', 'method_label', 'backbone_label', 'split_label',
-           'is_mini_run', 'table_for', 'result_row', 'load_results', 'seed_stats', 'signed', 'ours_text', 'cell_text',
-           'paper_table', 'mini_table', 'latex_escape', 'to_markdown', 'to_latex', 'write_table', 'NoRunsError',
-           'save_figure', 'figure5_self_training', 'colorize', 'figure6_qualitative', 'run_history', 'figure7_overlap']
+           'SPLIT_LABELS', 'SPLIT_ORDER', 'TABLE_SPLITS', 'PAPER_TABLES', 'MINI_NOTE', 'REQUIRED_KEYS',
+           'RESULT_COLUMNS', 'DASH', 'MINUS', 'METHOD_ORDER', 'table_name', 'paper_numbers', 'method_label',
+           'backbone_label', 'split_label', 'is_mini_run', 'table_for', 'result_row', 'load_results', 'seed_stats',
+           'signed', 'ours_text', 'cell_text', 'paper_table', 'mini_table', 'latex_escape', 'to_markdown', 'to_latex',
+           'write_table', 'NoRunsError', 'save_figure', 'figure5_self_training', 'colorize', 'figure6_qualitative',
+           'run_history', 'figure7_overlap']
 
 # %% ../nbs/09_report.ipynb #c005
-PAPER_TABLE_FILES = {'table1': 'table1_voc.csv', 'table2': 'table2_cityscapes.csv', 'table3': 'table3_pseudoseg_voc.csv'}
-TABLE_ALIASES = {'voc': 'table1', 'cityscapes': 'table2', 'voc_few': 'table3'}
+PAPER_TABLE_FILES = {'table1': 'table1_voc.csv', 'table2': 'table2_cityscapes.csv', 'table3': 'table3_pseudoseg_voc.csv',
+                     'headline': 'headline_cityscapes_full.csv'}
+TABLE_ALIASES = {'voc': 'table1', 'cityscapes': 'table2', 'voc_few': 'table3', 'cityscapes_full': 'headline'}
 TABLE_TITLES = {
     'table1': 'Table 1: PASCAL VOC 2012 val, labels from train_aug (10,582 images)',
     'table2': 'Table 2: Cityscapes val, labels from train (2,975 images)',
     'table3': 'Table 3: PASCAL VOC 2012 val, few labels from the 1,464 VOC train images (PseudoSeg protocol)',
+    'headline': 'Headline: Cityscapes val, all 2,975 labels + 3,000 coarse train_extra images unlabeled (single scale)',
     'mini': 'CPU mini reproduction on generated data (not comparable with the paper)'}
 PAPER_COLUMNS = ('method', 'backbone', 'split', 'n_labeled', 'miou')
 
@@ -65,10 +68,11 @@ def paper_numbers(table: str) -> pd.DataFrame:
 # %% ../nbs/09_report.ipynb #c009
 METHOD_LABELS = {'supervised': 'Supervised', 'cps': 'CPS w/o CutMix', 'cps_cutmix': 'CPS w/ CutMix',
                  'mean_teacher': 'MT', 'self_training': 'Self-training'}
-BACKBONE_LABELS = {'resnet50': 'R50', 'resnet50_tv': 'R50', 'resnet101': 'R101', 'resnet101_tv': 'R101'}
+BACKBONE_LABELS = {'resnet50': 'R50', 'resnet50_tv': 'R50', 'resnet101': 'R101', 'resnet101_tv': 'R101', 'hrnet_w48': 'HRNet-W48'}
 SPLIT_LABELS = {'1_16': '1/16', '1_8': '1/8', '1_4': '1/4', '1_2': '1/2',
-                '92': '1/16', '183': '1/8', '366': '1/4', '732': '1/2'}
+                '92': '1/16', '183': '1/8', '366': '1/4', '732': '1/2', 'full': 'full'}
 SPLIT_ORDER = ('1/16', '1/8', '1/4', '1/2')
+TABLE_SPLITS = {'headline': ('full',)}   # columns of tables that are not the four label ratios
 PAPER_TABLES = tuple(PAPER_TABLE_FILES)
 MINI_NOTE = '(CPU mini reproduction on generated data)'
 
@@ -96,6 +100,7 @@ def table_for(dataset: str, split, backbone: str, mini: bool = False) -> str | N
     split = normalize_split(split)
     if dataset == 'voc': return 'table1' if split in TRAIN_AUG_SPLITS else 'table3'
     if dataset == 'cityscapes' and split in TRAIN_AUG_SPLITS: return 'table2'
+    if dataset == 'cityscapes' and split == 'full': return 'headline'
     return None
 
 # %% ../nbs/09_report.ipynb #c012
@@ -197,7 +202,7 @@ def paper_table(results, table: str, long: bool = False) -> pd.DataFrame:
     n_labeled = dict(zip(paper.split, paper.n_labeled))
     cells = []
     for method, backbone in _row_order(paper, ours):
-        for split in SPLIT_ORDER:
+        for split in TABLE_SPLITS.get(t, SPLIT_ORDER):
             p = paper[(paper.method == method) & (paper.backbone == backbone) & (paper.split == split)].miou
             o = ours[(ours.method == method) & (ours.backbone == backbone) & (ours.split == split)]
             mean, std, n = (o['mean'].item(), o['std'].item(), int(o['n'].item())) if len(o) else (math.nan, math.nan, 0)

@@ -301,6 +301,8 @@ def resolve_lists(cfg: ExperimentConfig) -> dict:
         lists['unlabeled'] = voc_root(root) / 'ImageSets' / 'Segmentation' / 'train_aug.txt'
     if lists['labeled'] is None or lists['val'] is None:
         raise ValueError(f"dataset {d.dataset!r} needs data.labeled_list and data.val_list in the config")
+    if d.split == 'full' and d.partitions_root:   # split 'full' names official lists relative to the partitions folder
+        lists = {k: (str(proot / v) if v is not None and not Path(v).is_absolute() else v) for k, v in lists.items()}
     return lists
 
 def _shard(dataset, rank: int, world: int):
