@@ -129,6 +129,22 @@ class TrainConfig:
     cutmix_n_boxes: int = 3
     mt_ema: float = 0.99
     mt_weight: float = 100.0
+    # CCT (recipe §7; cps_repro.baselines)
+    cct_weight: float = 30.0             # weight of the aux-decoder consistency loss
+    cct_abce_rampup: float = 0.4         # fraction of iters over which the abCE threshold ramps from 1/C
+    cct_abce_end: float = 0.99           # final abCE threshold
+    cct_aux_per_type: int = 2            # auxiliary decoders per perturbation type (6 types)
+    # GCT (recipe §7; cps_repro.baselines)
+    gct_dc_weight: float = 100.0         # dynamic-consistency weight (sigmoid ramp-up)
+    gct_fc_weight: float = 1.0           # flaw-correction weight
+    gct_fd_weight: float = 10.0          # scale of the flaw detector's ground truth
+    gct_dc_threshold: float = 0.6        # flaw threshold of the dynamic-consistency target
+    gct_dc_rampup_epochs: float = 3.0
+    gct_rampup_iters: int = 0            # 0: 3 virtual epochs derived from the data
+    gct_fd_lr: float = 1e-4              # Adam lr of the flaw detector per official GPU
+    gct_fd_width: int = 0                # 0: a quarter of the decoder width
+    gct_mu: float = 0.5
+    gct_nu: int = 1
     amp: str = 'auto'                    # 'auto' = bf16 on CUDA when supported, else fp32
     channels_last: bool = False
     compile: bool = False

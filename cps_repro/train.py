@@ -491,7 +491,9 @@ class Trainer:
         for o in self.opts: self.scaler.step(o)
         self.scaler.update()
         for s in self.scheds: s.step()
-        if self.method.after_step is not None: self.method.after_step(self, batches)
+        if self.method.after_step is not None:            # e.g. the EMA teacher, GCT's flaw detector
+            extra = self.method.after_step(self, batches)
+            if extra: logged.update({k: v.detach() for k, v in extra.items()})
         self.it += 1
         return logged
 
