@@ -90,14 +90,12 @@ def audit(method: str, variant: str, a, device: torch.device) -> dict:
     from bench_step import parse_variant
     from lean import LeanTrainer
     v = parse_variant(variant)
-    cfg = bench_config(method, a.backbone, a.crop, a.batch, a.batch, amp=v.amp, channels_last=v.channels_last,
+    cfg = bench_config(method, a.backbone, a.crop, a.batch, a.batch, amp=v.amp, channels_last=v.channels_last, compile=v.compile,
                        num_classes=a.num_classes, output_stride=a.output_stride, cutmix_mask=a.cutmix_mask, sup_loss=a.sup_loss)
     data = synthetic_data(a.batch, a.batch, a.crop, a.num_classes, device.type == 'cuda', seed=a.seed)
     with tempfile.TemporaryDirectory() as d:
         tr = (LeanTrainer(cfg, run_dir=d, device=str(device), progress=False, data=data, parts=v.lean) if v.lean
               else Trainer(cfg, run_dir=d, device=str(device), progress=False, data=data))
-        if v.compile:
-            for n in tr.nets: n.compile(dynamic=False)
         from bench_step import apply_flags
         apply_flags(v)
         tr.step()                                            # warm-up: first-call work is not the steady state

@@ -36,11 +36,13 @@ def main(argv=None) -> int:
     p.add_argument('--channels-last', action='store_true')
     p.add_argument('--images', type=int, default=5, help='timed images (after one warm-up image)')
     p.add_argument('--threads', type=int, default=None)
+    p.add_argument('--clock', choices=('wall', 'cpu'), default=None, help="default: 'cpu' (process time) on CPU, 'wall' on CUDA")
     p.add_argument('--json', default=None)
     p.add_argument('--tiny', action='store_true')
     a = p.parse_args(argv)
     if a.tiny: a.backbone, a.image, a.crop, a.images = 'small_resnet', '64x128', 48, 2
     device = torch.device(a.device)
+    a.clock = a.clock or ('wall' if device.type == 'cuda' else 'cpu')
     torch.set_num_threads(a.threads or (1 if device.type == 'cpu' else torch.get_num_threads()))
     h, w = (int(x) for x in a.image.lower().split('x'))
     os_ = a.output_stride or (4 if a.backbone == 'small_resnet' else 16)
@@ -54,18 +56,20 @@ def main(argv=None) -> int:
         with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
             return predict(model, x, mode=a.mode, crop=a.crop, num_classes=a.num_classes)
     one(images[0]); sync(device)                                 # warm-up
-    times = []
+    times, wall = [], []
     for i in range(a.images):
-        sync(device); t0 = time.perf_counter(); one(images[i % 2]); sync(device); times.append(time.perf_counter() - t0)
+        sync(device); t0, p0 = time.perf_counter(), time.process_time()
+        one(images[i % 2]); sync(device)
+        wall.append(time.perf_counter() - t0); times.append(time.process_time() - p0 if a.clock == 'cpu' else wall[-1])
     s = default_stride(a.crop)
     windows = len(window_starts(max(h, a.crop), a.crop, s)) * len(window_starts(max(w, a.crop), a.crop, s)) if a.mode == 'sliding' else 1
     d = describe(times)
     out = dict(kind='bench_eval', machine=machine_info(device), settings=vars(a).copy(), windows_per_image=windows,
-               times_s=times, stats=d, img_s=1 / d['median'], ms_per_window=d['median'] * 1000 / windows)
+               times_s=times, wall_s=wall, stats=d, img_s=1 / d['median'], ms_per_window=d['median'] * 1000 / windows)
     if device.type == 'cuda': out['cuda_max_allocated'] = torch.cuda.max_memory_allocated(device)
     if a.json: write_json(out, a.json)
     print(f"{a.mode} evaluation, {a.backbone}, {h}x{w} images, crop {a.crop} ({windows} windows), {a.precision}"
-          f"{' channels_last' if a.channels_last else ''}, {device}: {out['img_s']:.2f} img/s "
+          f"{' channels_last' if a.channels_last else ''}, {device}, {a.clock} clock: {out['img_s']:.2f} img/s "
           f"(median {d['median'] * 1000:.0f} ms, IQR {d['iqr_rel']:.0%}, {out['ms_per_window']:.1f} ms/window)")
     return 0
 

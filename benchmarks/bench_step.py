@@ -18,7 +18,7 @@ of one network on B_u images in training mode, autocast as configured: a CutMix 
 the cost of splitting the batch from the cost of the CPS loss terms.
 
 Variants are `+`-joined tokens: a precision `fp32` | `bf16` | `fp16`, then any of `cl` (channels_last), `compile`
-(`net.compile(dynamic=False)` on every network), `lean` (all parts of benchmarks/lean.py; `lean:labels.opt`: some),
+(`train.compile=true`: the trainer runs its forwards through `torch.compile`), `lean` (all parts of benchmarks/lean.py; `lean:labels.opt`: some),
 `cudnn` (cudnn.benchmark on for that variant's steps) and `strict` (cudnn.allow_tf32 off: convolutions in true fp32;
 PyTorch's default runs fp32 convolutions in TF32). Example: `--variants fp32,bf16+cl,bf16+cl+compile`.
 
@@ -121,7 +121,7 @@ def build_cases(a, variants: list[Variant], device: torch.device, tmp: Path) -> 
     cases = []
     for v in variants:
         cls = functools.partial(LeanTrainer, parts=v.lean) if v.lean else Trainer
-        kw = dict(backbone=a.backbone, crop=a.crop, amp=v.amp, channels_last=v.channels_last,
+        kw = dict(backbone=a.backbone, crop=a.crop, amp=v.amp, channels_last=v.channels_last, compile=v.compile,
                   num_classes=a.num_classes, output_stride=a.output_stride, cutmix_mask=a.cutmix_mask, seed=a.seed)
         made = {}
         for m in a.methods:
@@ -142,11 +142,6 @@ def build_cases(a, variants: list[Variant], device: torch.device, tmp: Path) -> 
                         nets=nets_for(v, 'supervised', cfg))
             split.method = dataclasses.replace(split.method, losses=split_losses, unlabeled_streams=1)
             cases.append(Case(v, 'split_ref', a.batch_l + a.batch_u, split))
-    done = set()
-    for c in cases:                                     # compile each network once (Module.compile: in place)
-        if not c.variant.compile: continue
-        for n in c.trainer.nets:
-            if id(n) not in done: n.compile(dynamic=False); done.add(id(n))
     for c in cases: c.run = make_unit(c, device, a)
     return cases
 
@@ -165,7 +160,7 @@ def make_unit(c: Case, device: torch.device, a):
         x = next(tr.data.unlabeled)['image'][: a.batch_u].to(device)
         if v.channels_last: x = x.contiguous(memory_format=torch.channels_last)
         def unit():
-            ctx = StepContext(tr.nets, tr.cfg, tr.it, tr.cutmix_gen, tr.amp)
+            ctx = StepContext(getattr(tr, 'forward_nets', tr.nets), tr.cfg, tr.it, tr.cutmix_gen, tr.amp)
             with torch.no_grad(): ctx.forward(0, x)
         return unit
     def unit():

@@ -144,7 +144,7 @@ def synthetic_data(batch_l: int, batch_u: int, crop: int, num_classes: int, pin:
 
 def bench_config(method: str, backbone: str, crop: int, batch_l: int, batch_u: int, amp: str = 'none',
                  channels_last: bool = False, num_classes: int = 21, output_stride: int | None = None,
-                 cutmix_mask: str = 'box', seed: int = 0, sup_loss: str = 'ce'):
+                 cutmix_mask: str = 'box', seed: int = 0, sup_loss: str = 'ce', compile: bool = False):
     "The experiment config of one benchmarked step: the paper's VOC recipe (`sup_loss='ohem'`: Cityscapes' supervised loss) at the given sizes, no pretrained file."
     from cps_repro.config import ExperimentConfig, apply_overrides
     cfg = apply_overrides(ExperimentConfig(name=f'bench_{method}'), {'train.sup_loss': sup_loss,
@@ -152,7 +152,7 @@ def bench_config(method: str, backbone: str, crop: int, batch_l: int, batch_u: i
         'model.output_stride': output_stride or (4 if backbone == 'small_resnet' else 16), 'model.pretrained': None,
         'data.crop_size': crop, 'eval.crop_size': crop, 'data.num_classes': num_classes, 'data.workers': 0,
         'train.batch_size': batch_l, 'train.unlabeled_batch_size': batch_u, 'train.amp': amp,
-        'train.channels_last': channels_last, 'train.cutmix_mask': cutmix_mask, 'train.seed': seed,
+        'train.channels_last': channels_last, 'train.compile': compile, 'train.cutmix_mask': cutmix_mask, 'train.seed': seed,
         'train.cps_weight': {'cps': 1.5, 'cps_cutmix': 1.0}.get(method, 0.0),
         'train.iters': 10**6, 'train.eval_every': 10**6, 'train.checkpoint_every': 10**6, 'train.log_every': 10**6})
     return cfg

@@ -27,10 +27,10 @@ GIB = 2**30
 def estimate(method: str, backbone: str, crop: int, batch_l: int, batch_u: int, dtype: torch.dtype,
              num_classes: int = 21, output_stride: int | None = None) -> dict:
     from cps_repro.models import count_parameters
-    from cps_repro.train import METHOD_REGISTRY, StepContext, build_networks
+    from cps_repro.train import StepContext, build_networks, get_method
     cfg = bench_config(method, backbone, crop, batch_l, batch_u, num_classes=num_classes, output_stride=output_stride)
     nets = [n.to(device='meta', dtype=dtype) for n in build_networks(cfg, torch.device('cpu'))]
-    spec = METHOD_REGISTRY[method]
+    spec = get_method(method)
     params = {id(p) for n in nets for p in n.parameters()}
     saved: dict = {}
     def pack(t):

@@ -13,8 +13,8 @@ unchanged: `check_lean_equivalence` trains both steps side by side and compares 
            `logits.argmax(dim=1)`: the same indices (both documented to return the first maximal value; checked
            with ties and NaN), but PyTorch's CPU argmax over the channel axis of an NCHW tensor is about 3x slower.
 
-`torch.compile` is not a part: bench_step.py's `+compile` calls `net.compile(dynamic=False)` on every network, which
-is what `cfg.train.compile` should do in `build_networks` (the flag exists in the config, but nothing reads it)."""
+`torch.compile` is not a part: bench_step.py's `+compile` sets `train.compile=true`, and the trainer runs its forward
+passes through `torch.compile` (`Trainer.forward_nets`)."""
 from __future__ import annotations
 
 import contextlib

@@ -43,8 +43,9 @@ def summarize(folder: Path) -> tuple[str, dict]:
     if step:
         st = step['settings']
         lines += [f"## Training step: {st['backbone']}, crop {st['crop']}, batch {st['batch_l']}+{st['batch_u']}(+{st['batch_u']}), "
-                  f"{st['steps']} timed steps (interleaved) after {st['warmup']} warm-up", '',
-                  '| variant | case | median ms | IQR | img/s | x fp32 | alone peak GiB | error |', '|---|---|---|---|---|---|---|---|']
+                  f"{st['steps']} timed steps (interleaved) after {st['warmup']} warm-up, {st.get('clock', 'wall')} clock", '',
+                  f"| variant | case | median ms | IQR | img/s | x {st['baseline']} | peak GiB (CUDA: case alone, est.; CPU: process RSS) | error |",
+                  '|---|---|---|---|---|---|---|---|']
         for r in step['rows']:
             lines.append(f"| {r['variant']} | {r['case']} | {_fmt(r.get('t_median') and r['t_median'] * 1000, '{:.0f}')} | "
                          f"{_fmt(r.get('t_iqr_rel'), '{:.0%}')} | {_fmt(r.get('img_s'), '{:.1f}')} | {_fmt(r.get('speedup'))} | "

@@ -199,7 +199,7 @@ def mini_job(method: str, split, seed: int, data_root, out_dir, iters: int | Non
     train_split = '1_2' if split == 'full' else split
     cfg = experiment_config(f'mini_{method}', train_split, str(data_root), sets)
     args = ('train', '--preset', f'mini_{method}', '--split', train_split, '--data-root', str(data_root),
-            '--out-dir', str(out_dir), '--no-progress', '--set', *sets)
+            '--run-dir', str(Path(out_dir) / cfg.run_id), '--no-progress', '--set', *sets)   # the directory we read back
     return MiniJob(method, split, seed, args, cfg, str(out_dir))
 
 def mini_jobs(methods, splits, seeds, data_root, out_dir, iters: int | None = None, full_ceiling: bool = True,

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from . import __version__
 from .config import ExperimentConfig
 from .losses import cross_entropy, ohem_cross_entropy, cps_loss, sigmoid_rampup
-from .cutmix import box_masks, half_masks, mix
+from .cutmix import box_masks, box_uniforms, boxes_from_uniforms, masks_from_boxes, half_masks, mix
 
 # %% auto #0
 __all__ = ['METHOD_REGISTRY', 'DistInfo', 'setup_distributed', 'param_groups', 'poly_factor', 'build_optimizer',
@@ -77,8 +77,14 @@ def build_optimizer(model: nn.Module, cfg: ExperimentConfig) -> torch.optim.Opti
     lr, wd, _ = cfg.optim.resolved()
     groups = param_groups(model, wd)
     if cfg.optim.optimizer == 'adamw': return torch.optim.AdamW(groups, lr=lr)
-    fused = {'foreach': True} if next(model.parameters()).is_cuda else {}
-    return torch.optim.SGD(groups, lr=lr, momentum=cfg.optim.momentum, **fused)
+    return torch.optim.SGD(groups, lr=lr, momentum=cfg.optim.momentum, **_fast_sgd_kwargs(next(model.parameters()).device))
+
+def _fast_sgd_kwargs(device: torch.device) -> dict:
+    "`fused=True` where this PyTorch has a fused SGD kernel for `device`, else foreach on CUDA (BENCHMARKS.md §4d)."
+    try:
+        torch.optim.SGD([torch.zeros(1, device=device, requires_grad=True)], lr=0.1, momentum=0.9, fused=True)
+        return {'fused': True}
+    except (RuntimeError, TypeError, ValueError): return {'foreach': True} if device.type == 'cuda' else {}
 
 def build_scheduler(opt: torch.optim.Optimizer, cfg: ExperimentConfig):
     total, power = cfg.train.iters, cfg.optim.power
@@ -139,8 +145,10 @@ def cps_losses(ctx: StepContext, labeled: dict, unlabeled: dict, unlabeled2=None
 def cutmix_masks(ctx: StepContext, n: int, h: int, w: int, device) -> torch.Tensor:
     t = ctx.cfg.train
     if t.cutmix_mask == 'half': return half_masks(n, h, w, generator=ctx.cutmix_generator, device=device)
-    return box_masks(n, h, w, generator=ctx.cutmix_generator, prop_range=tuple(t.cutmix_prop_range),
-                     n_boxes=t.cutmix_n_boxes, device=device)
+    # the same draws as `box_masks`, but the boxes travel to the device from pinned memory without a sync
+    boxes = boxes_from_uniforms(box_uniforms(n, t.cutmix_n_boxes, ctx.cutmix_generator), h, w, tuple(t.cutmix_prop_range))
+    if torch.device(device).type == 'cuda': boxes = boxes.pin_memory()
+    return masks_from_boxes(boxes.to(device, non_blocking=True), h, w, device)
 
 def cps_cutmix_losses(ctx: StepContext, labeled: dict, unlabeled: dict, unlabeled2: dict) -> dict:
     u0, u1 = unlabeled['image'], unlabeled2['image']

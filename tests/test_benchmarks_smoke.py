@@ -18,7 +18,7 @@ def test_bench_step_tiny_writes_cases_and_ratios(tmp_path):
     import bench_step
     out = tmp_path / 'step.json'
     rc = bench_step.main(['--tiny', '--device', 'cpu', '--variants', 'fp32,fp32+lean', '--methods', 'cps,cps_cutmix',
-                          '--steps', '1', '--json', str(out)])
+                          '--steps', '1', '--warmup', '0', '--json', str(out)])
     rep = json.loads(out.read_text())
     assert rc == 0 and rep['finished']
     names = {(c['variant'], c['case']) for c in rep['cases']}

@@ -84,7 +84,7 @@ def test_jobs_cover_the_table_and_the_full_label_ceiling(tmp_path):
 
 def test_papermill_style_values_become_lists():
     assert as_list(116, normalize_mini_split) == ['1_16'] and as_list("['1_8', 'full']", normalize_mini_split) == ['1_8', 'full']
-    assert as_list(0) == [0] and as_list((1, 2)) == [1, 2] and as_list('cps, supervised') == ['cps', 'supervised']
+    assert as_list('0,1', mini._seed) == [0, 1] and as_list(0) == [0] and as_list((1, 2)) == [1, 2] and as_list('cps, supervised') == ['cps', 'supervised']
 
 
 def test_summary_pairs_the_gain_by_seed(tmp_path):
@@ -134,3 +134,13 @@ def test_exp_mini_refuses_the_pretraining_seed(tmp_path):
         pm.execute_notebook(str(REPO / 'nbs' / 'exp_mini.ipynb'), str(tmp_path / 'o.ipynb'), parameters=dict(data_seed=1000),
                             kernel_name='python3', progress_bar=False, cwd=str(tmp_path))
     assert not (tmp_path / 'data').exists()
+
+
+def test_pretrain_command_line_parses_into_a_pretrain_config():
+    import argparse
+    p = argparse.ArgumentParser()
+    mini.add_pretrain_parser(p.add_subparsers(dest='command', required=True))
+    a = p.parse_args(['pretrain', '--iters', '7', '--corpus-seed', '5', '--work-dir', 'w'])
+    assert (a.iters, a.corpus_seed, a.work_dir, a.lr, a.vocabulary) == (7, 5, 'w', 0.03, 'pretrain')
+    assert a.out == str(MINI_WEIGHTS) and a.func is mini._cmd_pretrain
+    with pytest.raises(SystemExit): p.parse_args(['pretrain', '--iters', 'many'])
