@@ -138,10 +138,15 @@ def _add_synth(sub):
         a.out, layout=a.layout, n=a.n, seed=a.seed, size=a.size, n_val=a.n_val))
 
 # %% ../nbs/10_cli.ipynb #c007
+def _add_mini(sub):
+    from cps_repro.mini import add_pretrain_parser
+    add_pretrain_parser(sub.add_parser('mini', help='the CPU mini reproduction (pretrain its small backbone)')
+                        .add_subparsers(dest='mini_cmd', required=True))
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='cps-repro', description='Cross Pseudo Supervision (CVPR 2021), reproduced.')
     sub = p.add_subparsers(dest='command', required=True)
-    for add in (_add_train, _add_eval, _add_presets, _add_splits, _add_data, _add_synth): add(sub)
+    for add in (_add_train, _add_eval, _add_presets, _add_splits, _add_data, _add_synth, _add_mini): add(sub)
     return p
 
 def main(argv=None) -> int:
