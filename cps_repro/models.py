@@ -9,8 +9,8 @@ __all__ = ['BN_EPS', 'BN_MOMENTUM', 'BLOCKS', 'OUTPUT_STRIDES', 'BACKBONES', 'HR
            'conv3x3', 'Bottleneck', 'BasicBlock', 'dilation_plan', 'ResNet', 'BackboneSpec', 'build_backbone',
            'small_resnet', 'HRNetSpec', 'ASPP', 'DeepLabV3PlusHead', 'init_head_', 'init_backbone_',
            'BackboneWeightsError', 'LoadReport', 'normalize_state_dict', 'load_backbone_weights', 'save_backbone',
-           'DeepLabV3Plus', 'deeplabv3plus', 'count_parameters', 'make_cps_pair', 'backbone_names', 'hrnet_backbone',
-           'HRNetV2Head', 'HRNetV2', 'hrnetv2', 'segmentation_model']
+           'SegmentationNet', 'DeepLabV3Plus', 'deeplabv3plus', 'count_parameters', 'make_cps_pair', 'backbone_names',
+           'hrnet_backbone', 'HRNetV2Head', 'HRNetV2', 'hrnetv2', 'segmentation_model']
 
 # %% ../nbs/04_models.ipynb #c003
 import math, os, tempfile, warnings
@@ -377,9 +377,9 @@ def save_backbone(model: nn.Module, path) -> Path:
     return path
 
 # %% ../nbs/04_models.ipynb #c028
-class DeepLabV3Plus(nn.Module):
-    "Backbone + DeepLabv3+ head; `forward(x)` gives logits at the input size. `.head` holds all non-backbone parameters."
-    def __init__(self, backbone: ResNet, head: DeepLabV3PlusHead):
+class SegmentationNet(nn.Module):
+    "A backbone and a head whose `classifier` makes the logits: the interface the trainer and CPS rely on."
+    def __init__(self, backbone: nn.Module, head: nn.Module):
         super().__init__()
         self.backbone, self.head = backbone, head
 
@@ -388,6 +388,9 @@ class DeepLabV3Plus(nn.Module):
 
     @property
     def num_classes(self) -> int: return self.head.classifier.out_channels
+
+class DeepLabV3Plus(SegmentationNet):
+    "Backbone + DeepLabv3+ head; `forward(x)` gives logits at the input size. `.head` holds all non-backbone parameters."
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         logits = self.head(self.backbone(x))
@@ -480,19 +483,9 @@ class HRNetV2Head(nn.Module):
         ups = [feats[0]] + [F.interpolate(f, size=size, mode='bilinear', align_corners=True) for f in feats[1:]]
         return self.classifier(self.last_layer(torch.cat(ups, dim=1)))
 
-class HRNetV2(nn.Module):
+class HRNetV2(SegmentationNet):
     "HRNet backbone + HRNetV2 head; `forward(x)` gives logits at the input size (sides padded to a multiple of 32 inside)."
     divisor = 32
-
-    def __init__(self, backbone: nn.Module, head: HRNetV2Head):
-        super().__init__()
-        self.backbone, self.head = backbone, head
-
-    @property
-    def classifier(self) -> nn.Conv2d: return self.head.classifier
-
-    @property
-    def num_classes(self) -> int: return self.head.classifier.out_channels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h, w = x.shape[-2:]

@@ -17,6 +17,7 @@ import http.client
 import json
 import os
 import re
+import shlex
 import shutil
 import stat
 import sys
@@ -363,6 +364,14 @@ class Summary:
             for c in next_commands:
                 print(f'  {c}')
         sys.stdout.flush()
+
+
+def next_commands(dataset: str, root, partitions_root, lists_ok: bool) -> list[str]:
+    "What to run after a prepare script: check the data, fetch the lists if they are not there yet, train."
+    q = shlex.quote(str(root))
+    cmds = [f'cps-repro data check --dataset {dataset} --root {q}']
+    if not lists_ok: cmds.append(f'python data_scripts/fetch_partitions.py {shlex.quote(str(partitions_root))}')
+    return cmds + [f'cps-repro train --preset {dataset}_cps_cutmix --split 1_8 --data-root {q}']
 
 
 def step(n: int, total: int, what: str) -> None:

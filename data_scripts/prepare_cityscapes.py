@@ -20,7 +20,6 @@ Finished output is never overwritten: existing trainId masks are kept, extracted
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 from collections import Counter
 from pathlib import Path
@@ -30,7 +29,7 @@ from PIL import Image
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import PrepareError, Summary, create_file, extract, run, step  # noqa: E402
+from _common import PrepareError, Summary, create_file, extract, run, step, next_commands  # noqa: E402
 
 try:
     from cps_repro.partitions import FetchError, fetch
@@ -208,12 +207,7 @@ def prepare(args) -> int:
         except (FetchError, FileNotFoundError, ValueError) as e:
             summary.add('partition lists', f'FAILED: {e}')
             ok = False
-    q = shlex.quote(str(root))
-    nxt = [f'cps-repro data check --dataset cityscapes --root {q}']
-    if not ok or args.no_partitions:
-        nxt.append(f'python data_scripts/fetch_partitions.py {shlex.quote(str(proot))}')
-    nxt.append(f'cps-repro train --preset cityscapes_cps_cutmix --split 1_8 --data-root {q}')
-    summary.print(nxt)
+    summary.print(next_commands('cityscapes', root, proot, ok and not args.no_partitions))
     return 0 if ok else 1
 
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import re
-import shlex
 import shutil
 import sys
 from collections import Counter
@@ -32,7 +31,7 @@ from PIL import Image
 from tqdm import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import DownloadError, PrepareError, Summary, create_file, download, extract, run, step  # noqa: E402
+from _common import DownloadError, PrepareError, Summary, create_file, download, extract, run, step, next_commands  # noqa: E402
 
 try:
     from cps_repro.data import voc_palette
@@ -284,12 +283,7 @@ def prepare(args) -> int:
     else:
         step(6, STEPS, f'fetch the official partition lists into {root / "partitions"}')
         ok = fetch_partitions(root, args.partitions_source, progress, summary, train_aug)
-    q = shlex.quote(str(root))
-    nxt = [f'cps-repro data check --dataset voc --root {q}']
-    if not ok or args.no_partitions:
-        nxt.append(f'python data_scripts/fetch_partitions.py {shlex.quote(str(root / "partitions"))}')
-    nxt.append(f'cps-repro train --preset voc_cps_cutmix --split 1_8 --data-root {q}')
-    summary.print(nxt)
+    summary.print(next_commands('voc', root, root / 'partitions', ok and not args.no_partitions))
     return 0 if ok else 1
 
 
