@@ -101,7 +101,7 @@ def test_paper_numbers_are_the_package_csv_exactly(table):
     pd.testing.assert_frame_equal(paper_numbers(table), expected)
 
 
-@pytest.mark.parametrize('table', sorted(PAPER_TABLE_FILES))
+@pytest.mark.parametrize('table', ['table1', 'table2', 'table3'])   # the headline number has no reference file
 def test_package_copy_matches_the_shared_reference(table):
     ref = SHARED / 'reference' / 'paper_tables' / PAPER_TABLE_FILES[table]
     if not ref.is_file(): pytest.skip('../shared/reference/paper_tables is not present')
