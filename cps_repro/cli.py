@@ -78,6 +78,7 @@ def evaluate_checkpoint(checkpoint, data_root=None, overrides=(), device=None) -
 
 def _cmd_eval(a) -> int:
     ckpt = Path(a.checkpoint) if a.checkpoint else Path(a.run) / 'checkpoint.pt'
+    if a.out and Path(a.out).exists(): raise FileExistsError(f"{a.out} exists; choose another --out (nothing was overwritten)")
     res = evaluate_checkpoint(ckpt, a.data_root, a.set, a.device)
     if int(os.environ.get('RANK', 0)) != 0: return 0
     line = f"{ckpt} (iteration {res['iteration']}): mIoU {res['miou']:.2f}"

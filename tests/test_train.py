@@ -246,3 +246,15 @@ def test_mixed_precision_channels_last_and_compile_train_on_cpu(data_root, tmp_p
     assert all(torch.isfinite(v).all() for l in losses for v in l.values())
     assert any(not torch.equal(a, b) for a, b in zip(before, tr.nets[0].parameters()))
     assert all(k.startswith(('a.', 'b.')) for k in tr.state_dict()['nets'][0])   # plain keys, even when compiled
+
+
+def test_cli_eval_reproduces_the_final_miou_of_a_run(data_root, tmp_path, capsys):
+    cfg = tiny(data_root, 'cps', iters=2)
+    result = train(cfg, out_dir=tmp_path, progress=False)
+    run = tmp_path / cfg.run_id
+    assert cli_main(['eval', '--run', str(run), '--out', str(tmp_path / 'eval.json')]) == 0
+    out = json.loads((tmp_path / 'eval.json').read_text())
+    assert out['iteration'] == 2 and out['miou'] == pytest.approx(result['miou'])
+    assert out['miou_2'] == pytest.approx(result['miou_net2']) and 'mIoU' in capsys.readouterr().out
+    assert cli_main(['eval', '--run', str(run), '--out', str(tmp_path / 'eval.json')]) == 2   # never overwrites
+    assert cli_main(['eval', '--run', str(tmp_path / 'nothing')]) == 2
