@@ -46,7 +46,7 @@ test: check-sync test-nbs test-py
 # The CPU mini reproduction at 1/16 labels, one seed, both cores: supervised, CPS and CPS+CutMix (about 10 minutes),
 # then the tables and figures built from its results. DEMO_ITERS=20 makes a quick plumbing check.
 DEMO ?= demo_out
-DEMO_ITERS ?= 1000
+DEMO_ITERS ?= 2000
 demo: venv
 	@mkdir -p $(DEMO)
 	$(BIN)/papermill nbs/exp_mini.ipynb $(DEMO)/exp_mini.ipynb -y "splits: ['1_16']" -y "seeds: [0]" \

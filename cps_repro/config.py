@@ -60,7 +60,7 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 OFFICIAL_SCALES = (0.5, 0.75, 1.0, 1.5, 1.75, 2.0)
 DATASETS = ('voc', 'cityscapes', 'folder')
 METHODS = ('supervised', 'cps', 'cps_cutmix', 'mean_teacher', 'self_training', 'cct', 'gct')
-BACKBONES = ('resnet50', 'resnet101', 'resnet50_tv', 'resnet101_tv', 'small_resnet', 'hrnet_w48')
+BACKBONES = ('resnet50', 'resnet101', 'resnet50_tv', 'resnet101_tv', 'small_resnet', 'small_resnet_s2', 'hrnet_w48')
 AMP_MODES = ('none', 'auto', 'bf16', 'fp16')
 
 @dataclass
@@ -225,7 +225,7 @@ def _problems(cfg: ExperimentConfig):
     checks = [
         (d.dataset in DATASETS, f"data.dataset={d.dataset!r} must be one of {DATASETS}"),
         (m.backbone in BACKBONES, f"model.backbone={m.backbone!r} must be one of {BACKBONES}"),
-        (m.output_stride in (4, 8, 16), f"model.output_stride={m.output_stride} must be 8 or 16 (4 for small_resnet)"),
+        (m.output_stride in (4, 8, 16), f"model.output_stride={m.output_stride} must be 8 or 16 (4 for the small backbones)"),
         (t.method in METHODS, f"train.method={t.method!r} must be one of {METHODS}"),
         (t.amp in AMP_MODES, f"train.amp={t.amp!r} must be one of {AMP_MODES}"),
         (t.sup_loss in ('ce', 'ohem'), f"train.sup_loss={t.sup_loss!r} must be 'ce' or 'ohem'"),

@@ -80,7 +80,7 @@ def describe(cfg: ExperimentConfig) -> str:
     paper = paper_number(cfg)
     lr, wd, _ = o.resolved()
     warn = []
-    if cfg.model.pretrained is None and cfg.model.backbone != 'small_resnet':
+    if cfg.model.pretrained is None and not cfg.model.backbone.startswith('small_resnet'):
         warn = ["- ⚠ **no ImageNet weights given** (`pretrained=None`): the backbone starts from random weights and the "
                 "run will not reach the paper's numbers. Pass the file the backbone expects (chapter `04_models`)."]
     lines = [f"**{METHOD_ROW.get(t.method, t.method)}**, {cfg.model.backbone}, split `{d.split}` — {table}; "

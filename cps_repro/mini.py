@@ -16,24 +16,26 @@ from .config import (ExperimentConfig, DataConfig, ModelConfig, OptimConfig, Tra
                               normalize_split, apply_overrides, METHODS)
 
 # %% auto #0
-__all__ = ['MINI_SIZE', 'MINI_N_TRAIN', 'MINI_WEIGHTS', 'MINI_DEVIATIONS', 'MINI_SPLITS', 'RUN_COST', 'mini_preset',
-           'PretrainConfig', 'ensure_dataset', 'pretrain_experiment', 'file_sha256', 'weights_sha256',
+__all__ = ['MINI_SIZE', 'MINI_N_TRAIN', 'MINI_BACKBONE', 'MINI_WEIGHTS', 'MINI_DEVIATIONS', 'MINI_SPLITS', 'RUN_COST',
+           'mini_preset', 'PretrainConfig', 'ensure_dataset', 'pretrain_experiment', 'file_sha256', 'weights_sha256',
            'pretrain_backbone', 'normalize_mini_split', 'as_list', 'MiniJob', 'mini_job', 'mini_jobs', 'run_job',
            'run_jobs', 'results_table', 'summarize', 'plot_table', 'add_pretrain_parser', 'main']
 
 # %% ../nbs/11_mini.ipynb #c005
 MINI_SIZE = 32          # image side (px) of the mini data and the crop
 MINI_N_TRAIN = 2000     # train_aug pool: 1/16 = 125 labeled images
-MINI_WEIGHTS = Path(_package.__file__).resolve().parent / 'data' / 'small_resnet_pretrained.pt'   # written by `pretrain_backbone`
+MINI_BACKBONE = 'small_resnet_s2'   # stride-2 stem: layer1 and the decoder at 16x16 on 32 px images
+MINI_WEIGHTS = Path(_package.__file__).resolve().parent / 'data' / f'{MINI_BACKBONE}_pretrained.pt'   # written by `pretrain_backbone`
 
 MINI_DEVIATIONS = {
     'data': f'generated VOC-layout scenes (cps_repro.synthetic), 5 classes (background + 4 fill textures), {MINI_SIZE} px, '
             f'{MINI_N_TRAIN} train_aug images + 600 val, instead of PASCAL VOC / Cityscapes',
-    'network': 'small_resnet DeepLabv3+ (deep stem 8-8-16, one basic block per stage, widths 16-32-48-64, output stride 4, '
-               'ASPP rates 1/2/3, head widths 32/16/32; 214k parameters) instead of ResNet-50/101',
+    'network': f'{MINI_BACKBONE} DeepLabv3+ (deep stem 8-8-16 without max-pool, one basic block per stage, widths 16-32-48-64, '
+               'layer1 and decoder at stride 2, output stride 4, ASPP rates 1/2/3, head widths 32/16/32; 214k parameters) '
+               'instead of ResNet-50/101',
     'pretraining': 'backbone pretrained by the project on a disjoint generated corpus (other seed, texture vocabulary '
                    "'pretrain', 3000 images, full labels, 1500 iterations; `python -m cps_repro.mini pretrain`) instead of ImageNet",
-    'schedule': '1,000 iterations, SGD lr 0.02 / wd 1e-4 (effective = nominal, no loss scale), poly 0.9, instead of ~40k iterations '
+    'schedule': '2,000 iterations, SGD lr 0.02 / wd 1e-4 (effective = nominal, no loss scale), poly 0.9, instead of ~40k iterations '
                 'at effective lr 0.0025 / wd 4e-4',
     'augmentation': 'flip only (scale 1.0): the images are the crop size',
     'cutmix': 'half-image mask (one random half from the second batch) instead of 3 boxes: box masks do not beat supervised at 32 px',
@@ -50,9 +52,9 @@ def mini_preset(method: str, split) -> ExperimentConfig:
                       scales=(1.0,), workers=0)
     optim = OptimConfig(lr=0.02, weight_decay=1e-4, nominal_lr=0.02, nominal_weight_decay=1e-4, gpus_official=1)
     lam = {'cps': 1.5, 'cps_cutmix': 1.0}.get(method, 0.0)
-    train = TrainConfig(method=method, iters=1000, batch_size=8, unlabeled_batch_size=8, cps_weight=lam,
+    train = TrainConfig(method=method, iters=2000, batch_size=8, unlabeled_batch_size=8, cps_weight=lam,
                         cutmix_mask='half', amp='none', eval_every=250, checkpoint_every=250, log_every=10)
-    model = ModelConfig(backbone='small_resnet', output_stride=4, pretrained=str(MINI_WEIGHTS))
+    model = ModelConfig(backbone=MINI_BACKBONE, output_stride=4, pretrained=str(MINI_WEIGHTS))
     return ExperimentConfig(name=f"mini_{method}", data=data, model=model, optim=optim, train=train,
                             eval=EvalConfig(mode='whole', crop_size=MINI_SIZE, save_predictions=8),
                             notes="CPU mini recipe on generated VOC-layout data; deviations from the paper: "
@@ -136,7 +138,7 @@ def pretrain_backbone(out=MINI_WEIGHTS, work_dir='runs/mini_pretrain', pc: Pretr
     out = save_backbone(tr.nets[0], out)
     out.chmod(0o644)                                 # save_backbone's temporary file is private
     d = cfg.to_dict(); d['data'] = {k: v for k, v in d['data'].items() if k not in ('root', 'labeled_list', 'val_list')}
-    info = {'file': out.name, 'file_sha256': file_sha256(out), 'weights_sha256': weights_sha256(out), 'backbone': 'small_resnet',
+    info = {'file': out.name, 'file_sha256': file_sha256(out), 'weights_sha256': weights_sha256(out), 'backbone': cfg.model.backbone,
             'pretrain_config': asdict(pc), 'corpus_miou': result['miou'], 'corpus_val_images': pc.n_val,
             'train_seconds': result['wall_seconds'], 'torch_version': torch.__version__,
             'command': (f"python -m cps_repro.mini pretrain --out {out} " + ' '.join(

@@ -76,13 +76,15 @@ BLOCKS = MappingProxyType({'bottleneck': Bottleneck, 'basic': BasicBlock})
 # %% ../nbs/04_models.ipynb #c011
 OUTPUT_STRIDES = (4, 8, 16)
 
-def dilation_plan(output_stride: int, layers: Sequence[int], multi_grid: Sequence[int] = (1, 2, 4)) -> list:
+def dilation_plan(output_stride: int, layers: Sequence[int], multi_grid: Sequence[int] = (1, 2, 4),
+                  stem_stride: int = 4) -> list:
     "Per stage (layer1..layer4): `(stride, per-block dilations)` for `output_stride` (recipe §1: 16 -> layer4 at 2,4,8)."
+    if stem_stride not in (2, 4): raise ValueError(f"stem_stride={stem_stride!r} must be 4 (stem conv + max-pool) or 2 (no max-pool)")
     if output_stride not in OUTPUT_STRIDES:
         raise ValueError(f"output_stride={output_stride!r} is not supported; use one of {OUTPUT_STRIDES} "
                          "(16 is the paper's, 8 the denser DeepLabv3 option, 4 is meant for small_resnet).")
     if len(layers) != 4: raise ValueError(f"layers={tuple(layers)} must give the number of blocks of 4 stages")
-    plan, current, rate = [(1, (1,) * layers[0])], 4, 1     # after the stem and the max-pool: stride 4
+    plan, current, rate = [(1, (1,) * layers[0])], stem_stride, 1     # after the stem (and the max-pool): stride 4
     for i, n in enumerate(layers[1:], start=2):
         if current < output_stride: stride, current = 2, current * 2
         else: stride, rate = 1, rate * 2
@@ -101,7 +103,7 @@ class ResNet(nn.Module):
     "ResNet backbone (no fc) returning `[layer1, layer2, layer3, layer4]` features at strides 4, 8, 16/8/4, `output_stride`."
     def __init__(self, block: str = 'bottleneck', layers: Sequence[int] = (3, 4, 6, 3), stem: str = 'deep',
                  stem_width: int = 64, widths: Sequence[int] = (64, 128, 256, 512), output_stride: int = 16,
-                 multi_grid: Sequence[int] = (1, 2, 4), name: str = 'resnet'):
+                 multi_grid: Sequence[int] = (1, 2, 4), name: str = 'resnet', stem_stride: int = 4):
         super().__init__()
         if block not in BLOCKS: raise ValueError(f"block={block!r} must be one of {tuple(BLOCKS)}")
         if stem not in ('deep', 'torchvision'): raise ValueError(f"stem={stem!r} must be 'deep' or 'torchvision'")
@@ -110,8 +112,10 @@ class ResNet(nn.Module):
         self.name, self.output_stride, self.stem_type = name, output_stride, stem
         if stem == 'deep': self.conv1, cin = _deep_stem(stem_width), 2 * stem_width
         else: self.conv1, cin = nn.Conv2d(3, stem_width, 7, stride=2, padding=3, bias=False), stem_width
-        self.bn1, self.relu, self.maxpool = batch_norm(cin), nn.ReLU(inplace=True), nn.MaxPool2d(3, stride=2, padding=1)
-        self.dilations = dilation_plan(output_stride, layers, multi_grid)
+        self.dilations = dilation_plan(output_stride, layers, multi_grid, stem_stride)   # checks stem_stride first
+        self.stem_stride = stem_stride
+        self.bn1, self.relu = batch_norm(cin), nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1) if stem_stride == 4 else nn.Identity()
         for i, (n, width, (stride, dils)) in enumerate(zip(layers, widths, self.dilations), start=1):
             blocks = []
             for j in range(n):
@@ -125,7 +129,7 @@ class ResNet(nn.Module):
         self.out_channels = tuple(w * Block.expansion for w in widths)
 
     def stem(self, x: torch.Tensor) -> torch.Tensor:
-        "Stem convs, BN, ReLU and max-pool: stride 4."
+        "Stem convs, BN, ReLU and max-pool: stride 4 (stride 2 without the max-pool)."
         return self.maxpool(self.relu(self.bn1(self.conv1(x))))
 
     def forward(self, x: torch.Tensor) -> list:
@@ -149,6 +153,7 @@ class BackboneSpec:
     head: tuple = (256, 48, 256)       # default (aspp_channels, low_level_channels, decoder_channels)
     aspp_rates: tuple = (6, 12, 18)    # at output stride 16
     scale_rates: bool = True           # double the rates when the output stride halves
+    stem_stride: int = 4               # 2: no max-pool after the stem (layer1 and the decoder at stride 2)
 
     def rates(self, output_stride: int) -> tuple:
         "ASPP dilation rates at `output_stride`."
@@ -179,6 +184,12 @@ BACKBONES = MappingProxyType({
                                  "(the project ships one; any file saved by `save_backbone` from a small_resnet model fits)",
                                  "the project's release files, or train one and call `save_backbone(model, path)`",
                                  head=(32, 16, 32), aspp_rates=(1, 2, 3), scale_rates=False),
+    'small_resnet_s2': BackboneSpec('small_resnet_s2', 'basic', (1, 1, 1, 1), 'deep', 8, (16, 32, 48, 64),
+                                    "the project's own small_resnet_s2 backbone file (the mini recipe ships "
+                                    "`cps_repro/data/small_resnet_s2_pretrained.pt`; any file saved by `save_backbone` "
+                                    "from a small_resnet_s2 model fits)",
+                                    "the packaged file, or `cps-repro mini pretrain` to regenerate it",
+                                    head=(32, 16, 32), aspp_rates=(1, 2, 3), scale_rates=False, stem_stride=2),
 })
 
 def _spec(name: str) -> BackboneSpec:
@@ -190,14 +201,14 @@ def build_backbone(name: str, output_stride: int = 16) -> ResNet:
     "The (randomly initialised, on the current default device) backbone `name` from `BACKBONES` at `output_stride`."
     if name in HRNET_BACKBONES: return hrnet_backbone(name, output_stride)   # section "HRNet-W48" below
     s = _spec(name)
-    return ResNet(s.block, s.layers, s.stem, s.stem_width, s.widths, output_stride, name=name)
+    return ResNet(s.block, s.layers, s.stem, s.stem_width, s.widths, output_stride, name=name, stem_stride=s.stem_stride)
 
 def small_resnet(output_stride: int = 8, block: str | None = None, layers: Sequence[int] | None = None,
-                 stem_width: int | None = None, widths: Sequence[int] | None = None) -> ResNet:
+                 stem_width: int | None = None, widths: Sequence[int] | None = None, stem_stride: int = 4) -> ResNet:
     "The small CPU backbone (`BACKBONES['small_resnet']`: deep stem 8-8-16, one basic block per stage), or a variant of it."
     s = BACKBONES['small_resnet']
     return ResNet(block or s.block, layers or s.layers, 'deep', stem_width or s.stem_width, widths or s.widths,
-                  output_stride, name='small_resnet')
+                  output_stride, name='small_resnet' if stem_stride == 4 else 'small_resnet_s2', stem_stride=stem_stride)
 
 # %% ../nbs/04_models.ipynb #c018
 @dataclass(frozen=True)

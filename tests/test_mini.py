@@ -7,7 +7,7 @@ import torch
 
 from cps_repro import mini
 from cps_repro.config import preset
-from cps_repro.mini import (MINI_DEVIATIONS, MINI_WEIGHTS, PretrainConfig, as_list, ensure_dataset, mini_job, mini_jobs,
+from cps_repro.mini import (MINI_BACKBONE, MINI_DEVIATIONS, MINI_WEIGHTS, PretrainConfig, as_list, ensure_dataset, mini_job, mini_jobs,
                             mini_preset, normalize_mini_split, pretrain_backbone, results_table, summarize)
 from cps_repro.models import deeplabv3plus
 
@@ -19,9 +19,9 @@ torch.set_num_threads(1)
 def test_mini_preset_is_the_documented_recipe(method, lam):
     c = mini_preset(method, '1/16')
     assert (c.data.split, c.data.crop_size, c.data.num_classes, c.data.scales) == ('1_16', 32, 5, (1.0,))
-    assert (c.train.iters, c.train.batch_size, c.train.unlabeled_batch_size, c.train.cps_weight) == (1000, 8, 8, lam)
+    assert (c.train.iters, c.train.batch_size, c.train.unlabeled_batch_size, c.train.cps_weight) == (2000, 8, 8, lam)
     assert c.train.cutmix_mask == 'half' and c.train.cps_rampup == 0
-    assert (c.optim.resolved(), c.model.backbone, c.model.output_stride) == ((0.02, 1e-4, 1.0), 'small_resnet', 4)
+    assert (c.optim.resolved(), c.model.backbone, c.model.output_stride) == ((0.02, 1e-4, 1.0), MINI_BACKBONE, 4)
     assert Path(c.model.pretrained) == MINI_WEIGHTS
     assert preset(f'mini_{method}', 18).to_dict() == mini_preset(method, '1_8').to_dict()   # papermill's 18 = 1_8
     for key in ('data', 'network', 'pretraining', 'schedule', 'cutmix'): assert key in MINI_DEVIATIONS and key in c.notes
@@ -38,8 +38,8 @@ def test_committed_weights_load_strictly_and_match_their_record():
     assert MINI_WEIGHTS.stat().st_size < 2_000_000
     assert info['pretrain_config'] == json.loads(json.dumps(PretrainConfig().__dict__))   # made by the defaults
     assert info['pretrain_config']['vocabulary'] == 'pretrain' and info['corpus_miou'] > 30
-    net = deeplabv3plus('small_resnet', 5, output_stride=4, pretrained=MINI_WEIGHTS)
-    fresh = deeplabv3plus('small_resnet', 5, output_stride=4, generator=torch.Generator().manual_seed(0))
+    net = deeplabv3plus(MINI_BACKBONE, 5, output_stride=4, pretrained=MINI_WEIGHTS)
+    fresh = deeplabv3plus(MINI_BACKBONE, 5, output_stride=4, generator=torch.Generator().manual_seed(0))
     assert not torch.equal(net.backbone.conv1[0].weight, fresh.backbone.conv1[0].weight)
 
 
@@ -49,7 +49,7 @@ def test_pretrain_backbone_writes_a_loadable_backbone_from_a_disjoint_corpus(tmp
     meta = json.loads((tmp_path / 'work' / 'corpus' / 'synthetic.json').read_text())
     assert meta['seed'] == 1000 and not set(meta['class_names'][1:]) & {'stripes', 'checker', 'dots', 'solid'}
     assert json.loads((tmp_path / 'w.json').read_text())['weights_sha256'] == info['weights_sha256'] == mini.weights_sha256(tmp_path / 'w.pt')
-    deeplabv3plus('small_resnet', 5, output_stride=4, pretrained=tmp_path / 'w.pt')
+    deeplabv3plus(MINI_BACKBONE, 5, output_stride=4, pretrained=tmp_path / 'w.pt')
     pretrain_backbone(tmp_path / 'again' / 'w.pt', tmp_path / 'work', pc, progress=False)   # finished run: same weights
     first, again = torch.load(tmp_path / 'w.pt'), torch.load(tmp_path / 'again' / 'w.pt')
     assert first.keys() == again.keys() and all(torch.equal(first[k], again[k]) for k in first)
@@ -121,7 +121,7 @@ def test_exp_mini_runs_end_to_end_at_tiny_size(tmp_path):
     table = pd.read_csv(out / 'mini_table.csv')
     assert sorted(zip(table.method, table.split)) == [('cps', '1_16'), ('cps_cutmix', '1_16'), ('supervised', '1_16'), ('supervised', 'full')]
     results = [json.loads(p.read_text()) for p in (out / 'data_seed0').glob('*/result.json')]
-    assert len(results) == 4 and all(r['iters'] == 2 and r['backbone'] == 'small_resnet' for r in results)
+    assert len(results) == 4 and all(r['iters'] == 2 and r['backbone'] == MINI_BACKBONE for r in results)
     full = next(r for r in results if r["n_labeled"] == 128)
     assert full['method'] == 'supervised' and full['config']['data']['labeled_list'].endswith('train_aug.txt')
     assert all(r['config']['model']['pretrained'] == str(MINI_WEIGHTS) for r in results)

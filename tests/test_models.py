@@ -159,6 +159,27 @@ def test_small_resnet_output_strides_and_training_step():
     assert not unused, f'parameters without gradient: {unused}'
 
 
+def test_small_resnet_s2_keeps_layer1_and_the_decoder_at_stride_2():
+    x = torch.randn(2, 3, 32, 32, generator=gen(1))
+    bb = build_backbone('small_resnet_s2', 4).eval()
+    assert isinstance(bb.maxpool, nn.Identity) and bb.stem_stride == 2
+    with torch.no_grad():
+        assert [tuple(f.shape[-2:]) for f in bb(x)] == [(16, 16), (8, 8), (8, 8), (8, 8)]
+        assert [tuple(f.shape[-2:]) for f in build_backbone('small_resnet', 4).eval()(x)] == [(8, 8)] * 4
+    assert [b[0].conv1.dilation[0] for b in (bb.layer2, bb.layer3, bb.layer4)] == [1, 2, 4]
+    m = deeplabv3plus('small_resnet_s2', 5, 4, generator=gen(0)).train()
+    seen = {}
+    def record(module, inputs, output): seen['logits'] = tuple(output.shape)
+    m.head.classifier.register_forward_hook(record)
+    out = m(x)
+    assert out.shape == (2, 5, 32, 32) and seen['logits'] == (2, 5, 16, 16)   # decoder output at stride 2
+    out.logsumexp(1).mean().backward()
+    assert all(p.grad is not None for p in m.parameters())
+    assert count_parameters(m) == count_parameters(deeplabv3plus('small_resnet', 5, 4))   # the max-pool has no weights
+    with pytest.raises(ValueError, match='stem_stride'):
+        dilation_plan(4, (1, 1, 1, 1), stem_stride=8)
+
+
 def test_bad_arguments_are_named():
     with pytest.raises(ValueError, match='resnet50_tv'):
         deeplabv3plus('resnet18', 21)
@@ -446,7 +467,7 @@ def test_head_init_statistics(r50):
 
 
 def test_registry_describes_weights():
-    assert set(BACKBONES) == {'resnet50', 'resnet101', 'resnet50_tv', 'resnet101_tv', 'small_resnet'}
+    assert set(BACKBONES) == {'resnet50', 'resnet101', 'resnet50_tv', 'resnet101_tv', 'small_resnet', 'small_resnet_s2'}
     assert 'v1s' in BACKBONES['resnet50'].weights and 'OneDrive' in BACKBONES['resnet101'].source
     assert 'IMAGENET1K_V1' in BACKBONES['resnet50_tv'].weights
     with pytest.raises(TypeError):
