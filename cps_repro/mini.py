@@ -17,9 +17,10 @@ from .config import (ExperimentConfig, DataConfig, ModelConfig, OptimConfig, Tra
 
 # %% auto #0
 __all__ = ['MINI_SIZE', 'MINI_N_TRAIN', 'MINI_BACKBONE', 'MINI_WEIGHTS', 'MINI_DEVIATIONS', 'MINI_SPLITS', 'RUN_COST',
-           'mini_preset', 'PretrainConfig', 'ensure_dataset', 'pretrain_experiment', 'file_sha256', 'weights_sha256',
-           'pretrain_backbone', 'normalize_mini_split', 'as_list', 'MiniJob', 'mini_job', 'mini_jobs', 'run_job',
-           'run_jobs', 'results_table', 'summarize', 'plot_table', 'add_pretrain_parser', 'main']
+           'MINI_SPLIT_LABELS', 'MINI_METHOD_LABELS', 'mini_preset', 'PretrainConfig', 'ensure_dataset',
+           'pretrain_experiment', 'file_sha256', 'weights_sha256', 'pretrain_backbone', 'normalize_mini_split',
+           'as_list', 'MiniJob', 'mini_job', 'mini_jobs', 'run_job', 'run_jobs', 'results_table', 'paired_gains',
+           'summarize', 'plot_table', 'summary_markdown', 'add_pretrain_parser', 'main']
 
 # %% ../nbs/11_mini.ipynb #c005
 MINI_SIZE = 32          # image side (px) of the mini data and the crop
@@ -259,22 +260,21 @@ def results_table(jobs, results, data_seed: int | None = None):
     return df.sort_values(['split', 'method', 'seed'], key=lambda c: c.map(order) if c.name == 'split'
                           else c.map(morder) if c.name == 'method' else c).reset_index(drop=True)
 
+def paired_gains(table, split: str, method: str) -> list:
+    "`method` − supervised mIoU on `split`, one value per training seed that both have run."
+    runs = table[table.split == split]
+    sup = runs[runs.method == 'supervised'].set_index('seed')['miou']
+    mine = runs[runs.method == method].set_index('seed')['miou']
+    return [mine[s] - sup[s] for s in mine.index if s in sup.index]
+
 def summarize(table):
     "Mean and standard deviation of mIoU per (split, method), and the mean gain over supervised on the same seeds."
     import pandas as pd
     g = table.groupby(['split', 'method'], sort=False)['miou']
     out = pd.DataFrame({'n_seeds': g.size(), 'miou_mean': g.mean(), 'miou_std': g.std(ddof=1)}).reset_index()
-    sup = table[table.method == 'supervised'].set_index(['split', 'seed'])['miou']
-    def gain(row):
-        mine = table[(table.split == row.split) & (table.method == row.method)].set_index('seed')['miou']
-        paired = [mine[s] - sup[(row.split, s)] for s in mine.index if (row.split, s) in sup.index]
-        return sum(paired) / len(paired) if paired and row.method != 'supervised' else float('nan')
-    def gain_std(row):
-        mine = table[(table.split == row.split) & (table.method == row.method)].set_index('seed')['miou']
-        paired = [mine[s] - sup[(row.split, s)] for s in mine.index if (row.split, s) in sup.index]
-        return pd.Series(paired).std(ddof=1) if len(paired) > 1 and row.method != 'supervised' else float('nan')
-    out['gain_vs_supervised'] = out.apply(gain, axis=1)
-    out['gain_std'] = out.apply(gain_std, axis=1)
+    gains = [paired_gains(table, r.split, r.method) if r.method != 'supervised' else [] for r in out.itertuples()]
+    out['gain_vs_supervised'] = [sum(x) / len(x) if x else float('nan') for x in gains]
+    out['gain_std'] = [pd.Series(x).std(ddof=1) if len(x) > 1 else float('nan') for x in gains]
     return out
 
 def plot_table(table, path=None):
@@ -295,6 +295,29 @@ def plot_table(table, path=None):
     fig.tight_layout()
     if path is not None: fig.savefig(path, dpi=120)
     return fig
+
+MINI_SPLIT_LABELS = {'1_16': '1/16', '1_8': '1/8', '1_4': '1/4', '1_2': '1/2', 'full': 'all'}
+MINI_METHOD_LABELS = {'supervised': 'supervised', 'cps': 'CPS', 'cps_cutmix': 'CPS+CutMix', 'mean_teacher': 'mean teacher',
+                      'self_training': 'self-training'}
+
+def _pm(mean, std) -> str:
+    "'mean ± std', or just the mean when std is undefined (one seed)."
+    return f"{mean:.2f}" if std != std else f"{mean:.2f} ± {std:.2f}"
+
+def summary_markdown(table) -> str:
+    "A table's summary as markdown: per split and method, seeds, mIoU mean ± sd, paired gain over supervised, median s per run."
+    s = summarize(table)
+    n_labeled = table.groupby('split')['n_labeled'].first()
+    seconds = table.groupby(['split', 'method'])['wall_seconds'].median()
+    lines = ['| labels | method | seeds | mIoU, mean ± sd | gain over supervised (paired by seed) | s per run |',
+             '|---|---|---|---|---|---|']
+    for r in s.itertuples():
+        gain = '' if r.method == 'supervised' or r.gain_vs_supervised != r.gain_vs_supervised else \
+            (f"{r.gain_vs_supervised:+.2f}" if r.gain_std != r.gain_std else f"{r.gain_vs_supervised:+.2f} ± {r.gain_std:.2f}")
+        lines.append(f"| {MINI_SPLIT_LABELS.get(r.split, r.split)} ({n_labeled[r.split]}) | "
+                     f"{MINI_METHOD_LABELS.get(r.method, r.method)} | {r.n_seeds} | {_pm(r.miou_mean, r.miou_std)} | "
+                     f"{gain} | {seconds[(r.split, r.method)]:.0f} |")
+    return '\n'.join(lines)
 
 # %% ../nbs/11_mini.ipynb #c021
 def add_pretrain_parser(sub) -> argparse.ArgumentParser:

@@ -8,7 +8,8 @@ import torch
 from cps_repro import mini
 from cps_repro.config import preset
 from cps_repro.mini import (MINI_BACKBONE, MINI_DEVIATIONS, MINI_WEIGHTS, PretrainConfig, as_list, ensure_dataset, mini_job, mini_jobs,
-                            mini_preset, normalize_mini_split, pretrain_backbone, results_table, summarize)
+                            mini_preset, normalize_mini_split, pretrain_backbone, results_table, summarize,
+                            summary_markdown)
 from cps_repro.models import deeplabv3plus
 
 REPO = Path(__file__).resolve().parents[1]
@@ -97,6 +98,11 @@ def test_summary_pairs_the_gain_by_seed(tmp_path):
     s = summarize(table).set_index('method')
     assert s.loc['cps', 'gain_vs_supervised'] == pytest.approx(2.5) and s.loc['cps', 'gain_std'] == pytest.approx(0.7071, abs=1e-3)
     assert s.loc['supervised', 'miou_mean'] == 42
+    md = summary_markdown(table).splitlines()
+    assert md[0].startswith('| labels | method |') and len(md) == 4
+    assert md[3] == '| 1/16 (1) | CPS | 2 | 44.50 ± 2.12 | +2.50 ± 0.71 | 1 |' and md[2].startswith('| 1/16 (1) | supervised | 2 | 42.00 ± 2.83 |  |')
+    one = summary_markdown(table[table.seed == 0]).splitlines()
+    assert one[3] == '| 1/16 (1) | CPS | 1 | 43.00 | +3.00 | 1 |'   # one seed: no sd
 
 
 def _notebook(name):

@@ -1,9 +1,10 @@
 """Write README.md from nbs/index.ipynb (nbdev-readme needs Quarto, which cannot be installed everywhere).
 
-Markdown cells are copied as they are; code cells become ```python blocks, followed by their text outputs.
+Markdown cells are copied as they are, except that relative image paths (written from nbs/) get the prefix nbs/;
+code cells become ```python blocks, followed by their text outputs.
 `python tools/readme.py --check` exits 1 when README.md is not what the notebook produces.
 """
-import json, sys
+import json, re, sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -11,6 +12,11 @@ HEADER = "<!-- Generated from nbs/index.ipynb by tools/readme.py: edit the noteb
 
 
 def _text(src): return ''.join(src) if isinstance(src, list) else src
+
+
+def _from_root(markdown):
+    "Relative image paths of a notebook in nbs/ as seen from the repository root, where README.md lives."
+    return re.sub(r'(!\[[^\]]*\]\()(?!https?:|/|#)([^)\s]+)', r'\1nbs/\2', markdown)
 
 
 def _outputs(cell):
@@ -30,7 +36,7 @@ def render(nb_path=ROOT / 'nbs' / 'index.ipynb'):
     for cell in nb['cells']:
         src = _text(cell['source']).strip()
         if not src or src.startswith('#| hide'): continue
-        if cell['cell_type'] == 'markdown': blocks.append(src)
+        if cell['cell_type'] == 'markdown': blocks.append(_from_root(src))
         elif cell['cell_type'] == 'code':
             lines = src.splitlines()
             hidden = any(l.replace(' ', '') == '#|echo:false' for l in lines)
