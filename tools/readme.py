@@ -20,14 +20,15 @@ def _from_root(markdown):
 
 
 def _outputs(cell):
+    "The cell's outputs as `(is_markdown, text)` pairs: markdown displays apart from plain text and streams."
     parts = []
     for out in cell.get('outputs', []):
-        if out.get('output_type') == 'stream': parts.append(_text(out['text']))
+        if out.get('output_type') == 'stream': parts.append((False, _text(out['text'])))
         elif 'data' in out:
             data = out['data']
-            if 'text/markdown' in data: parts.append(_text(data['text/markdown']) + '\n'); continue
-            if 'text/plain' in data: parts.append(_text(data['text/plain']) + '\n')
-    return ''.join(parts)
+            if 'text/markdown' in data: parts.append((True, _text(data['text/markdown']).strip() + '\n'))
+            elif 'text/plain' in data: parts.append((False, _text(data['text/plain']) + '\n'))
+    return parts
 
 
 def render(nb_path=ROOT / 'nbs' / 'index.ipynb'):
@@ -42,8 +43,9 @@ def render(nb_path=ROOT / 'nbs' / 'index.ipynb'):
             hidden = any(l.replace(' ', '') == '#|echo:false' for l in lines)
             code = '\n'.join(l for l in lines if not l.startswith('#|')).strip()
             if not hidden and code: blocks.append(f"```python\n{code}\n```")
-            out = _outputs(cell).rstrip()
-            if out: blocks.append(out if out.lstrip().startswith(('|', '<', '!')) else f"```\n{out}\n```")
+            for is_markdown, out in _outputs(cell):
+                out = out.rstrip()
+                if out: blocks.append(out if is_markdown or out.lstrip().startswith(('|', '<', '!')) else f"```\n{out}\n```")
     return HEADER + '\n\n'.join(blocks) + '\n'
 
 
