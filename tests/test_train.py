@@ -54,7 +54,7 @@ def test_each_method_trains_and_writes_a_valid_result(data_root, tmp_path, metho
                 'per_class_iou', 'eval', 'wall_seconds', 'device', 'package_version', 'git_commit', 'config',
                 'best_miou', 'best_iter'):
         assert key in r, key
-    assert (r['dataset'], r['split'], r['method'], r['iters'], r['backbone']) == ('voc', '1_4', method, 4, 'small_resnet')
+    assert (r['dataset'], r['split'], r['method'], r['iters'], r['backbone']) == ('voc', '1_4', method, 4, 'small_resnet_s2')   # the mini presets' backbone
     assert 0 <= r['miou'] <= 100 and len(r['per_class_iou']) == 5
     assert 'NaN' not in (run_dir / 'result.json').read_text()
     assert r['n_labeled'] == 16 and r['n_unlabeled'] == (0 if method == 'supervised' else 48)
