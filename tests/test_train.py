@@ -127,6 +127,7 @@ def _ddp_worker(rank, world, port, cfg_json, out):
     tr = Trainer(cfg, run_dir=Path(out) / 'ddp', dist_info=info, nets=[PixelNet(1), PixelNet(2)], progress=False)
     for _ in range(3): tr.step()
     if rank == 0: torch.save([n.state_dict() for n in tr.nets], Path(out) / 'ddp.pt')
+    torch.distributed.barrier()                 # no rank tears gloo down while the other still talks to it
     torch.distributed.destroy_process_group()
 
 
