@@ -17,10 +17,10 @@ from .config import (ExperimentConfig, DataConfig, ModelConfig, OptimConfig, Tra
 
 # %% auto #0
 __all__ = ['MINI_SIZE', 'MINI_N_TRAIN', 'MINI_BACKBONE', 'MINI_WEIGHTS', 'MINI_DEVIATIONS', 'MINI_SPLITS', 'RUN_COST',
-           'MINI_SPLIT_LABELS', 'MINI_METHOD_LABELS', 'mini_preset', 'PretrainConfig', 'ensure_dataset',
-           'pretrain_experiment', 'file_sha256', 'weights_sha256', 'pretrain_backbone', 'normalize_mini_split',
-           'as_list', 'MiniJob', 'mini_job', 'mini_jobs', 'run_job', 'run_jobs', 'results_table', 'paired_gains',
-           'summarize', 'plot_table', 'summary_markdown', 'add_pretrain_parser', 'main']
+           'mini_preset', 'PretrainConfig', 'ensure_dataset', 'pretrain_experiment', 'file_sha256', 'weights_sha256',
+           'pretrain_backbone', 'normalize_mini_split', 'as_list', 'MiniJob', 'mini_job', 'mini_jobs', 'run_job',
+           'run_jobs', 'results_table', 'paired_gains', 'summarize', 'plot_table', 'summary_markdown',
+           'add_pretrain_parser', 'main']
 
 # %% ../nbs/11_mini.ipynb #c005
 MINI_SIZE = 32          # image side (px) of the mini data and the crop
@@ -296,26 +296,22 @@ def plot_table(table, path=None):
     if path is not None: fig.savefig(path, dpi=120)
     return fig
 
-MINI_SPLIT_LABELS = {'1_16': '1/16', '1_8': '1/8', '1_4': '1/4', '1_2': '1/2', 'full': 'all'}
-MINI_METHOD_LABELS = {'supervised': 'supervised', 'cps': 'CPS', 'cps_cutmix': 'CPS+CutMix', 'mean_teacher': 'mean teacher',
-                      'self_training': 'self-training'}
-
-def _pm(mean, std) -> str:
-    "'mean ± std', or just the mean when std is undefined (one seed)."
-    return f"{mean:.2f}" if std != std else f"{mean:.2f} ± {std:.2f}"
+def _pm(mean, std, sign: str = '') -> str:
+    "'mean ± std', or just the mean when std is undefined (one seed); `sign='+'` writes the mean's sign."
+    return f"{mean:{sign}.2f}" if std != std else f"{mean:{sign}.2f} ± {std:.2f}"
 
 def summary_markdown(table) -> str:
     "A table's summary as markdown: per split and method, seeds, mIoU mean ± sd, paired gain over supervised, median s per run."
+    from cps_repro.report import SPLIT_LABELS, method_label     # the names the paper tables use
     s = summarize(table)
     n_labeled = table.groupby('split')['n_labeled'].first()
     seconds = table.groupby(['split', 'method'])['wall_seconds'].median()
     lines = ['| labels | method | seeds | mIoU, mean ± sd | gain over supervised (paired by seed) | s per run |',
              '|---|---|---|---|---|---|']
     for r in s.itertuples():
-        gain = '' if r.method == 'supervised' or r.gain_vs_supervised != r.gain_vs_supervised else \
-            (f"{r.gain_vs_supervised:+.2f}" if r.gain_std != r.gain_std else f"{r.gain_vs_supervised:+.2f} ± {r.gain_std:.2f}")
-        lines.append(f"| {MINI_SPLIT_LABELS.get(r.split, r.split)} ({n_labeled[r.split]}) | "
-                     f"{MINI_METHOD_LABELS.get(r.method, r.method)} | {r.n_seeds} | {_pm(r.miou_mean, r.miou_std)} | "
+        gain = '' if r.gain_vs_supervised != r.gain_vs_supervised else _pm(r.gain_vs_supervised, r.gain_std, '+')
+        lines.append(f"| {SPLIT_LABELS.get(r.split, r.split)} ({n_labeled[r.split]}) | "
+                     f"{method_label(r.method)} | {r.n_seeds} | {_pm(r.miou_mean, r.miou_std)} | "
                      f"{gain} | {seconds[(r.split, r.method)]:.0f} |")
     return '\n'.join(lines)
 

@@ -204,11 +204,11 @@ def build_backbone(name: str, output_stride: int = 16) -> ResNet:
     return ResNet(s.block, s.layers, s.stem, s.stem_width, s.widths, output_stride, name=name, stem_stride=s.stem_stride)
 
 def small_resnet(output_stride: int = 8, block: str | None = None, layers: Sequence[int] | None = None,
-                 stem_width: int | None = None, widths: Sequence[int] | None = None, stem_stride: int = 4) -> ResNet:
+                 stem_width: int | None = None, widths: Sequence[int] | None = None) -> ResNet:
     "The small CPU backbone (`BACKBONES['small_resnet']`: deep stem 8-8-16, one basic block per stage), or a variant of it."
     s = BACKBONES['small_resnet']
     return ResNet(block or s.block, layers or s.layers, 'deep', stem_width or s.stem_width, widths or s.widths,
-                  output_stride, name='small_resnet' if stem_stride == 4 else 'small_resnet_s2', stem_stride=stem_stride)
+                  output_stride, name='small_resnet')
 
 # %% ../nbs/04_models.ipynb #c018
 @dataclass(frozen=True)

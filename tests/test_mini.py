@@ -100,9 +100,9 @@ def test_summary_pairs_the_gain_by_seed(tmp_path):
     assert s.loc['supervised', 'miou_mean'] == 42
     md = summary_markdown(table).splitlines()
     assert md[0].startswith('| labels | method |') and len(md) == 4
-    assert md[3] == '| 1/16 (1) | CPS | 2 | 44.50 ± 2.12 | +2.50 ± 0.71 | 1 |' and md[2].startswith('| 1/16 (1) | supervised | 2 | 42.00 ± 2.83 |  |')
+    assert md[3] == '| 1/16 (1) | CPS w/o CutMix | 2 | 44.50 ± 2.12 | +2.50 ± 0.71 | 1 |' and md[2].startswith('| 1/16 (1) | Supervised | 2 | 42.00 ± 2.83 |  |')
     one = summary_markdown(table[table.seed == 0]).splitlines()
-    assert one[3] == '| 1/16 (1) | CPS | 1 | 43.00 | +3.00 | 1 |'   # one seed: no sd
+    assert one[3] == '| 1/16 (1) | CPS w/o CutMix | 1 | 43.00 | +3.00 | 1 |'   # one seed: no sd
 
 
 def _notebook(name):
