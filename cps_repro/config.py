@@ -9,16 +9,17 @@ from __future__ import annotations
 import dataclasses, hashlib, json, math
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 # %% auto #0
 __all__ = ['TRAIN_AUG_SPLITS', 'FEW_LABEL_SPLITS', 'FULL_SPLIT', 'SPLITS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'OFFICIAL_SCALES',
-           'DATASETS', 'METHODS', 'BACKBONES', 'AMP_MODES', 'OFFICIAL_TRAIN_SIZE', 'OFFICIAL_EPOCHS',
+           'DATASETS', 'BACKBONES', 'AMP_MODES', 'RESULT_IRRELEVANT', 'OFFICIAL_TRAIN_SIZE', 'OFFICIAL_EPOCHS',
            'FEW_LABEL_EPOCHS', 'OFFICIAL_N_LABELED', 'CPS_WEIGHT', 'FEW_LABEL_CPS_WEIGHT', 'FULL_SUPERVISED_EPOCHS',
-           'FULL_SUPERVISED_BATCH', 'PAPER_BACKBONES', 'FULL_METHODS', 'COARSE_LIST_SIZES', 'SHORT_KEYS', 'CHOICE_KEYS',
-           'normalize_split', 'split_fraction', 'DataConfig', 'ModelConfig', 'OptimConfig', 'TrainConfig', 'EvalConfig',
-           'ExperimentConfig', 'official_iters', 'list_presets', 'preset', 'coarse_list_file', 'full_split_lists',
-           'apply_overrides']
+           'FULL_SUPERVISED_BATCH', 'PAPER_BACKBONES', 'FULL_METHODS', 'PAPER_METHODS', 'COARSE_LIST_SIZES',
+           'SHORT_KEYS', 'CHOICE_KEYS', 'normalize_split', 'split_fraction', 'checked', 'field_problems', 'DataConfig',
+           'ModelConfig', 'OptimConfig', 'TrainConfig', 'EvalConfig', 'register_params', 'registered_methods',
+           'params_class', 'method_params', 'ExperimentConfig', 'comparable', 'official_iters', 'register_preset',
+           'list_presets', 'preset', 'coarse_list_file', 'full_split_lists', 'apply_overrides']
 
 # %% ../nbs/00_config.ipynb #c005
 TRAIN_AUG_SPLITS = ('1_16', '1_8', '1_4', '1_2')   # fractions of VOC train_aug / Cityscapes train
@@ -59,36 +60,65 @@ IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 OFFICIAL_SCALES = (0.5, 0.75, 1.0, 1.5, 1.75, 2.0)
 DATASETS = ('voc', 'cityscapes', 'folder')
-METHODS = ('supervised', 'cps', 'cps_cutmix', 'mean_teacher', 'self_training', 'cct', 'gct')
 BACKBONES = ('resnet50', 'resnet101', 'resnet50_tv', 'resnet101_tv', 'small_resnet', 'small_resnet_s2', 'hrnet_w48')
 AMP_MODES = ('none', 'auto', 'bf16', 'fp16')
+
+def checked(default=dataclasses.MISSING, check: str | None = None, choices: tuple | None = None, **kw):
+    """A dataclass field whose range is declared in its metadata: `check` is 'positive', 'non_negative' or
+    'probability' (floats must also be finite), `choices` a tuple of allowed values. `field_problems` and the
+    `--set` parser read it."""
+    meta = {}
+    if check is not None:
+        if check not in _CHECKS: raise ValueError(f"Unknown check {check!r}; use one of {tuple(_CHECKS)}")
+        meta['check'] = check
+    if choices is not None: meta['choices'] = tuple(choices)
+    return field(default=default, metadata=meta, **kw)
+
+_CHECKS = {'positive': (lambda v: v > 0, 'must be > 0'), 'non_negative': (lambda v: v >= 0, 'must be >= 0'),
+           'probability': (lambda v: 0 <= v <= 1, 'must be in [0, 1]')}
+
+def field_problems(obj, prefix: str) -> list[str]:
+    "What breaks the declared ranges (`checked` metadata) of the fields of dataclass `obj`, each naming `prefix.field`."
+    out = []
+    for f in dataclasses.fields(obj):
+        v, check, choices = getattr(obj, f.name), f.metadata.get('check'), f.metadata.get('choices')
+        if choices is not None and v not in choices: out.append(f"{prefix}.{f.name}={v!r} must be one of {choices}")
+        if check is None or v is None: continue
+        values = v if isinstance(v, (tuple, list)) else (v,)
+        ok, say = _CHECKS[check]
+        for x in values:
+            if isinstance(x, bool) or not isinstance(x, (int, float)):
+                out.append(f"{prefix}.{f.name}={v!r} must be a number"); break
+            if not math.isfinite(x) or not ok(x):
+                out.append(f"{prefix}.{f.name}={v!r} {say}" + (" and finite" if isinstance(x, float) else '')); break
+    return out
 
 @dataclass
 class DataConfig:
     "Where the images are and how a training sample is made (recipe §4, §6)."
-    dataset: str = 'voc'                 # 'voc' | 'cityscapes' | 'folder'
+    dataset: str = checked('voc', choices=DATASETS)   # 'voc' | 'cityscapes' | 'folder'
     root: str = 'data/voc'               # VOC: folder holding VOCdevkit/; Cityscapes: holding leftImg8bit/ and gtFine/
     split: str = '1_8'
-    num_classes: int = 21
+    num_classes: int = checked(21, 'positive')
     ignore_index: int = 255
-    crop_size: int = 512
-    scales: tuple = OFFICIAL_SCALES      # discrete random scale, one drawn per image
-    flip_p: float = 0.5
+    crop_size: int = checked(512, 'positive')
+    scales: tuple = checked(OFFICIAL_SCALES, 'positive')   # discrete random scale, one drawn per image
+    flip_p: float = checked(0.5, 'probability')
     mean: tuple = IMAGENET_MEAN
-    std: tuple = IMAGENET_STD
+    std: tuple = checked(IMAGENET_STD, 'positive')
     partitions_root: str | None = None   # folder mirroring the official DATA/; default <root>/partitions
     labeled_list: str | None = None      # explicit list files override the official partition lookup (split 'full' sets them)
     unlabeled_list: str | None = None
     val_list: str | None = None
     unlabeled_from_train_aug: bool = False  # few-label protocol: every train_aug image is unlabeled (recipe §6)
     pair_unlabeled_with_itself: bool = False  # the official CutMix quirk: both unlabeled batches are the same images
-    workers: int = 4
+    workers: int = checked(4, 'non_negative')
 
 @dataclass
 class ModelConfig:
     "Which network (recipe §1)."
-    backbone: str = 'resnet50'
-    output_stride: int = 16
+    backbone: str = checked('resnet50', choices=BACKBONES)
+    output_stride: int = checked(16, choices=(4, 8, 16))
     pretrained: str | None = None        # local file with the backbone's ImageNet weights (see cps_repro.models)
     head: dict = field(default_factory=dict)  # head widths, for the small CPU backbone
     teacher_checkpoint: str | None = None  # self-training: the supervised run's checkpoint.pt that labels the unlabeled images
@@ -96,15 +126,15 @@ class ModelConfig:
 @dataclass
 class OptimConfig:
     "SGD with poly decay (recipe §4); `lr_mode` picks the effective or the nominal description of the same run."
-    lr_mode: str = 'effective'           # 'effective' | 'nominal'
-    lr: float = 0.0025                   # effective lr on the global mean loss
-    weight_decay: float = 4e-4           # effective weight decay
-    nominal_lr: float = 0.01             # what the paper/config states
-    nominal_weight_decay: float = 1e-4
-    gpus_official: int = 4               # W of the official runs; nominal mode scales losses by 1/W
-    momentum: float = 0.9
-    power: float = 0.9                   # poly exponent, lr · (1 - it/total)^power per iteration
-    optimizer: str = 'sgd'
+    lr_mode: str = checked('effective', choices=('effective', 'nominal'))
+    lr: float = checked(0.0025, 'positive')                 # effective lr on the global mean loss
+    weight_decay: float = checked(4e-4, 'non_negative')     # effective weight decay
+    nominal_lr: float = checked(0.01, 'positive')           # what the paper/config states
+    nominal_weight_decay: float = checked(1e-4, 'non_negative')
+    gpus_official: int = checked(4, 'positive')             # W of the official runs; nominal mode scales losses by 1/W
+    momentum: float = checked(0.9, 'probability')
+    power: float = checked(0.9, 'non_negative')             # poly exponent, lr · (1 - it/total)^power per iteration
+    optimizer: str = checked('sgd', choices=('sgd', 'adamw'))
 
     def resolved(self) -> tuple[float, float, float]:
         "`(lr, weight_decay, loss_scale)` that the trainer uses."
@@ -113,66 +143,81 @@ class OptimConfig:
 
 @dataclass
 class TrainConfig:
-    "The method and its schedule (recipe §2, §4, §7)."
+    """The method and its schedule (recipe §4). The method's own hyperparameters (λ, CutMix boxes, EMA decay, ...)
+    live in `ExperimentConfig.hparams`, a dataclass the method registers (see `register_params`)."""
     method: str = 'cps'
-    iters: int = 39338
-    batch_size: int = 8                  # labeled images per iteration (global)
-    unlabeled_batch_size: int = 8        # unlabeled images per iteration (per unlabeled stream)
-    accum_steps: int = 1
-    cps_weight: float = 1.5              # λ
-    cps_rampup: float = 0.0              # fraction of iters for a sigmoid ramp-up of λ; 0 = none, as the paper
-    sup_loss: str = 'ce'                 # 'ce' | 'ohem'
-    ohem_thresh: float = 0.7
-    ohem_min_kept: int = 50000           # pixels kept per image at least
-    cutmix_mask: str = 'box'             # 'box' (official) | 'half' (CPU mini recipe)
-    cutmix_prop_range: tuple = (0.25, 0.5)
-    cutmix_n_boxes: int = 3
-    mt_ema: float = 0.99
-    mt_weight: float = 100.0
-    # CCT (recipe §7; cps_repro.baselines)
-    cct_weight: float = 30.0             # weight of the aux-decoder consistency loss
-    cct_abce_rampup: float = 0.4         # fraction of iters over which the abCE threshold ramps from 1/C
-    cct_abce_end: float = 0.99           # final abCE threshold
-    cct_aux_per_type: int = 2            # auxiliary decoders per perturbation type (6 types)
-    # GCT (recipe §7; cps_repro.baselines)
-    gct_dc_weight: float = 100.0         # dynamic-consistency weight (sigmoid ramp-up)
-    gct_fc_weight: float = 1.0           # flaw-correction weight
-    gct_fd_weight: float = 10.0          # scale of the flaw detector's ground truth
-    gct_dc_threshold: float = 0.6        # flaw threshold of the dynamic-consistency target
-    gct_dc_rampup_epochs: float = 3.0
-    gct_rampup_iters: int = 0            # 0: 3 virtual epochs derived from the data
-    gct_fd_lr: float = 1e-4              # Adam lr of the flaw detector per official GPU
-    gct_fd_width: int = 0                # 0: a quarter of the decoder width
-    gct_mu: float = 0.5
-    gct_nu: int = 1
-    amp: str = 'auto'                    # 'auto' = bf16 on CUDA when supported, else fp32
+    iters: int = checked(39338, 'positive')
+    batch_size: int = checked(8, 'positive')             # labeled images per iteration (global)
+    unlabeled_batch_size: int = checked(8, 'positive')   # unlabeled images per iteration (per unlabeled stream)
+    accum_steps: int = checked(1, 'positive')
+    sup_loss: str = checked('ce', choices=('ce', 'ohem'))
+    ohem_thresh: float = checked(0.7, 'probability')
+    ohem_min_kept: int = checked(50000, 'positive')      # pixels kept per image at least
+    amp: str = checked('auto', choices=AMP_MODES)        # 'auto' = bf16 on CUDA when supported, else fp32
     channels_last: bool = False
     compile: bool = False
-    seed: int = 0
-    eval_every: int = 4000
-    checkpoint_every: int = 2000
-    log_every: int = 20
+    seed: int = checked(0, 'non_negative')
+    eval_every: int = checked(4000, 'positive')
+    checkpoint_every: int = checked(2000, 'positive')
+    log_every: int = checked(20, 'positive')
     eval_both: bool = True               # also evaluate network 2 and the two networks' overlap (Figure 7)
 
 @dataclass
 class EvalConfig:
     "Inference protocol (recipe §5): whole image padded to the crop (VOC) or sliding window (Cityscapes)."
-    mode: str = 'whole'                  # 'whole' | 'sliding'
-    crop_size: int = 512
-    stride: int | None = None            # default ceil(crop · 2/3)
+    mode: str = checked('whole', choices=('whole', 'sliding'))
+    crop_size: int = checked(512, 'positive')
+    stride: int | None = checked(None, 'positive')   # default ceil(crop · 2/3)
     flip: bool = False
-    scales: tuple = (1.0,)
-    save_predictions: int = 8            # network 1's predictions on the first N validation images (Figure 6)
+    scales: tuple = checked((1.0,), 'positive')
+    save_predictions: int = checked(8, 'non_negative')   # network 1's predictions on the first N validation images (Figure 6)
 
     @property
     def resolved_stride(self) -> int: return self.stride or math.ceil(self.crop_size * 2 / 3)
 
 # %% ../nbs/00_config.ipynb #c010
-_SECTIONS = {'data': DataConfig, 'model': ModelConfig, 'optim': OptimConfig, 'train': TrainConfig, 'eval': EvalConfig}
+_SECTIONS = {'data': DataConfig, 'model': ModelConfig, 'optim': OptimConfig, 'train': TrainConfig, 'eval': EvalConfig,
+             'hparams': None}   # hparams: the class depends on train.method (see `params_class`)
+_PARAMS: dict[str, type] = {}
+
+def register_params(method: str, cls: type) -> type:
+    "Declare `cls` (a dataclass with defaults for every field) as the hyperparameters of `method`; returns `cls`."
+    if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
+        raise TypeError(f"The hyperparameters of method {method!r} must be a dataclass, got {cls!r}")
+    try: cls()
+    except TypeError as e: raise TypeError(f"{cls.__name__} (method {method!r}) needs a default for every field: {e}") from None
+    _PARAMS[method] = cls
+    return cls
+
+def registered_methods() -> tuple[str, ...]:
+    "The names of the methods whose hyperparameters are registered."
+    _builtin_methods()
+    return tuple(_PARAMS)
+
+def params_class(method: str) -> type:
+    "The hyperparameter dataclass of `method` (a clear error for an unknown method)."
+    _builtin_methods()
+    if method not in _PARAMS:
+        raise ValueError(f"Unknown method {method!r}; registered methods: {', '.join(_PARAMS)}. A new method registers "
+                         "itself with cps_repro.methods.register_method (which registers its hyperparameters here).")
+    return _PARAMS[method]
+
+def method_params(method: str, **values):
+    "An instance of `method`'s hyperparameters: its defaults, with `values` replaced (unknown names are an error)."
+    cls = params_class(method)
+    unknown = set(values) - {f.name for f in dataclasses.fields(cls)}
+    if unknown: raise KeyError(f"Unknown hyperparameters {sorted(unknown)} for method {method!r}; "
+                               f"{cls.__name__} has {[f.name for f in dataclasses.fields(cls)]}")
+    return cls(**values)
+
+def _builtin_methods() -> None:
+    "The built-in methods register their hyperparameters when `cps_repro.methods` is imported."
+    import importlib
+    if 'supervised' not in _PARAMS: importlib.import_module('cps_repro.methods')
 
 @dataclass
 class ExperimentConfig:
-    "One experiment: a name (the preset it came from), five sections and free-form notes."
+    "One experiment: a name (the preset it came from), five sections, the method's hyperparameters and free-form notes."
     name: str = 'custom'
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -180,6 +225,11 @@ class ExperimentConfig:
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     notes: str = ''
+    hparams: Any = None      # an instance of params_class(train.method); None = that class's defaults
+
+    def __post_init__(self):
+        if self.hparams is None: self.hparams = params_class(self.train.method)()
+        elif isinstance(self.hparams, dict): self.hparams = _section_from_dict(params_class(self.train.method), self.hparams)
 
     def to_dict(self) -> dict: return asdict(self)
     def to_json(self, path=None) -> str:
@@ -191,7 +241,9 @@ class ExperimentConfig:
     def from_dict(cls, d: dict) -> 'ExperimentConfig':
         unknown = set(d) - {f.name for f in dataclasses.fields(cls)}
         if unknown: raise KeyError(f"Unknown config keys {sorted(unknown)}; valid top-level keys: {[f.name for f in dataclasses.fields(cls)]}")
-        kw = {k: (_section_from_dict(_SECTIONS[k], v) if k in _SECTIONS else v) for k, v in d.items()}
+        kw = {k: (_section_from_dict(_SECTIONS[k], v) if _SECTIONS.get(k) else v) for k, v in d.items() if k != 'hparams'}
+        method = kw.get('train', TrainConfig()).method
+        if d.get('hparams') is not None: kw['hparams'] = _section_from_dict(params_class(method), d['hparams'])
         return cls(**kw).validate()
 
     @classmethod
@@ -206,13 +258,20 @@ class ExperimentConfig:
 
     @property
     def fingerprint(self) -> str:
-        "Short hash of everything that changes the result (the data root and worker count do not)."
-        d = self.to_dict(); d['data'] = {k: v for k, v in d['data'].items() if k not in ('root', 'workers', 'partitions_root')}
-        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:8]
+        "Short hash of everything that changes the result (`RESULT_IRRELEVANT` fields do not)."
+        return hashlib.sha256(json.dumps(comparable(self.to_dict()), sort_keys=True).encode()).hexdigest()[:8]
 
     @property
     def run_id(self) -> str:
         return f"{self.name}_{self.data.split}_seed{self.train.seed}_{self.fingerprint}"
+
+RESULT_IRRELEVANT = {'data': ('root', 'workers', 'partitions_root')}   # where the data is and how it is read
+
+def comparable(d: dict) -> dict:
+    "A config dict without the `RESULT_IRRELEVANT` fields: what must agree for two configs to be the same run."
+    d = json.loads(json.dumps(d))
+    for sec, names in RESULT_IRRELEVANT.items(): d[sec] = {k: v for k, v in d[sec].items() if k not in names}
+    return d
 
 def _section_from_dict(cls, d: dict):
     names = {f.name: f for f in dataclasses.fields(cls)}
@@ -222,35 +281,24 @@ def _section_from_dict(cls, d: dict):
 
 def _problems(cfg: ExperimentConfig):
     d, m, o, t, e = cfg.data, cfg.model, cfg.optim, cfg.train, cfg.eval
-    checks = [
-        (d.dataset in DATASETS, f"data.dataset={d.dataset!r} must be one of {DATASETS}"),
-        (m.backbone in BACKBONES, f"model.backbone={m.backbone!r} must be one of {BACKBONES}"),
-        (m.output_stride in (4, 8, 16), f"model.output_stride={m.output_stride} must be 8 or 16 (4 for the small backbones)"),
-        (t.method in METHODS, f"train.method={t.method!r} must be one of {METHODS}"),
-        (t.amp in AMP_MODES, f"train.amp={t.amp!r} must be one of {AMP_MODES}"),
-        (t.sup_loss in ('ce', 'ohem'), f"train.sup_loss={t.sup_loss!r} must be 'ce' or 'ohem'"),
-        (t.cutmix_mask in ('box', 'half'), f"train.cutmix_mask={t.cutmix_mask!r} must be 'box' or 'half'"),
-        (o.lr_mode in ('effective', 'nominal'), f"optim.lr_mode={o.lr_mode!r} must be 'effective' or 'nominal'"),
-        (o.optimizer in ('sgd', 'adamw'), f"optim.optimizer={o.optimizer!r} must be 'sgd' or 'adamw'"),
-        (e.mode in ('whole', 'sliding'), f"eval.mode={e.mode!r} must be 'whole' or 'sliding'"),
-        (d.num_classes >= 2, f"data.num_classes={d.num_classes} must be >= 2"),
-        (d.crop_size > 0 and e.crop_size > 0, "crop sizes must be positive"),
-        (len(d.scales) > 0 and all(s > 0 for s in d.scales), f"data.scales={d.scales} must be positive"),
-        (t.iters > 0, f"train.iters={t.iters} must be positive"),
-        (t.batch_size > 0 and t.unlabeled_batch_size > 0, "batch sizes must be positive"),
+    try: cls = params_class(t.method)
+    except ValueError as err: return [str(err)]
+    if not isinstance(cfg.hparams, cls):
+        return [f"hparams is a {type(cfg.hparams).__name__}, but method {t.method!r} takes {cls.__name__} "
+                f"(build the config with hparams=method_params({t.method!r}, ...))"]
+    checks = [(False, p) for sec in ('data', 'model', 'optim', 'train', 'eval', 'hparams')
+              for p in field_problems(getattr(cfg, sec), sec)]
+    checks += [(False, f"hparams: {p}") for p in (cfg.hparams.problems() if hasattr(cfg.hparams, 'problems') else [])]
+    checks += [
         (t.accum_steps >= 1 and t.batch_size % t.accum_steps == 0 and t.unlabeled_batch_size % t.accum_steps == 0,
          f"train.accum_steps={t.accum_steps} must divide batch_size={t.batch_size} and unlabeled_batch_size={t.unlabeled_batch_size}"),
-        (t.cps_weight >= 0, f"train.cps_weight={t.cps_weight} must be >= 0"),
-        (0 <= t.cps_rampup <= 1, f"train.cps_rampup={t.cps_rampup} is a fraction of iters in [0, 1]"),
-        (0 < t.mt_ema < 1, f"train.mt_ema={t.mt_ema} must be in (0, 1)"),
-        (t.eval_every > 0 and t.checkpoint_every > 0 and t.log_every > 0, "eval_every, checkpoint_every and log_every must be positive"),
-        (o.lr > 0 and o.nominal_lr > 0 and o.weight_decay >= 0, "learning rates must be positive and weight decay >= 0"),
+        (d.num_classes >= 2, f"data.num_classes={d.num_classes} must be >= 2"),
+        (len(d.scales) > 0 and len(e.scales) > 0, "data.scales and eval.scales need at least one scale"),
     ]
     try: ok = normalize_split(d.split) == d.split
     except ValueError as err: ok, msg = False, str(err)
     else: msg = f"data.split={d.split!r} is not canonical; use normalize_split"
     checks.append((ok, msg))
-    if t.sup_loss == 'ohem' and t.ohem_min_kept <= 0: checks.append((False, "train.ohem_min_kept must be positive"))
     if d.split == FULL_SPLIT: checks += _full_split_problems(cfg)
     if m.backbone == 'hrnet_w48' and m.output_stride != 16:
         checks.append((False, f"model.output_stride={m.output_stride}: hrnet_w48 has no output-stride option; keep 16"))
@@ -297,6 +345,7 @@ def official_iters(dataset: str, split: str, batch: int = 8) -> int:
 # %% ../nbs/00_config.ipynb #c018
 PAPER_BACKBONES = ('resnet50', 'resnet101', 'hrnet_w48')   # hrnet_w48: the full-label Cityscapes experiment
 FULL_METHODS = ('supervised', 'cps', 'cps_cutmix')         # methods with a cityscapes_<method>_hrnet_w48 preset
+PAPER_METHODS = ('supervised', 'cps', 'cps_cutmix', 'mean_teacher', 'self_training', 'cct', 'gct')   # with paper and mini presets
 
 def _paper_preset(dataset: str, method: str, backbone: str, split: str) -> ExperimentConfig:
     split = normalize_split(split)
@@ -309,8 +358,9 @@ def _paper_preset(dataset: str, method: str, backbone: str, split: str) -> Exper
     optim = OptimConfig(lr=0.0025, weight_decay=4e-4 if voc else 8e-4,
                         nominal_lr=0.01 if voc else 0.02, nominal_weight_decay=1e-4, gpus_official=4 if voc else 8)
     iters = official_iters(dataset, split)
-    lam = (FEW_LABEL_CPS_WEIGHT if few else CPS_WEIGHT.get((dataset, method), 0.0)) if method in ('cps', 'cps_cutmix') else 0.0
-    train = TrainConfig(method=method, iters=iters, cps_weight=lam, sup_loss='ce' if voc else 'ohem',
+    lam = FEW_LABEL_CPS_WEIGHT if few else CPS_WEIGHT.get((dataset, method))
+    hparams = method_params(method, weight=lam) if method in ('cps', 'cps_cutmix') else method_params(method)
+    train = TrainConfig(method=method, iters=iters, sup_loss='ce' if voc else 'ohem',
                         eval_every=max(iters // 10, 1), checkpoint_every=2000)
     ev = EvalConfig(mode='whole', crop_size=512) if voc else EvalConfig(mode='sliding', crop_size=800)  # stride ceil(800·2/3) = 534
     notes = (f"Official recipe ({'VOC' if voc else 'Cityscapes'}, {method}, {backbone}, split {split}): "
@@ -318,20 +368,31 @@ def _paper_preset(dataset: str, method: str, backbone: str, split: str) -> Exper
              f"effective lr 0.0025 / wd {optim.weight_decay:g} (= nominal lr {optim.nominal_lr:g} / wd 1e-4 with the 1/{optim.gpus_official} loss scale)."
              + (" Few-label protocol: all 10,582 train_aug images unlabeled, 30 epochs, λ 0.1." if few else ''))
     return ExperimentConfig(name=f"{dataset}_{method}_{backbone}", data=data, model=ModelConfig(backbone=backbone),
-                            optim=optim, train=train, eval=ev, notes=notes).validate()
+                            optim=optim, train=train, eval=ev, notes=notes, hparams=hparams).validate()
 
 # %% ../nbs/00_config.ipynb #c020
+_PRESETS: dict[str, Callable] = {}
+
+def register_preset(name: str, build: Callable) -> None:
+    "Add preset `name`: `build(split)` returns its ExperimentConfig (a new method brings its own preset this way)."
+    if name in _PRESETS or name in _builtin_presets(): raise ValueError(f"Preset {name!r} exists already")
+    _PRESETS[name] = build
+
+def _builtin_presets() -> list[str]:
+    names = [f"{ds}_{m}{sfx}" for ds in ('voc', 'cityscapes') for m in PAPER_METHODS for sfx in ('', '_resnet50', '_resnet101')]
+    names += [f"cityscapes_{m}_hrnet_w48" for m in FULL_METHODS]
+    return names + [f"mini_{m}" for m in PAPER_METHODS]
+
 def list_presets() -> list[str]:
     "Every preset name `cps-repro train --preset` accepts."
-    names = [f"{ds}_{m}{sfx}" for ds in ('voc', 'cityscapes') for m in METHODS for sfx in ('', '_resnet50', '_resnet101')]
-    names += [f"cityscapes_{m}_hrnet_w48" for m in FULL_METHODS]
-    return names + [f"mini_{m}" for m in METHODS]
+    return _builtin_presets() + list(_PRESETS)
 
 def preset(name: str, split='1_8', **overrides) -> ExperimentConfig:
     "The config of preset `name` for `split`, with optional `key=value` overrides (see `apply_overrides`)."
     if name not in list_presets():
         raise ValueError(f"Unknown preset {name!r}. Presets: {', '.join(list_presets())}")
-    if name.startswith('mini_'):
+    if name in _PRESETS: cfg = _PRESETS[name](normalize_split(split)).validate()
+    elif name.startswith('mini_'):
         from cps_repro.mini import mini_preset
         cfg = mini_preset(name[len('mini_'):], split)
     else:

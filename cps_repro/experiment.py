@@ -10,6 +10,7 @@ import json, os, subprocess, sys, tempfile
 from pathlib import Path
 
 from .config import ExperimentConfig, preset, apply_overrides, normalize_split, FEW_LABEL_SPLITS
+from .methods import paper_rows
 
 # %% auto #0
 __all__ = ['PREPARE_COMMANDS', 'TABLE_OF', 'METHOD_ROW', 'CELL_NOTEBOOKS', 'TABLE_METHODS', 'TABLE_BACKBONES', 'WEIGHT_FILES',
@@ -54,8 +55,7 @@ def experiment_config(dataset: str, split, method: str = 'cps_cutmix', backbone:
 
 # %% ../nbs/12_experiment.ipynb #c008
 TABLE_OF = {'voc': 'Table 1 (PASCAL VOC 2012 val)', 'cityscapes': 'Table 2 (Cityscapes val)'}
-METHOD_ROW = {'cps': 'CPS w/o CutMix', 'cps_cutmix': 'CPS w/ CutMix', 'mean_teacher': 'MT', 'supervised': 'Supervised',
-              'self_training': 'Self-training', 'cct': 'CCT', 'gct': 'GCT'}
+METHOD_ROW = paper_rows()   # one home: each method's `paper_row` (cps_repro.methods)
 
 def paper_number(cfg: ExperimentConfig):
     "The paper's mIoU for this cell, or None where the paper (or our copy of it) has none."
@@ -88,7 +88,7 @@ def describe(cfg: ExperimentConfig) -> str:
              f"- {t.iters:,} iterations of {t.batch_size} labeled" + (f" + {t.unlabeled_batch_size} unlabeled" if t.method != 'supervised' else '')
              + f" images, crop {d.crop_size}, scales {list(d.scales)}, flip",
              f"- SGD lr {lr:g} (poly 0.9), weight decay {wd:g}, momentum {o.momentum}; supervised loss {t.sup_loss}"
-             + (f"; λ = {t.cps_weight:g}" if t.method in ('cps', 'cps_cutmix') else ''),
+             + (f"; λ = {cfg.hparams.weight:g}" if t.method in ('cps', 'cps_cutmix') else ''),
              f"- evaluation: network 1, {cfg.eval.mode} (crop {cfg.eval.crop_size}), single scale, no flip; every {t.eval_every:,} iterations",
              f"- run id `{cfg.run_id}`; time: the progress bar shows the measured ETA after a few iterations "
              "(GPU step times: BENCHMARKS.md)"] + warn

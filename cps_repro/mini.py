@@ -13,7 +13,7 @@ from pathlib import Path
 import cps_repro as _package
 
 from .config import (ExperimentConfig, DataConfig, ModelConfig, OptimConfig, TrainConfig, EvalConfig,
-                              normalize_split, apply_overrides, METHODS)
+                              normalize_split, apply_overrides, method_params, PAPER_METHODS)
 
 # %% auto #0
 __all__ = ['MINI_SIZE', 'MINI_N_TRAIN', 'MINI_BACKBONE', 'MINI_WEIGHTS', 'MINI_DEVIATIONS', 'MINI_SPLITS', 'RUN_COST',
@@ -47,17 +47,18 @@ MINI_DEVIATIONS = {
 
 def mini_preset(method: str, split) -> ExperimentConfig:
     "The CPU mini recipe for `method` and `split` (used by the `mini_*` presets); loads `MINI_WEIGHTS` as the backbone."
-    if method not in METHODS: raise ValueError(f"Unknown method {method!r} for the mini recipe; use one of {METHODS}")
+    if method not in PAPER_METHODS: raise ValueError(f"Unknown method {method!r} for the mini recipe; use one of {PAPER_METHODS}")
     split = normalize_split(split)
     data = DataConfig(dataset='voc', root='data/mini', split=split, num_classes=5, crop_size=MINI_SIZE,
                       scales=(1.0,), workers=0)
     optim = OptimConfig(lr=0.02, weight_decay=1e-4, nominal_lr=0.02, nominal_weight_decay=1e-4, gpus_official=1)
-    lam = {'cps': 1.5, 'cps_cutmix': 1.0}.get(method, 0.0)
-    train = TrainConfig(method=method, iters=2000, batch_size=8, unlabeled_batch_size=8, cps_weight=lam,
-                        cutmix_mask='half', amp='none', eval_every=250, checkpoint_every=250, log_every=10)
+    hparams = {'cps': method_params('cps', weight=1.5),
+               'cps_cutmix': method_params('cps_cutmix', weight=1.0, mask='half')}.get(method) or method_params(method)
+    train = TrainConfig(method=method, iters=2000, batch_size=8, unlabeled_batch_size=8,
+                        amp='none', eval_every=250, checkpoint_every=250, log_every=10)
     model = ModelConfig(backbone=MINI_BACKBONE, output_stride=4, pretrained=str(MINI_WEIGHTS))
     return ExperimentConfig(name=f"mini_{method}", data=data, model=model, optim=optim, train=train,
-                            eval=EvalConfig(mode='whole', crop_size=MINI_SIZE, save_predictions=8),
+                            eval=EvalConfig(mode='whole', crop_size=MINI_SIZE, save_predictions=8), hparams=hparams,
                             notes="CPU mini recipe on generated VOC-layout data; deviations from the paper: "
                                   + '; '.join(f"{k}: {v}" for k, v in MINI_DEVIATIONS.items())).validate()
 
@@ -169,7 +170,7 @@ def as_list(value, normalize=lambda v: v) -> list:
     return [normalize(v) for v in items]
 
 def _method(m) -> str:
-    if m not in METHODS: raise ValueError(f"Unknown method {m!r}; use one of {METHODS}")
+    if m not in PAPER_METHODS: raise ValueError(f"Unknown method {m!r}; use one of {PAPER_METHODS}")
     return m
 
 def _seed(s) -> int:
@@ -255,7 +256,7 @@ def results_table(jobs, results, data_seed: int | None = None):
     rows = [dict(method=j.method, split=j.split, seed=j.seed, miou=r['miou'], miou_net2=r.get('miou_net2'),
                  n_labeled=r['n_labeled'], n_unlabeled=r['n_unlabeled'], iters=r['iters'], data_seed=data_seed,
                  wall_seconds=r['wall_seconds'], run_id=r['run_id']) for j, r in zip(jobs, results)]
-    order = {s: i for i, s in enumerate(MINI_SPLITS)}; morder = {m: i for i, m in enumerate(METHODS)}
+    order = {s: i for i, s in enumerate(MINI_SPLITS)}; morder = {m: i for i, m in enumerate(PAPER_METHODS)}
     df = pd.DataFrame(rows)
     return df.sort_values(['split', 'method', 'seed'], key=lambda c: c.map(order) if c.name == 'split'
                           else c.map(morder) if c.name == 'method' else c).reset_index(drop=True)
@@ -283,7 +284,7 @@ def plot_table(table, path=None):
     parts = table[table.split != 'full']
     fig, ax = plt.subplots(figsize=(6, 4))
     order = [s for s in MINI_SPLITS if s in set(parts.split)]
-    hue_order = [m for m in METHODS if m in set(parts.method)]
+    hue_order = [m for m in PAPER_METHODS if m in set(parts.method)]
     sns.pointplot(data=parts, x='split', y='miou', hue='method', order=order, hue_order=hue_order, errorbar='sd',
                   dodge=0.8 - 0.8 / len(hue_order), capsize=0.1, ax=ax)   # at the strip plot's positions
     sns.stripplot(data=parts, x='split', y='miou', hue='method', order=order, hue_order=hue_order, dodge=True,

@@ -6,30 +6,25 @@ Docs: https://cps-repro.github.io/cps_repro/train.html.md"""
 
 # %% ../nbs/08_train.ipynb #c003
 from __future__ import annotations
-import contextlib, copy, datetime, json, math, os, platform, random, socket, subprocess, sys, time, warnings
+import contextlib, datetime, json, math, os, platform, random, socket, subprocess, sys, time, warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn as nn
-import torch.nn.functional as F
 
 from . import __version__
-from .config import ExperimentConfig
-from .losses import cross_entropy, ohem_cross_entropy, cps_loss, sigmoid_rampup
-from .cutmix import box_masks, box_uniforms, boxes_from_uniforms, masks_from_boxes, half_masks, mix
+from .config import ExperimentConfig, comparable
+from .loaders import TrainData, build_data as build_loaders
+from .methods import get_method, StepContext, amp_dtype, autocast, micro_batches, model_kwargs
 
 # %% auto #0
-__all__ = ['METHOD_REGISTRY', 'DistInfo', 'setup_distributed', 'param_groups', 'poly_factor', 'build_optimizer',
-           'build_scheduler', 'amp_dtype', 'autocast', 'StepContext', 'supervised_loss', 'supervised_losses',
-           'cps_losses', 'cutmix_masks', 'cps_cutmix_losses', 'mean_teacher_losses', 'self_training_losses',
-           'FrozenTeacher', 'ema_update', 'Method', 'get_method', 'build_networks', 'load_teacher', 'average_gradients',
-           'broadcast_parameters', 'TrainData', 'resolve_lists', 'build_data', 'atomic_torch_save', 'rng_state',
-           'set_rng_state', 'NonFiniteLossError', 'first_non_finite', 'git_commit', 'device_name', 'json_safe',
-           'prepare_run_dir', 'trim_metrics', 'check_batch_norm_batch', 'Trainer', 'train']
+__all__ = ['DistInfo', 'setup_distributed', 'param_groups', 'poly_factor', 'build_optimizer', 'build_scheduler', 'build_networks',
+           'average_gradients', 'broadcast_parameters', 'build_data', 'atomic_torch_save', 'rng_state', 'set_rng_state',
+           'NonFiniteLossError', 'first_non_finite', 'git_commit', 'device_name', 'json_safe', 'prepare_run_dir',
+           'trim_metrics', 'check_batch_norm_batch', 'Trainer', 'train']
 
 # %% ../nbs/08_train.ipynb #c005
 @dataclass
@@ -90,177 +85,18 @@ def build_scheduler(opt: torch.optim.Optimizer, cfg: ExperimentConfig):
     total, power = cfg.train.iters, cfg.optim.power
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda it: poly_factor(it, total, power))
 
-# %% ../nbs/08_train.ipynb #c010
-def amp_dtype(amp: str, device: torch.device):
-    "The autocast dtype for `amp` on `device`, or None for full precision."
-    if amp == 'none': return None
-    if amp == 'auto': return torch.bfloat16 if device.type == 'cuda' and torch.cuda.is_bf16_supported() else None
-    return {'bf16': torch.bfloat16, 'fp16': torch.float16}[amp]
-
-def autocast(dtype, device: torch.device):
-    return torch.autocast(device.type, dtype=dtype) if dtype is not None else contextlib.nullcontext()
-
-# %% ../nbs/08_train.ipynb #c012
-@dataclass
-class StepContext:
-    "What a method's loss function may use."
-    nets: list
-    cfg: ExperimentConfig
-    it: int
-    cutmix_generator: torch.Generator | None = None
-    amp_dtype: torch.dtype | None = None
-
-    def forward(self, k: int, x: torch.Tensor) -> torch.Tensor:
-        "Logits of network `k` on `x`, autocast as configured, returned as float32."
-        with autocast(self.amp_dtype, x.device): out = self.nets[k](x)
-        return out.float()
-
-    def cps_weight(self) -> float:
-        "λ at this iteration (constant as in the paper, or with the optional sigmoid ramp-up)."
-        t = self.cfg.train
-        return t.cps_weight * sigmoid_rampup(self.it, t.cps_rampup * t.iters)
-
-def supervised_loss(logits: torch.Tensor, target: torch.Tensor, cfg: ExperimentConfig) -> torch.Tensor:
-    "CE (VOC) or per-image OHEM (Cityscapes) on labeled images."
-    t, ignore = cfg.train, cfg.data.ignore_index
-    if t.sup_loss == 'ce': return cross_entropy(logits, target, ignore_index=ignore)
-    per_image = [ohem_cross_entropy(logits[i:i + 1], target[i:i + 1], thresh=t.ohem_thresh,
-                                    min_kept=t.ohem_min_kept, ignore_index=ignore) for i in range(len(logits))]
-    return torch.stack(per_image).mean()
-
-# %% ../nbs/08_train.ipynb #c014
-def supervised_losses(ctx: StepContext, labeled: dict, unlabeled=None, unlabeled2=None) -> dict:
-    return {'sup': (supervised_loss(ctx.forward(0, labeled['image']), labeled['label'], ctx.cfg), 1.0)}
-
-# %% ../nbs/08_train.ipynb #c016
-def cps_losses(ctx: StepContext, labeled: dict, unlabeled: dict, unlabeled2=None) -> dict:
-    xl, y, xu = labeled['image'], labeled['label'], unlabeled['image']
-    l1, u1 = ctx.forward(0, xl), ctx.forward(0, xu)
-    l2, u2 = ctx.forward(1, xl), ctx.forward(1, xu)
-    p1, p2 = torch.cat([l1, u1]), torch.cat([l2, u2])
-    return {'sup1': (supervised_loss(l1, y, ctx.cfg), 1.0), 'sup2': (supervised_loss(l2, y, ctx.cfg), 1.0),
-            'cps': (cps_loss(p1, p2, ignore_index=ctx.cfg.data.ignore_index), ctx.cps_weight())}
-
-# %% ../nbs/08_train.ipynb #c018
-def cutmix_masks(ctx: StepContext, n: int, h: int, w: int, device) -> torch.Tensor:
-    t = ctx.cfg.train
-    if t.cutmix_mask == 'half': return half_masks(n, h, w, generator=ctx.cutmix_generator, device=device)
-    # the same draws as `box_masks`, but the boxes travel to the device from pinned memory without a sync
-    boxes = boxes_from_uniforms(box_uniforms(n, t.cutmix_n_boxes, ctx.cutmix_generator), h, w, tuple(t.cutmix_prop_range))
-    if torch.device(device).type == 'cuda': boxes = boxes.pin_memory()
-    return masks_from_boxes(boxes.to(device, non_blocking=True), h, w, device)
-
-def cps_cutmix_losses(ctx: StepContext, labeled: dict, unlabeled: dict, unlabeled2: dict) -> dict:
-    u0, u1 = unlabeled['image'], unlabeled2['image']
-    mask = cutmix_masks(ctx, u0.shape[0], u0.shape[2], u0.shape[3], u0.device)
-    with torch.no_grad():
-        t1 = mix(ctx.forward(0, u0), ctx.forward(0, u1), mask)
-        t2 = mix(ctx.forward(1, u0), ctx.forward(1, u1), mask)
-    x_mix = mix(u0, u1, mask)
-    s1, s2 = ctx.forward(0, x_mix), ctx.forward(1, x_mix)
-    cps = cps_loss(s1, s2, target_logits1=t1, target_logits2=t2, ignore_index=ctx.cfg.data.ignore_index)
-    y = labeled['label']
-    return {'sup1': (supervised_loss(ctx.forward(0, labeled['image']), y, ctx.cfg), 1.0),
-            'sup2': (supervised_loss(ctx.forward(1, labeled['image']), y, ctx.cfg), 1.0),
-            'cps': (cps, ctx.cps_weight())}
-
-# %% ../nbs/08_train.ipynb #c020
-def mean_teacher_losses(ctx: StepContext, labeled: dict, unlabeled: dict, unlabeled2=None) -> dict:
-    xl, y, xu = labeled['image'], labeled['label'], unlabeled['image']
-    sl, su = ctx.forward(0, xl), ctx.forward(0, xu)
-    with torch.no_grad(): tl, tu = ctx.forward(1, xl), ctx.forward(1, xu)
-    student, teacher = torch.cat([sl, su]).softmax(1), torch.cat([tl, tu]).softmax(1)
-    return {'sup': (supervised_loss(sl, y, ctx.cfg), 1.0),
-            'consistency': (F.mse_loss(student, teacher), ctx.cfg.train.mt_weight)}
-
-# %% ../nbs/08_train.ipynb #c022
-def self_training_losses(ctx: StepContext, labeled: dict, unlabeled: dict, unlabeled2=None) -> dict:
-    xu = unlabeled['image']
-    with torch.no_grad(): pseudo = ctx.forward(1, xu).argmax(1)
-    return {'sup': (supervised_loss(ctx.forward(0, labeled['image']), labeled['label'], ctx.cfg), 1.0),
-            'pseudo': (cross_entropy(ctx.forward(0, xu), pseudo, ignore_index=ctx.cfg.data.ignore_index), 1.0)}
-
-class FrozenTeacher(nn.Module):
-    "A network that stays in evaluation mode and never receives gradients (the self-training teacher)."
-    def __init__(self, net: nn.Module):
-        super().__init__(); self.net = net.eval()
-        for p in self.net.parameters(): p.requires_grad_(False)
-    def train(self, mode: bool = True): return self  # always evaluation mode
-    def forward(self, x): return self.net(x)
-
-# %% ../nbs/08_train.ipynb #c023
-@torch.no_grad()
-def ema_update(teacher: nn.Module, student: nn.Module, decay: float) -> None:
-    "teacher ← decay · teacher + (1 − decay) · student, parameters only."
-    for t, s in zip(teacher.parameters(), student.parameters()): t.mul_(decay).add_(s.detach(), alpha=1 - decay)
-
-# %% ../nbs/08_train.ipynb #c025
-@dataclass(frozen=True)
-class Method:
-    "A training method: its loss function and what the trainer builds and steps for it."
-    losses: Callable
-    n_nets: int
-    trained: tuple
-    unlabeled_streams: int
-    build: Callable | None = None             # (cfg, model_kw) -> list of networks; default: one net or a CPS pair
-    after_step: Callable | None = None        # (trainer, batches) -> None, after the optimisers stepped
-    extra_optimizers: Callable | None = None  # (trainer) -> {name: (optimizer, scheduler or None)}
-
-def _mean_teacher_after_step(trainer, batches) -> None:
-    ema_update(trainer.nets[1], trainer.nets[0], trainer.cfg.train.mt_ema)
-
-METHOD_REGISTRY = {
-    'supervised': Method(supervised_losses, 1, (0,), 0),
-    'cps': Method(cps_losses, 2, (0, 1), 1),
-    'cps_cutmix': Method(cps_cutmix_losses, 2, (0, 1), 2),
-    'mean_teacher': Method(mean_teacher_losses, 2, (0,), 1, after_step=_mean_teacher_after_step),
-    'self_training': Method(self_training_losses, 2, (0,), 1),
-}
-
-def get_method(name: str) -> Method:
-    "The `Method` called `name`: the core methods above, or a baseline of `cps_repro.baselines`."
-    if name in METHOD_REGISTRY: return METHOD_REGISTRY[name]
-    try: from cps_repro.baselines import BASELINE_METHODS
-    except ImportError: BASELINE_METHODS = {}
-    if name in BASELINE_METHODS: return BASELINE_METHODS[name]
-    raise ValueError(f"Unknown method {name!r}; methods: {', '.join(list(METHOD_REGISTRY) + list(BASELINE_METHODS))}")
-
 # %% ../nbs/08_train.ipynb #c027
 def build_networks(cfg: ExperimentConfig, device: torch.device, distributed: bool = False) -> list[nn.Module]:
-    "The networks of `cfg.train.method`, on `device`, in training mode."
-    from cps_repro.models import deeplabv3plus, make_cps_pair
-    m, method = cfg.model, get_method(cfg.train.method)
-    kw = dict(num_classes=cfg.data.num_classes, output_stride=m.output_stride, pretrained=m.pretrained, **m.head)
+    "The networks of `cfg.train.method` (its `build` hook), on `device`, in training mode."
+    method = get_method(cfg.train.method)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.train.seed)
-        if method.build is not None: nets = list(method.build(cfg, kw))
-        elif cfg.train.method in ('cps', 'cps_cutmix'): nets = list(make_cps_pair(m.backbone, seed=cfg.train.seed, **kw))
-        else: nets = [deeplabv3plus(m.backbone, **kw)]
-    if cfg.train.method == 'mean_teacher':
-        teacher = copy.deepcopy(nets[0])
-        for p in teacher.parameters(): p.requires_grad_(False)
-        nets.append(teacher)
-    if cfg.train.method == 'self_training': nets.append(load_teacher(cfg, kw))
+        nets = list(method.build(cfg, model_kwargs(cfg)))
+    if len(nets) != len(method.nets):
+        raise ValueError(f"Method {method.name!r} built {len(nets)} networks but names {len(method.nets)}: {method.nets}")
     if distributed and device.type == 'cuda': nets = [nn.SyncBatchNorm.convert_sync_batchnorm(n) for n in nets]
     mem = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
     return [n.to(device=device, memory_format=mem).train() for n in nets]
-
-# %% ../nbs/08_train.ipynb #c029
-def load_teacher(cfg: ExperimentConfig, model_kw: dict) -> nn.Module:
-    "The frozen teacher of `self_training`, from `cfg.model.teacher_checkpoint`."
-    from cps_repro.models import deeplabv3plus
-    path = cfg.model.teacher_checkpoint
-    if not path:
-        raise ValueError("self_training needs model.teacher_checkpoint=<checkpoint.pt of a finished supervised run> "
-                         "(train it first: cps-repro train --preset <dataset>_supervised ...)")
-    if not Path(path).exists(): raise FileNotFoundError(f"Teacher checkpoint {path} not found: train the supervised run first")
-    state = torch.load(path, map_location='cpu', weights_only=False)
-    teacher = deeplabv3plus(cfg.model.backbone, **{**model_kw, 'pretrained': None})
-    try: teacher.load_state_dict(state['nets'][0])
-    except (RuntimeError, KeyError) as e:
-        raise ValueError(f"Teacher checkpoint {path} does not hold a {cfg.model.backbone} network for "
-                         f"{cfg.data.num_classes} classes: {e}") from None
-    return FrozenTeacher(teacher)
 
 # %% ../nbs/08_train.ipynb #c031
 def average_gradients(model: nn.Module, world_size: int) -> None:
@@ -278,70 +114,10 @@ def broadcast_parameters(model: nn.Module) -> None:
     for t in list(model.parameters()) + list(model.buffers()): dist.broadcast(t.data, src=0)
 
 # %% ../nbs/08_train.ipynb #c033
-@dataclass
-class TrainData:
-    "The streams and the validation loader of one run."
-    labeled: object
-    unlabeled: object
-    unlabeled2: object
-    val: object
-    n_labeled: int
-    n_unlabeled: int
-
-def resolve_lists(cfg: ExperimentConfig) -> dict:
-    "The labeled, unlabeled and validation list files of `cfg` (unlabeled None for the supervised baseline's data)."
-    from cps_repro.partitions import split_files
-    from cps_repro.data import voc_root
-    d, root = cfg.data, Path(cfg.data.root)
-    proot = Path(d.partitions_root) if d.partitions_root else root / 'partitions'
-    lists = {'labeled': d.labeled_list, 'unlabeled': d.unlabeled_list, 'val': d.val_list}
-    if d.dataset in ('voc', 'cityscapes') and (lists['labeled'] is None or lists['val'] is None):
-        official = split_files(d.dataset, d.split, proot)
-        missing = [p for p in official.values() if p is not None and not p.exists()]
-        if missing and lists['labeled'] is None:
-            raise FileNotFoundError(f"Partition list {missing[0]} not found. Fetch the official lists with "
-                                    f"`cps-repro splits fetch {proot}` (or generate data with `cps-repro synth`).")
-        lists['labeled'] = lists['labeled'] or official['labeled']
-        if lists['unlabeled'] is None: lists['unlabeled'] = official['unlabeled']
-        if lists['val'] is None:
-            lists['val'] = official['val'] if d.dataset == 'cityscapes' else voc_root(root) / 'ImageSets' / 'Segmentation' / 'val.txt'
-    if d.unlabeled_from_train_aug and d.unlabeled_list is None:
-        lists['unlabeled'] = voc_root(root) / 'ImageSets' / 'Segmentation' / 'train_aug.txt'
-    if lists['labeled'] is None or lists['val'] is None:
-        raise ValueError(f"dataset {d.dataset!r} needs data.labeled_list and data.val_list in the config")
-    if d.split == 'full' and d.partitions_root:   # split 'full' names official lists relative to the partitions folder
-        lists = {k: (str(proot / v) if v is not None and not Path(v).is_absolute() else v) for k, v in lists.items()}
-    return lists
-
-def _shard(dataset, rank: int, world: int):
-    return dataset if world == 1 else torch.utils.data.Subset(dataset, list(range(rank, len(dataset), world)))
-
 def build_data(cfg: ExperimentConfig, dist_info: DistInfo = DistInfo()) -> TrainData:
-    "Datasets, streams and the validation loader for `cfg` on this process."
-    from cps_repro.data import load_samples, SegmentationDataset, TrainTransform, EvalTransform, make_train_streams
-    d, t, method = cfg.data, cfg.train, get_method(cfg.train.method)
-    lists = resolve_lists(cfg)
-    aug = TrainTransform(d.crop_size, d.scales, d.mean, d.std, d.ignore_index, d.flip_p)
-    ds = lambda key, labeled, tf: SegmentationDataset(load_samples(d.dataset, d.root, list_file=lists[key], labeled=labeled),
-                                                      tf, d.num_classes, d.ignore_index)
-    labeled = ds('labeled', True, aug)
-    unlabeled = ds('unlabeled', False, aug) if method.unlabeled_streams and lists['unlabeled'] is not None else None
-    if method.unlabeled_streams and unlabeled is None:
-        raise ValueError(f"method {t.method!r} needs unlabeled images but split {d.split!r} of {d.dataset!r} has no unlabeled list")
-    cuda = dist_info.device.type == 'cuda'
-    loader_kw = dict(num_workers=d.workers, pin_memory=cuda, persistent_workers=d.workers > 0)
-    world = dist_info.world_size
-    lab, unl = make_train_streams(labeled, unlabeled, t.batch_size // world, t.seed, dist_info.rank, world,
-                                  n_unlabeled_streams=method.unlabeled_streams,
-                                  pair_unlabeled_with_itself=d.pair_unlabeled_with_itself, **loader_kw)
-    if t.unlabeled_batch_size != t.batch_size and unl:
-        _, unl = make_train_streams(labeled, unlabeled, t.unlabeled_batch_size // world, t.seed, dist_info.rank, world,
-                                    n_unlabeled_streams=method.unlabeled_streams,
-                                    pair_unlabeled_with_itself=d.pair_unlabeled_with_itself, **loader_kw)
-    val = torch.utils.data.DataLoader(_shard(ds('val', True, EvalTransform(d.mean, d.std)), dist_info.rank, world),
-                                      batch_size=1, num_workers=min(d.workers, 4), pin_memory=cuda)
-    return TrainData(lab, unl[0] if unl else None, unl[1] if len(unl) > 1 else None, val,
-                     len(labeled), len(unlabeled) if unlabeled is not None else 0)
+    "Datasets, streams and the validation loader for `cfg` on this process (the views of its method)."
+    return build_loaders(cfg, get_method(cfg.train.method).unlabeled_streams, dist_info.rank, dist_info.world_size,
+                         dist_info.device.type == 'cuda')
 
 # %% ../nbs/08_train.ipynb #c035
 def atomic_torch_save(obj, path: Path) -> None:
@@ -393,17 +169,13 @@ def json_safe(obj):
     if isinstance(obj, (list, tuple)): return [json_safe(v) for v in obj]
     return obj
 
-def _comparable(d: dict) -> dict:
-    d = json.loads(json.dumps(d)); d['data'] = {k: v for k, v in d['data'].items() if k not in ('root', 'workers', 'partitions_root')}
-    return d
-
 def prepare_run_dir(run_dir: Path, cfg: ExperimentConfig) -> None:
     "Create `run_dir` for `cfg`, or check that it already belongs to `cfg`."
     run_dir.mkdir(parents=True, exist_ok=True)
     cfg_path = run_dir / 'config.json'
     if cfg_path.exists():
         old = json.loads(cfg_path.read_text())
-        if _comparable(old) != _comparable(cfg.to_dict()):
+        if comparable(old) != comparable(cfg.to_dict()):
             raise FileExistsError(f"{run_dir} holds another run (its config.json differs from this config). "
                                   "Nothing was overwritten: choose another out_dir/run directory or delete that run.")
     else: cfg.to_json(cfg_path)
@@ -424,14 +196,6 @@ def check_batch_norm_batch(nets, images_per_forward: int) -> None:
                          "train on one image (its image-pooling branch sees a single value per channel). Use a larger "
                          "batch_size, fewer accum_steps or fewer processes (on CUDA with several processes batch norm "
                          "is synchronised and one image per GPU works, as in the official Cityscapes runs).")
-
-def _chunks(batch: dict | None, n: int) -> list:
-    "Split a collated batch dict into `n` consecutive micro-batches."
-    if batch is None: return [None] * n
-    size = len(next(v for v in batch.values() if torch.is_tensor(v)))
-    if size % n: raise ValueError(f"A batch of {size} images cannot be split into {n} micro-batches")
-    step = size // n
-    return [{k: v[i * step:(i + 1) * step] for k, v in batch.items()} for i in range(n)]
 
 def _to_device(batch: dict | None, device, channels_last: bool = False):
     if batch is None: return None
@@ -463,44 +227,50 @@ class Trainer:
         self.forward_nets = [torch.compile(n) if t.compile else n for n in self.nets]
         self.opts = [build_optimizer(self.nets[k], cfg) for k in self.method.trained]
         self.scheds = [build_scheduler(o, cfg) for o in self.opts]
-        self.extra_opts = self.method.extra_optimizers(self) if self.method.extra_optimizers else {}
         self.amp = amp_dtype(t.amp, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == torch.float16)
-        self.loss_scale = cfg.optim.resolved()[2]
         self.cutmix_gen = torch.Generator().manual_seed(t.seed * 1000003 + 12345 + self.dist.rank)
         self.data = data if data is not None else build_data(cfg, self.dist)
         self.it, self.history, self.wall = 0, [], 0.0
         self._pending: list = []
+        self.loss_scale, self.extra_opts = cfg.optim.resolved()[2], {}
+        if self.method.extra_optimizers: self.extra_opts = self.method.extra_optimizers(self.context())
 
     # ---- one iteration -------------------------------------------------------------------------------
-    def next_batches(self) -> list:
-        d, n = self.data, self.method.unlabeled_streams
-        lab = next(d.labeled)
-        u1 = next(d.unlabeled) if n >= 1 else None
-        u2 = next(d.unlabeled2) if n >= 2 else None
-        cl = self.cfg.train.channels_last
-        return [_to_device(b, self.device, cl) for b in (lab, u1, u2)]
+    def next_batch(self) -> dict:
+        "The next batch of every view the method reads, on the device: `{view: {'image', 'label', ...}}`."
+        d, cl = self.data, self.cfg.train.channels_last
+        streams = {'labeled': d.labeled, 'unlabeled': d.unlabeled, 'unlabeled2': d.unlabeled2}
+        return {v: _to_device(next(streams[v]), self.device, cl) for v in self.method.views}
+
+    def context(self) -> StepContext:
+        "The interface the method's loss function and hooks receive at this iteration."
+        return StepContext(self.forward_nets, self.cfg, self.it, self.cutmix_gen, self.amp, names=self.method.nets,
+                           modules=self.nets, optimizers=self.extra_opts, loss_scale=self.loss_scale,
+                           reduce_gradients=self._reduce_gradients)
+
+    def _reduce_gradients(self, module: nn.Module) -> None:
+        if self.dist.distributed: average_gradients(module, self.dist.world_size)
 
     def step(self) -> dict:
         "One training iteration; returns the (device) loss terms, unweighted, and their weighted total."
         cfg, accum = self.cfg, self.cfg.train.accum_steps
-        batches = self.next_batches()
+        batch = self.next_batch()
         for o in self.opts: o.zero_grad(set_to_none=True)
-        ctx = StepContext(self.forward_nets, cfg, self.it, self.cutmix_gen, self.amp)
+        ctx = self.context()
         logged: dict = {}
-        for micro in zip(*[_chunks(b, accum) for b in batches]):
-            terms = self.method.losses(ctx, *micro)
+        for micro in micro_batches(batch, accum):
+            terms = self.method.losses(ctx, micro)
             total = sum(w * v for v, w in terms.values())
             self.scaler.scale(total * (self.loss_scale / accum)).backward()
             for k, (v, w) in list(terms.items()) + [('total', (total, 1.0))]:
                 logged[k] = logged.get(k, 0) + v.detach() / accum
-        if self.dist.distributed:
-            for k in self.method.trained: average_gradients(self.nets[k], self.dist.world_size)
+        for k in self.method.trained: self._reduce_gradients(self.nets[k])
         for o in self.opts: self.scaler.step(o)
         self.scaler.update()
         for s in self.scheds: s.step()
         if self.method.after_step is not None:            # e.g. the EMA teacher, GCT's flaw detector
-            extra = self.method.after_step(self, batches)
+            extra = self.method.after_step(ctx, batch)
             if extra: logged.update({k: v.detach() for k, v in extra.items()})
         self.it += 1
         return logged

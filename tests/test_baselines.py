@@ -7,17 +7,20 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from cps_repro.baselines import (
-    BASELINE_DEFAULTS, BASELINE_METHODS, PERTURBATIONS, FD_MIN_SIZE, hparam, log_rampup, abce_threshold,
+from cps_repro.methods.cct import (
+    CCTParams, PERTURBATIONS, log_rampup, abce_threshold,
     abce_keep_mask, abce_loss, spatial_dropout, feature_noise, feature_drop, connected_components, object_boxes,
     Guide, context_masking, object_masking, cutout_mask, guided_cutout, AuxDecoder, CCTNet, cct_losses,
-    perturbation_generator, FlawDetector, IBNorm, odd_kernel_size, gaussian_kernel1d, gaussian_blur, handle_flawmap,
+    perturbation_generator)
+from cps_repro.methods.gct import (
+    GCTParams, FD_MIN_SIZE, FlawDetector, IBNorm, odd_kernel_size, gaussian_kernel1d, gaussian_blur, handle_flawmap,
     dc_targets, flaw_ground_truth, frozen, gct_rampup_iters, gct_losses, gct_after_step, gct_extra_optimizers,
     build_gct)
+from cps_repro.methods import StepContext, get_method, paper_rows
 from cps_repro.config import preset, apply_overrides
 from cps_repro.models import deeplabv3plus, count_parameters
 from cps_repro.synthetic import synthesize
-from cps_repro.train import Trainer, StepContext, get_method, prepare_run_dir
+from cps_repro.train import Trainer, prepare_run_dir
 
 torch.set_num_threads(1)
 
@@ -43,10 +46,10 @@ def gen(seed=0):
 
 def test_the_trainer_finds_both_baselines_by_name():
     cct, gct = get_method('cct'), get_method('gct')
-    assert (cct.n_nets, cct.trained, cct.unlabeled_streams) == (1, (0,), 1)
-    assert (gct.n_nets, gct.trained, gct.unlabeled_streams) == (3, (0, 1), 1)
+    assert (len(cct.nets), cct.trained, cct.unlabeled_streams) == (1, (0,), 1)
+    assert (len(gct.nets), gct.trained, gct.unlabeled_streams) == (3, (0, 1), 1)
     assert gct.after_step is not None and gct.extra_optimizers is not None and cct.after_step is None
-    assert set(BASELINE_METHODS) == {'cct', 'gct'}
+    assert (paper_rows()['cct'], paper_rows()['gct']) == ('CCT', 'GCT')   # their results land in the paper's rows
 
 
 @pytest.mark.parametrize('method', ['cct', 'gct'])
@@ -271,7 +274,7 @@ def test_cct_loss_trains_encoder_and_aux_decoders_but_not_the_main_classifier_on
     cfg = preset('mini_cct', '1_4')
     xl, y, xu = torch.randn(2, 3, 32, 32), torch.randint(0, 5, (2, 32, 32)), torch.randn(2, 3, 32, 32)
     ctx = StepContext([net], cfg, 0, gen(5))
-    terms = cct_losses(ctx, {'image': xl, 'label': y}, {'image': xu})
+    terms = cct_losses(ctx, {'labeled': {'image': xl, 'label': y}, 'unlabeled': {'image': xu}})
     assert set(terms) == {'sup', 'unsup'} and terms['sup'][1] == 1.0 and terms['unsup'][1] == 30.0
     terms['unsup'][0].backward()
     assert net.head.classifier.weight.grad is None
@@ -296,11 +299,13 @@ def test_cct_perturbation_seeds_come_from_the_trainer_generator():
     assert no_trainer != perturbation_generator(StepContext([], cfg, 4, None), 'cpu').initial_seed()
 
 
-def test_hparam_defaults_and_unknown_names():
-    cfg = preset('voc_cct', '1_8')
-    for name, value in BASELINE_DEFAULTS.items(): assert hparam(cfg, name) == getattr(cfg.train, name, value)
-    assert BASELINE_DEFAULTS['cct_weight'] == 30 and BASELINE_DEFAULTS['gct_dc_weight'] == 100
-    with pytest.raises(KeyError, match='cct_weight'): hparam(cfg, 'cct_wieght')
+def test_hparams_are_the_official_values_and_validated():
+    assert preset('voc_cct', '1_8').hparams == CCTParams() and CCTParams().weight == 30
+    assert preset('voc_gct', '1_8').hparams == GCTParams() and GCTParams().dc_weight == 100
+    from cps_repro.config import method_params
+    with pytest.raises(KeyError, match='weight'): method_params('cct', wieght=1)
+    with pytest.raises(ValueError, match='hparams.dc_threshold'):
+        apply_overrides(preset('voc_gct', '1_8'), {'hparams.dc_threshold': 2.0})
 
 
 # ---- GCT ------------------------------------------------------------------------------------------------------------
@@ -385,9 +390,9 @@ def test_frozen_restores_requires_grad_even_after_an_error():
 
 def test_gct_task_losses_give_the_flaw_detector_no_gradient(data_root, tmp_path):
     tr = Trainer(tiny(data_root, 'gct', iters=40), run_dir=tmp_path / 'gct', progress=False)
-    lab, unl, _ = tr.next_batches()
-    ctx = StepContext(tr.forward_nets, tr.cfg, 0, tr.cutmix_gen, tr.amp)
-    terms = gct_losses(ctx, lab, unl)
+    batch = tr.next_batch()
+    ctx = tr.context()
+    terms = gct_losses(ctx, batch)
     assert list(terms) == ['sup1', 'fc1', 'dc1', 'sup2', 'fc2', 'dc2']
     ramp = tr.nets[2].dc_rampup_iters
     assert ramp == 3 * (48 // 2)                           # 3 virtual epochs of max(16, 48) // 2 iterations
@@ -397,8 +402,7 @@ def test_gct_task_losses_give_the_flaw_detector_no_gradient(data_root, tmp_path)
     assert all(p.grad is not None for k in (0, 1) for p in tr.nets[k].parameters())
     # the flaw-correction term reaches the task model through the frozen flaw detector
     for p in tr.nets[0].parameters(): p.grad = None
-    ctx = StepContext(tr.forward_nets, tr.cfg, 0, tr.cutmix_gen, tr.amp)
-    fc = gct_losses(ctx, lab, unl)['fc1'][0]
+    fc = gct_losses(tr.context(), batch)['fc1'][0]
     assert fc.item() > 0
     fc.backward()
     assert tr.nets[0].head.classifier.weight.grad.abs().sum() > 0
@@ -407,9 +411,9 @@ def test_gct_task_losses_give_the_flaw_detector_no_gradient(data_root, tmp_path)
 
 def test_flaw_detector_step_changes_only_its_parameters(data_root, tmp_path):
     tr = Trainer(tiny(data_root, 'gct'), run_dir=tmp_path / 'gct', progress=False)
-    batches = tr.next_batches()
+    batch = tr.next_batch()
     before = [[p.detach().clone() for p in n.parameters()] for n in tr.nets]
-    out = gct_after_step(tr, batches)
+    out = gct_after_step(tr.context(), batch)
     assert set(out) == {'fd'} and torch.isfinite(out['fd']) and out['fd'] > 0
     for k in (0, 1): assert all(torch.equal(a, b) for a, b in zip(before[k], tr.nets[k].parameters()))
     assert sum(not torch.equal(a, b) for a, b in zip(before[2], tr.nets[2].parameters())) > len(before[2]) // 2
@@ -419,8 +423,8 @@ def test_flaw_detector_step_changes_only_its_parameters(data_root, tmp_path):
 
 def test_gct_optimiser_lr_ramp_and_networks_follow_the_recipe(data_root):
     voc = preset('voc_gct', '1_8')
-    fake = SimpleNamespace(cfg=voc, nets=[None, None, FlawDetector(24, 8, gen())])
-    (opt, sched), = gct_extra_optimizers(fake).values()
+    ctx = StepContext([None, None, FlawDetector(24, 8, gen())], voc)
+    (opt, sched), = gct_extra_optimizers(ctx).values()
     g = opt.param_groups[0]
     assert sched is None and isinstance(opt, torch.optim.Adam)
     assert g['lr'] == pytest.approx(4e-4) and g['betas'] == (0.9, 0.99) and g['weight_decay'] == 0   # 1e-4 x 4 GPUs

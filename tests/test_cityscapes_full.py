@@ -14,7 +14,8 @@ from cps_repro.data import (DataError, DataNotFoundError, SegmentationDataset, T
                             cityscapes_paths)
 from cps_repro.partitions import city_entry, read_list, write_city_list
 from cps_repro.synthetic import synthesize
-from cps_repro.train import build_data, resolve_lists
+from cps_repro.train import build_data
+from cps_repro.loaders import resolve_lists
 
 torch.set_num_threads(1)
 REPO = Path(__file__).resolve().parents[1]
@@ -66,7 +67,7 @@ def test_full_is_refused_for_voc_with_the_valid_splits():
 @pytest.mark.parametrize('backbone', ['hrnet_w48', 'resnet101', 'resnet50'])
 def test_full_presets_hold_the_documented_choices(backbone):
     c = preset(f'cityscapes_cps_{backbone}', 'full')
-    assert (c.data.split, c.model.backbone, c.train.method, c.train.cps_weight) == ('full', backbone, 'cps', 6.0)
+    assert (c.data.split, c.model.backbone, c.train.method, c.hparams.weight) == ('full', backbone, 'cps', 6.0)
     assert c.train.iters == 44625 == 2975 * 240 // 16
     assert (c.train.batch_size, c.train.unlabeled_batch_size, c.data.crop_size, c.train.sup_loss) == (8, 8, 800, 'ohem')
     assert (c.eval.mode, c.eval.crop_size, c.eval.resolved_stride, c.eval.scales, c.eval.flip) == ('sliding', 800, 534, (1.0,), False)
@@ -80,8 +81,8 @@ def test_full_presets_hold_the_documented_choices(backbone):
 
 def test_supervised_and_cutmix_presets():
     s = preset('cityscapes_supervised_hrnet_w48', 'full')
-    assert s.train.cps_weight == 0 and s.data.unlabeled_list is None and s.train.iters == 44625
-    assert preset('cityscapes_cps_cutmix_hrnet_w48', 'full').train.cps_weight == 5.0
+    assert not hasattr(s.hparams, 'weight') and s.data.unlabeled_list is None and s.train.iters == 44625
+    assert preset('cityscapes_cps_cutmix_hrnet_w48', 'full').hparams.weight == 5.0
     names = set(list_presets())
     assert {f'cityscapes_{m}_hrnet_w48' for m in FULL_METHODS} <= names and 'voc_cps_hrnet_w48' not in names
     assert preset('cityscapes_supervised_hrnet_w48', '1_4').train.iters == 44640    # a Table 2 split with HRNet

@@ -31,16 +31,16 @@ def test_paper_numbers_in_presets():
     voc = preset('voc_cps', '1_16')
     assert (voc.data.crop_size, voc.data.num_classes, voc.train.batch_size, voc.train.unlabeled_batch_size) == (512, 21, 8, 8)
     assert voc.data.scales == (0.5, 0.75, 1.0, 1.5, 1.75, 2.0)
-    assert (voc.train.cps_weight, voc.train.sup_loss, voc.train.iters) == (1.5, 'ce', 39680)
+    assert (voc.hparams.weight, voc.train.sup_loss, voc.train.iters) == (1.5, 'ce', 39680)
     assert voc.optim.resolved() == (0.0025, 4e-4, 1.0) and voc.optim.momentum == 0.9 and voc.optim.power == 0.9
     city = preset('cityscapes_cps_cutmix_resnet101', '1_2')
-    assert (city.data.crop_size, city.data.num_classes, city.train.cps_weight, city.train.sup_loss) == (800, 19, 5.0, 'ohem')
+    assert (city.data.crop_size, city.data.num_classes, city.hparams.weight, city.train.sup_loss) == (800, 19, 5.0, 'ohem')
     assert city.optim.resolved() == (0.0025, 8e-4, 1.0)
     assert city.optim.nominal_lr == 0.02 and city.optim.gpus_official == 8
     assert (city.eval.mode, city.eval.crop_size, city.eval.resolved_stride) == ('sliding', 800, 534)
     assert city.train.iters == 44640 and city.model.backbone == 'resnet101'
     few = preset('voc_cps_cutmix', '366')
-    assert few.train.cps_weight == 0.1 and few.data.unlabeled_from_train_aug and few.train.iters == 39660
+    assert few.hparams.weight == 0.1 and few.data.unlabeled_from_train_aug and few.train.iters == 39660
 
 
 def test_nominal_mode_is_the_same_run_written_differently():

@@ -1,0 +1,77 @@
+"Methods are plugins: a toy method defined here alone trains end to end through `cps-repro train`."
+import dataclasses, json
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+from cps_repro.cli import main as cli_main
+from cps_repro.config import checked, register_preset, preset, method_params, ExperimentConfig, TrainConfig
+from cps_repro.methods import (Method, StepContext, register_method, get_method, method_names, supervised_loss,
+                               one_network, paper_rows, method_label)
+from cps_repro.synthetic import synthesize
+
+
+@dataclass
+class ToyParams:
+    "The toy method's one hyperparameter: how much it penalises confident predictions on unlabeled images."
+    entropy_weight: float = checked(0.1, 'non_negative')
+
+
+def toy_losses(ctx: StepContext, batch: dict) -> dict:
+    "Supervised CE on 'labeled' plus the mean prediction entropy on 'unlabeled' (entropy minimisation)."
+    lab, xu = batch['labeled'], batch['unlabeled']['image']
+    p = ctx.forward('net', xu).softmax(1)
+    entropy = -(p * p.clamp_min(1e-8).log()).sum(1).mean()
+    return {'sup': (supervised_loss(ctx.forward('net', lab['image']), lab['label'], ctx.cfg), 1.0),
+            'entropy': (entropy, ctx.hparams.entropy_weight)}
+
+
+def _toy_preset(split):
+    base = preset('mini_supervised', split)
+    return dataclasses.replace(base, name='mini_toy', train=dataclasses.replace(base.train, method='toy_entmin'),
+                               hparams=ToyParams())
+
+
+@pytest.fixture(scope='module')
+def toy():
+    if 'toy_entmin' not in method_names():
+        register_method(Method('toy_entmin', toy_losses, ToyParams, one_network, views=('labeled', 'unlabeled'),
+                               nets=('net',), trained=(0,), label='Entropy min.'))
+        register_preset('mini_toy', _toy_preset)
+    return get_method('toy_entmin')
+
+
+def test_a_method_defined_in_a_test_file_trains_through_the_cli(toy, tmp_path):
+    data = tmp_path / 'data'
+    synthesize(data, layout='voc', n=32, n_val=4, seed=0, size=32, progress=False)
+    assert cli_main(['train', '--preset', 'mini_toy', '--split', '1_4', '--data-root', str(data), '--out-dir',
+                     str(tmp_path / 'runs'), '--no-progress', '--set', 'iters=2', 'batch_size=2', 'eval_every=2',
+                     'checkpoint_every=2', 'log_every=1', 'eval.save_predictions=0']) == 0
+    (result,) = [json.loads(p.read_text()) for p in (tmp_path / 'runs').glob('*/result.json')]
+    assert result['method'] == 'toy_entmin' and result['iters'] == 2 and 0 <= result['miou'] <= 100
+    assert result['config']['hparams'] == {'entropy_weight': 0.1}
+    rows = [json.loads(l) for l in next((tmp_path / 'runs').glob('*/metrics.jsonl')).read_text().splitlines()]
+    assert {'loss/sup', 'loss/entropy'} <= set(rows[0])
+    # the config round-trips with the toy method's hyperparameters
+    cfg = ExperimentConfig.from_dict(result['config'])
+    assert isinstance(cfg.hparams, ToyParams) and method_label('toy_entmin') == 'Entropy min.' and 'toy_entmin' not in paper_rows()
+
+
+def test_hparams_are_checked_and_tied_to_the_method(toy):
+    with pytest.raises(ValueError, match='hparams.entropy_weight=-1'):
+        ExperimentConfig(train=TrainConfig(method='toy_entmin'), hparams=ToyParams(-1.0)).validate()
+    with pytest.raises(ValueError, match="method 'cps'"):
+        ExperimentConfig(train=TrainConfig(method='cps'), hparams=ToyParams()).validate()
+    with pytest.raises(ValueError, match='register_method'):
+        ExperimentConfig(train=TrainConfig(method='fixmatch'))
+
+
+def test_register_method_rejects_bad_views():
+    with pytest.raises(ValueError, match='views'):
+        register_method(Method('bad', toy_losses, ToyParams, one_network, views=('unlabeled',)))
+
+
+def test_the_paper_rows_come_from_the_methods():
+    from cps_repro.experiment import METHOD_ROW
+    assert METHOD_ROW['cct'] == 'CCT' and METHOD_ROW['gct'] == 'GCT' and METHOD_ROW['cps_cutmix'] == 'CPS w/ CutMix'
