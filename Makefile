@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.cps_repro_installed
 
-.PHONY: venv test test-nbs test-py check-sync export clean-nbs demo readme help
+.PHONY: venv test lint-imports test-nbs test-py check-sync export clean-nbs demo readme help
 
 help:
 	@echo "make test   - create $(VENV) if absent, install cps_repro with its dev extras, run the whole test suite"
@@ -41,7 +41,10 @@ test-nbs: venv
 test-py: venv
 	$(BIN)/python -m pytest -q -n 2 --durations=15
 
-test: check-sync test-nbs test-py
+lint-imports: venv
+	$(BIN)/lint-imports
+
+test: check-sync lint-imports test-nbs test-py
 
 # The CPU mini reproduction at 1/16 labels, one seed, both cores: supervised, CPS and CPS+CutMix (about 10 minutes),
 # then the tables and figures built from its results. DEMO_ITERS=20 makes a quick plumbing check.

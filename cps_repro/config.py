@@ -1,4 +1,4 @@
-"""Experiment configuration as plain dataclasses, the recipe of every cell of the paper's Tables 1-3 and of the full-label Cityscapes experiment, split-name normalisation and `key=value` overrides.
+"""Experiment configuration as plain dataclasses with declared field ranges, the methods' hyperparameter sections, split-name normalisation and `key=value` overrides.
 
 Docs: https://cps-repro.github.io/cps_repro/config.html.md"""
 
@@ -13,13 +13,11 @@ from typing import Any, Callable
 
 # %% auto #0
 __all__ = ['TRAIN_AUG_SPLITS', 'FEW_LABEL_SPLITS', 'FULL_SPLIT', 'SPLITS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'OFFICIAL_SCALES',
-           'DATASETS', 'BACKBONES', 'AMP_MODES', 'RESULT_IRRELEVANT', 'OFFICIAL_TRAIN_SIZE', 'OFFICIAL_EPOCHS',
-           'FEW_LABEL_EPOCHS', 'OFFICIAL_N_LABELED', 'CPS_WEIGHT', 'FEW_LABEL_CPS_WEIGHT', 'FULL_SUPERVISED_EPOCHS',
-           'FULL_SUPERVISED_BATCH', 'PAPER_BACKBONES', 'FULL_METHODS', 'PAPER_METHODS', 'COARSE_LIST_SIZES',
-           'SHORT_KEYS', 'CHOICE_KEYS', 'normalize_split', 'split_fraction', 'checked', 'field_problems', 'DataConfig',
-           'ModelConfig', 'OptimConfig', 'TrainConfig', 'EvalConfig', 'register_params', 'registered_methods',
-           'params_class', 'method_params', 'ExperimentConfig', 'comparable', 'official_iters', 'register_preset',
-           'list_presets', 'preset', 'coarse_list_file', 'full_split_lists', 'apply_overrides']
+           'DATASETS', 'BACKBONES', 'AMP_MODES', 'RESULT_IRRELEVANT', 'COARSE_LIST_SIZES', 'SHORT_KEYS', 'CHOICE_KEYS',
+           'normalize_split', 'split_fraction', 'checked', 'field_problems', 'DataConfig', 'ModelConfig', 'OptimConfig',
+           'TrainConfig', 'EvalConfig', 'register_params', 'registered_methods', 'params_class', 'method_params',
+           'ExperimentConfig', 'comparable', 'coarse_list_file', 'full_split_lists', 'preset', 'list_presets',
+           'apply_overrides']
 
 # %% ../nbs/00_config.ipynb #c005
 TRAIN_AUG_SPLITS = ('1_16', '1_8', '1_4', '1_2')   # fractions of VOC train_aug / Cityscapes train
@@ -191,15 +189,14 @@ def register_params(method: str, cls: type) -> type:
 
 def registered_methods() -> tuple[str, ...]:
     "The names of the methods whose hyperparameters are registered."
-    _builtin_methods()
     return tuple(_PARAMS)
 
 def params_class(method: str) -> type:
     "The hyperparameter dataclass of `method` (a clear error for an unknown method)."
-    _builtin_methods()
     if method not in _PARAMS:
-        raise ValueError(f"Unknown method {method!r}; registered methods: {', '.join(_PARAMS)}. A new method registers "
-                         "itself with cps_repro.methods.register_method (which registers its hyperparameters here).")
+        raise ValueError(f"Unknown method {method!r}; registered methods: {', '.join(_PARAMS) or 'none'}. The built-in "
+                         "methods register on `import cps_repro.methods` (the presets and the engine import it); a new "
+                         "method registers itself with cps_repro.methods.register_method.")
     return _PARAMS[method]
 
 def method_params(method: str, **values):
@@ -209,11 +206,6 @@ def method_params(method: str, **values):
     if unknown: raise KeyError(f"Unknown hyperparameters {sorted(unknown)} for method {method!r}; "
                                f"{cls.__name__} has {[f.name for f in dataclasses.fields(cls)]}")
     return cls(**values)
-
-def _builtin_methods() -> None:
-    "The built-in methods register their hyperparameters when `cps_repro.methods` is imported."
-    import importlib
-    if 'supervised' not in _PARAMS: importlib.import_module('cps_repro.methods')
 
 @dataclass
 class ExperimentConfig:
@@ -228,7 +220,7 @@ class ExperimentConfig:
     hparams: Any = None      # an instance of params_class(train.method); None = that class's defaults
 
     def __post_init__(self):
-        if self.hparams is None: self.hparams = params_class(self.train.method)()
+        if self.hparams is None and self.train.method in _PARAMS: self.hparams = _PARAMS[self.train.method]()
         elif isinstance(self.hparams, dict): self.hparams = _section_from_dict(params_class(self.train.method), self.hparams)
 
     def to_dict(self) -> dict: return asdict(self)
@@ -317,92 +309,6 @@ def _full_split_problems(cfg: ExperimentConfig) -> list:
             (t.method == 'supervised' or d.unlabeled_list is not None,
              f"data.split='full' with method {t.method!r} needs data.unlabeled_list: set coarse_list=3000|6000|9000")]
 
-# %% ../nbs/00_config.ipynb #c015
-OFFICIAL_TRAIN_SIZE = {'voc': 10582, 'cityscapes': 2975}
-OFFICIAL_EPOCHS = {'voc': {'1_16': 32, '1_8': 34, '1_4': 40, '1_2': 60},
-                   'cityscapes': {'1_16': 128, '1_8': 137, '1_4': 160, '1_2': 240}}
-FEW_LABEL_EPOCHS = 30
-OFFICIAL_N_LABELED = {'voc': {'1_16': 662, '1_8': 1323, '1_4': 2646, '1_2': 5291, '92': 92, '183': 183, '366': 366, '732': 732},
-                      'cityscapes': {'1_16': 186, '1_8': 372, '1_4': 744, '1_2': 1488}}
-CPS_WEIGHT = {('voc', 'cps'): 1.5, ('voc', 'cps_cutmix'): 1.0, ('cityscapes', 'cps'): 6.0, ('cityscapes', 'cps_cutmix'): 5.0}
-FEW_LABEL_CPS_WEIGHT = 0.1
-FULL_SUPERVISED_EPOCHS, FULL_SUPERVISED_BATCH = 240, 16   # the paper's full-set Cityscapes baseline (issues #19, #43)
-
-def official_iters(dataset: str, split: str, batch: int = 8) -> int:
-    "Total iterations of the official schedule for one dataset/split (recipe §4 epoch table)."
-    split = normalize_split(split)
-    n = OFFICIAL_TRAIN_SIZE[dataset]
-    if split == FULL_SPLIT:                         # recipe §4: the full-set supervised baseline's iterations
-        if dataset != 'cityscapes': raise ValueError(f"Split 'full' exists only for Cityscapes")
-        return n * FULL_SUPERVISED_EPOCHS // FULL_SUPERVISED_BATCH
-    if split in FEW_LABEL_SPLITS:
-        if dataset != 'voc': raise ValueError(f"Few-label split {split} exists only for VOC")
-        return (n // batch) * FEW_LABEL_EPOCHS      # every train_aug image is unlabeled: max_samples = 10,582
-    ratio = int(split.split('_')[1])
-    max_samples = max(n // ratio, n - n // ratio)
-    return (max_samples // batch) * OFFICIAL_EPOCHS[dataset][split]
-
-# %% ../nbs/00_config.ipynb #c018
-PAPER_BACKBONES = ('resnet50', 'resnet101', 'hrnet_w48')   # hrnet_w48: the full-label Cityscapes experiment
-FULL_METHODS = ('supervised', 'cps', 'cps_cutmix')         # methods with a cityscapes_<method>_hrnet_w48 preset
-PAPER_METHODS = ('supervised', 'cps', 'cps_cutmix', 'mean_teacher', 'self_training', 'cct', 'gct')   # with paper and mini presets
-
-def _paper_preset(dataset: str, method: str, backbone: str, split: str) -> ExperimentConfig:
-    split = normalize_split(split)
-    if split == FULL_SPLIT: return _full_preset(dataset, method, backbone)
-    if dataset == 'cityscapes' and split in FEW_LABEL_SPLITS:
-        raise ValueError(f"Split {split} is a VOC few-label split; Cityscapes splits are {', '.join(TRAIN_AUG_SPLITS)}")
-    voc, few = dataset == 'voc', split in FEW_LABEL_SPLITS
-    data = DataConfig(dataset=dataset, root=f'data/{dataset}', split=split, num_classes=21 if voc else 19,
-                      crop_size=512 if voc else 800, unlabeled_from_train_aug=few)
-    optim = OptimConfig(lr=0.0025, weight_decay=4e-4 if voc else 8e-4,
-                        nominal_lr=0.01 if voc else 0.02, nominal_weight_decay=1e-4, gpus_official=4 if voc else 8)
-    iters = official_iters(dataset, split)
-    lam = FEW_LABEL_CPS_WEIGHT if few else CPS_WEIGHT.get((dataset, method))
-    hparams = method_params(method, weight=lam) if method in ('cps', 'cps_cutmix') else method_params(method)
-    train = TrainConfig(method=method, iters=iters, sup_loss='ce' if voc else 'ohem',
-                        eval_every=max(iters // 10, 1), checkpoint_every=2000)
-    ev = EvalConfig(mode='whole', crop_size=512) if voc else EvalConfig(mode='sliding', crop_size=800)  # stride ceil(800·2/3) = 534
-    notes = (f"Official recipe ({'VOC' if voc else 'Cityscapes'}, {method}, {backbone}, split {split}): "
-             f"{iters} iterations of {train.batch_size} labeled + {train.unlabeled_batch_size} unlabeled images; "
-             f"effective lr 0.0025 / wd {optim.weight_decay:g} (= nominal lr {optim.nominal_lr:g} / wd 1e-4 with the 1/{optim.gpus_official} loss scale)."
-             + (" Few-label protocol: all 10,582 train_aug images unlabeled, 30 epochs, λ 0.1." if few else ''))
-    return ExperimentConfig(name=f"{dataset}_{method}_{backbone}", data=data, model=ModelConfig(backbone=backbone),
-                            optim=optim, train=train, eval=ev, notes=notes, hparams=hparams).validate()
-
-# %% ../nbs/00_config.ipynb #c020
-_PRESETS: dict[str, Callable] = {}
-
-def register_preset(name: str, build: Callable) -> None:
-    "Add preset `name`: `build(split)` returns its ExperimentConfig (a new method brings its own preset this way)."
-    if name in _PRESETS or name in _builtin_presets(): raise ValueError(f"Preset {name!r} exists already")
-    _PRESETS[name] = build
-
-def _builtin_presets() -> list[str]:
-    names = [f"{ds}_{m}{sfx}" for ds in ('voc', 'cityscapes') for m in PAPER_METHODS for sfx in ('', '_resnet50', '_resnet101')]
-    names += [f"cityscapes_{m}_hrnet_w48" for m in FULL_METHODS]
-    return names + [f"mini_{m}" for m in PAPER_METHODS]
-
-def list_presets() -> list[str]:
-    "Every preset name `cps-repro train --preset` accepts."
-    return _builtin_presets() + list(_PRESETS)
-
-def preset(name: str, split='1_8', **overrides) -> ExperimentConfig:
-    "The config of preset `name` for `split`, with optional `key=value` overrides (see `apply_overrides`)."
-    if name not in list_presets():
-        raise ValueError(f"Unknown preset {name!r}. Presets: {', '.join(list_presets())}")
-    if name in _PRESETS: cfg = _PRESETS[name](normalize_split(split)).validate()
-    elif name.startswith('mini_'):
-        from cps_repro.mini import mini_preset
-        cfg = mini_preset(name[len('mini_'):], split)
-    else:
-        dataset, rest = name.split('_', 1)
-        backbone = next((b for b in PAPER_BACKBONES if rest.endswith('_' + b)), 'resnet50')
-        method = rest[: -len('_' + backbone)] if rest.endswith('_' + backbone) else rest
-        cfg = _paper_preset(dataset, method, backbone, split)
-        cfg.name = f"{dataset}_{method}_{backbone}"
-    return apply_overrides(cfg, overrides) if overrides else cfg
-
 # %% ../nbs/00_config.ipynb #c023
 COARSE_LIST_SIZES = (3000, 6000, 9000)             # the official coarse train_extra lists (recipe §6)
 
@@ -421,33 +327,16 @@ def full_split_lists(coarse_list: int = 3000) -> dict:
     by_role = {f.role: f.relpath for f in REGISTRY if f.dataset == 'cityscapes' and f.split is None}
     return {'labeled': by_role['train'], 'unlabeled': coarse_list_file(coarse_list), 'val': by_role['val']}
 
-def _full_notes(method: str, backbone: str, iters: int, lists: dict) -> str:
-    return (f"Full-label Cityscapes ({method}, {backbone}, split full): labeled {lists['labeled']} (2,975 images), "
-            + ("unlabeled: the train_extra images of the coarse list in data.unlabeled_list (preset: the 3,000 of "
-               f"{lists['unlabeled']}; coarse_list=6000|9000 picks the others; coarse labels never read), "
-               if method != 'supervised' else "no unlabeled images, ")
-            + f"val {lists['val']}, sliding window 800/534, single scale. No official config exists (recipe §8); "
-            "ASSUMED, the closest documented values: the Cityscapes CPS recipe (crop 800, scales 0.5-2.0, flip, "
-            "8 labeled + 8 unlabeled images, OHEM 0.7 / 50k px, effective lr 0.0025 / wd 8e-4 = nominal 0.02 / 1e-4 "
-            f"with the 1/8 loss scale, poly 0.9, λ 6 for CPS and 5 for CPS+CutMix; recipe §2, §4, §5); {iters} "
-            "iterations = 2,975 x 240 / 16, the paper's full-set supervised baseline, the count the CPS recipe holds "
-            "for every split (recipe §4, derived); the supervised baseline uses the labeled images alone with the "
-            "same schedule and batch 8 (the paper's own baseline: batch 16, lr 0.04, issue #19)."
-            + (" HRNet-W48 with the HRNetV2 head and the same optimiser settings as the ResNets (no HRNet recipe "
-               "is given for this experiment)." if backbone.startswith('hrnet') else ''))
 
-def _full_preset(dataset: str, method: str, backbone: str) -> ExperimentConfig:
-    "The full-label experiment: the Cityscapes recipe with every train label, coarse images unlabeled, 44,625 iterations."
-    if dataset != 'cityscapes':
-        raise ValueError(f"Split 'full' (every label plus unlabeled coarse train_extra images) exists only for Cityscapes; "
-                         f"{dataset} splits are {', '.join(TRAIN_AUG_SPLITS + (FEW_LABEL_SPLITS if dataset == 'voc' else ()))}")
-    base = _paper_preset('cityscapes', method, backbone, '1_2')         # the Cityscapes recipe, any split
-    lists = full_split_lists(3000)
-    iters = official_iters('cityscapes', FULL_SPLIT)
-    data = dataclasses.replace(base.data, split=FULL_SPLIT, labeled_list=lists['labeled'], val_list=lists['val'],
-                               unlabeled_list=None if method == 'supervised' else lists['unlabeled'])
-    train = dataclasses.replace(base.train, iters=iters, eval_every=max(iters // 10, 1))
-    return dataclasses.replace(base, data=data, train=train, notes=_full_notes(method, backbone, iters, lists)).validate()
+def preset(name: str, split='1_8', **overrides) -> ExperimentConfig:
+    "TEMPORARY: `cps_repro.presets.preset` (kept until every front end imports it from `cps_repro.presets`)."
+    from cps_repro.presets import preset as _preset   # noqa: the presets layer is above config; removed at merge
+    return _preset(name, split, **overrides)
+
+def list_presets() -> list[str]:
+    "TEMPORARY: `cps_repro.presets.list_presets` (see `preset`)."
+    from cps_repro.presets import list_presets as _list_presets
+    return _list_presets()
 
 # %% ../nbs/00_config.ipynb #c026
 SHORT_KEYS = {'iters': ('train.iters',), 'batch_size': ('train.batch_size', 'train.unlabeled_batch_size'),

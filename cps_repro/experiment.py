@@ -9,7 +9,8 @@ from __future__ import annotations
 import json, os, subprocess, sys, tempfile
 from pathlib import Path
 
-from .config import ExperimentConfig, preset, apply_overrides, normalize_split, FEW_LABEL_SPLITS
+from .config import ExperimentConfig, apply_overrides, normalize_split, FEW_LABEL_SPLITS
+from .presets import preset
 from .methods import paper_rows
 
 # %% auto #0

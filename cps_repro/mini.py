@@ -12,55 +12,18 @@ from pathlib import Path
 
 import cps_repro as _package
 
-from .config import (ExperimentConfig, DataConfig, ModelConfig, OptimConfig, TrainConfig, EvalConfig,
-                              normalize_split, apply_overrides, method_params, PAPER_METHODS)
+from .config import ExperimentConfig, normalize_split, apply_overrides
+from .presets import (MINI_SIZE, MINI_N_TRAIN, MINI_BACKBONE, MINI_WEIGHTS, MINI_DEVIATIONS, PAPER_METHODS,
+                               mini_preset, experiment_config)
 
 # %% auto #0
-__all__ = ['MINI_SIZE', 'MINI_N_TRAIN', 'MINI_BACKBONE', 'MINI_WEIGHTS', 'MINI_DEVIATIONS', 'MINI_SPLITS', 'RUN_COST',
-           'mini_preset', 'PretrainConfig', 'ensure_dataset', 'pretrain_experiment', 'file_sha256', 'weights_sha256',
+__all__ = ['MINI_SPLITS', 'RUN_COST', 'PretrainConfig', 'ensure_dataset', 'pretrain_experiment', 'file_sha256', 'weights_sha256',
            'pretrain_backbone', 'normalize_mini_split', 'as_list', 'MiniJob', 'mini_job', 'mini_jobs', 'run_job',
            'run_jobs', 'results_table', 'paired_gains', 'summarize', 'plot_table', 'summary_markdown',
            'add_pretrain_parser', 'main']
 
 # %% ../nbs/11_mini.ipynb #c005
-MINI_SIZE = 32          # image side (px) of the mini data and the crop
-MINI_N_TRAIN = 2000     # train_aug pool: 1/16 = 125 labeled images
-MINI_BACKBONE = 'small_resnet_s2'   # stride-2 stem: layer1 and the decoder at 16x16 on 32 px images
-MINI_WEIGHTS = Path(_package.__file__).resolve().parent / 'data' / f'{MINI_BACKBONE}_pretrained.pt'   # written by `pretrain_backbone`
-
-MINI_DEVIATIONS = {
-    'data': f'generated VOC-layout scenes (cps_repro.synthetic), 5 classes (background + 4 fill textures), {MINI_SIZE} px, '
-            f'{MINI_N_TRAIN} train_aug images + 600 val, instead of PASCAL VOC / Cityscapes',
-    'network': f'{MINI_BACKBONE} DeepLabv3+ (deep stem 8-8-16 without max-pool, one basic block per stage, widths 16-32-48-64, '
-               'layer1 and decoder at stride 2, output stride 4, ASPP rates 1/2/3, head widths 32/16/32; 214k parameters) '
-               'instead of ResNet-50/101',
-    'pretraining': 'backbone pretrained by the project on a disjoint generated corpus (other seed, texture vocabulary '
-                   "'pretrain', 3000 images, full labels, 1500 iterations; `python -m cps_repro.mini pretrain`) instead of ImageNet",
-    'schedule': '2,000 iterations, SGD lr 0.02 / wd 1e-4 (effective = nominal, no loss scale), poly 0.9, instead of ~40k iterations '
-                'at effective lr 0.0025 / wd 4e-4',
-    'augmentation': 'flip only (scale 1.0): the images are the crop size',
-    'cutmix': 'half-image mask (one random half from the second batch) instead of 3 boxes: box masks do not beat supervised at 32 px',
-    'evaluation': 'whole image at 32 px; mIoU of network 1 over all 5 classes',
-    'full-label ceiling': "the 'full' split trains supervised on every train_aug image (data.labeled_list = train_aug.txt); "
-                          'the paper has no such row',
-}
-
-def mini_preset(method: str, split) -> ExperimentConfig:
-    "The CPU mini recipe for `method` and `split` (used by the `mini_*` presets); loads `MINI_WEIGHTS` as the backbone."
-    if method not in PAPER_METHODS: raise ValueError(f"Unknown method {method!r} for the mini recipe; use one of {PAPER_METHODS}")
-    split = normalize_split(split)
-    data = DataConfig(dataset='voc', root='data/mini', split=split, num_classes=5, crop_size=MINI_SIZE,
-                      scales=(1.0,), workers=0)
-    optim = OptimConfig(lr=0.02, weight_decay=1e-4, nominal_lr=0.02, nominal_weight_decay=1e-4, gpus_official=1)
-    hparams = {'cps': method_params('cps', weight=1.5),
-               'cps_cutmix': method_params('cps_cutmix', weight=1.0, mask='half')}.get(method) or method_params(method)
-    train = TrainConfig(method=method, iters=2000, batch_size=8, unlabeled_batch_size=8,
-                        amp='none', eval_every=250, checkpoint_every=250, log_every=10)
-    model = ModelConfig(backbone=MINI_BACKBONE, output_stride=4, pretrained=str(MINI_WEIGHTS))
-    return ExperimentConfig(name=f"mini_{method}", data=data, model=model, optim=optim, train=train,
-                            eval=EvalConfig(mode='whole', crop_size=MINI_SIZE, save_predictions=8), hparams=hparams,
-                            notes="CPU mini recipe on generated VOC-layout data; deviations from the paper: "
-                                  + '; '.join(f"{k}: {v}" for k, v in MINI_DEVIATIONS.items())).validate()
+# the recipe itself (MINI_* constants, MINI_DEVIATIONS, mini_preset) lives in the presets layer (chapter 15_presets)
 
 # %% ../nbs/11_mini.ipynb #c008
 @dataclass(frozen=True)
@@ -194,7 +157,6 @@ class MiniJob:
 
 def mini_job(method: str, split, seed: int, data_root, out_dir, iters: int | None = None, overrides=()) -> MiniJob:
     "The run of `method` on `split` ('full' allowed) with `seed`, as `cps-repro train` arguments and config."
-    from cps_repro.cli import experiment_config
     method, split, seed = _method(method), normalize_mini_split(split), _seed(seed)
     sets = ['seed=' + str(seed)] + ([f'iters={int(iters)}'] if iters is not None else []) + list(overrides)
     if split == 'full':

@@ -6,50 +6,25 @@ Docs: https://cps-repro.github.io/cps_repro/train.html.md"""
 
 # %% ../nbs/08_train.ipynb #c003
 from __future__ import annotations
-import contextlib, datetime, json, math, os, platform, random, socket, subprocess, sys, time, warnings
+import datetime, json, time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn as nn
 
 from . import __version__
-from .config import ExperimentConfig, comparable
+from .config import ExperimentConfig
 from .loaders import TrainData, build_data as build_loaders
+from .distributed import DistInfo, setup_distributed, average_gradients, broadcast_parameters
+from .runs import (atomic_torch_save, rng_state, set_rng_state, NonFiniteLossError, first_non_finite, git_commit,
+                            device_name, json_safe, prepare_run_dir, trim_metrics)
 from .methods import get_method, StepContext, amp_dtype, autocast, micro_batches, model_kwargs
 
 # %% auto #0
-__all__ = ['DistInfo', 'setup_distributed', 'param_groups', 'poly_factor', 'build_optimizer', 'build_scheduler', 'build_networks',
-           'average_gradients', 'broadcast_parameters', 'build_data', 'atomic_torch_save', 'rng_state', 'set_rng_state',
-           'NonFiniteLossError', 'first_non_finite', 'git_commit', 'device_name', 'json_safe', 'prepare_run_dir',
-           'trim_metrics', 'check_batch_norm_batch', 'Trainer', 'train']
-
-# %% ../nbs/08_train.ipynb #c005
-@dataclass
-class DistInfo:
-    "Where this process sits: rank, world size and device."
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    device: torch.device = field(default_factory=lambda: torch.device('cpu'))
-
-    @property
-    def is_main(self) -> bool: return self.rank == 0
-    @property
-    def distributed(self) -> bool: return self.world_size > 1
-
-def setup_distributed(device: str | None = None) -> DistInfo:
-    "Read torchrun's environment, pick the device and start the process group when there are several processes."
-    rank, world, local = (int(os.environ.get(k, d)) for k, d in (('RANK', 0), ('WORLD_SIZE', 1), ('LOCAL_RANK', 0)))
-    if device is None: device = 'cuda' if torch.cuda.is_available() else 'cpu'
-    dev = torch.device(device)
-    if dev.type == 'cuda':
-        dev = torch.device('cuda', local if dev.index is None else dev.index); torch.cuda.set_device(dev)
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group('nccl' if dev.type == 'cuda' else 'gloo', rank=rank, world_size=world)
-    return DistInfo(rank, world, local, dev)
+__all__ = ['param_groups', 'poly_factor', 'build_optimizer', 'build_scheduler', 'build_networks', 'build_data',
+           'check_batch_norm_batch', 'Trainer', 'train']
 
 # %% ../nbs/08_train.ipynb #c007
 _NORM_TYPES = (nn.modules.batchnorm._BatchNorm, nn.GroupNorm, nn.LayerNorm, nn.modules.instancenorm._InstanceNorm)
@@ -82,6 +57,7 @@ def _fast_sgd_kwargs(device: torch.device) -> dict:
     except (RuntimeError, TypeError, ValueError): return {'foreach': True} if device.type == 'cuda' else {}
 
 def build_scheduler(opt: torch.optim.Optimizer, cfg: ExperimentConfig):
+    "The poly schedule of `cfg` as a per-iteration LambdaLR on `opt`."
     total, power = cfg.train.iters, cfg.optim.power
     return torch.optim.lr_scheduler.LambdaLR(opt, lambda it: poly_factor(it, total, power))
 
@@ -98,93 +74,11 @@ def build_networks(cfg: ExperimentConfig, device: torch.device, distributed: boo
     mem = torch.channels_last if cfg.train.channels_last else torch.contiguous_format
     return [n.to(device=device, memory_format=mem).train() for n in nets]
 
-# %% ../nbs/08_train.ipynb #c031
-def average_gradients(model: nn.Module, world_size: int) -> None:
-    "All-reduce (mean) the gradients of `model` across processes, in one flat buffer."
-    grads = [p.grad for p in model.parameters() if p.grad is not None]
-    if world_size <= 1 or not grads: return
-    flat = torch.cat([g.reshape(-1) for g in grads])
-    dist.all_reduce(flat); flat /= world_size
-    offset = 0
-    for g in grads:
-        g.copy_(flat[offset: offset + g.numel()].view_as(g)); offset += g.numel()
-
-def broadcast_parameters(model: nn.Module) -> None:
-    "Make every process start from rank 0's parameters and buffers."
-    for t in list(model.parameters()) + list(model.buffers()): dist.broadcast(t.data, src=0)
-
 # %% ../nbs/08_train.ipynb #c033
 def build_data(cfg: ExperimentConfig, dist_info: DistInfo = DistInfo()) -> TrainData:
     "Datasets, streams and the validation loader for `cfg` on this process (the views of its method)."
     return build_loaders(cfg, get_method(cfg.train.method).unlabeled_streams, dist_info.rank, dist_info.world_size,
                          dist_info.device.type == 'cuda')
-
-# %% ../nbs/08_train.ipynb #c035
-def atomic_torch_save(obj, path: Path) -> None:
-    "Write `obj` to `path` through a temporary file and a rename."
-    path = Path(path); tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-def rng_state() -> dict:
-    s = {'python': random.getstate(), 'numpy': np.random.get_state(), 'torch': torch.get_rng_state()}
-    if torch.cuda.is_available(): s['cuda'] = torch.cuda.get_rng_state_all()
-    return s
-
-def set_rng_state(s: dict) -> None:
-    random.setstate(s['python']); np.random.set_state(s['numpy']); torch.set_rng_state(s['torch'])
-    if 'cuda' in s and torch.cuda.is_available(): torch.cuda.set_rng_state_all(s['cuda'])
-
-# %% ../nbs/08_train.ipynb #c037
-class NonFiniteLossError(RuntimeError):
-    "A loss term became NaN or infinite."
-
-def first_non_finite(records: list[tuple[int, dict]]):
-    "`(iteration, term)` of the first non-finite loss in `records` = [(iteration, {term: tensor})], or None."
-    for it, terms in records:
-        names = list(terms)
-        finite = torch.isfinite(torch.stack([terms[n].float() for n in names])).tolist()
-        for n, ok in zip(names, finite):
-            if not ok: return it, n
-    return None
-
-# %% ../nbs/08_train.ipynb #c040
-def git_commit() -> str | None:
-    "The commit of the source tree the package runs from, when it is a git checkout."
-    try:
-        import cps_repro
-        root = Path(cps_repro.__file__).resolve().parents[1]
-        out = subprocess.run(['git', 'rev-parse', 'HEAD'], cwd=root, capture_output=True, text=True, timeout=5)
-        return out.stdout.strip() or None if out.returncode == 0 else None
-    except (OSError, subprocess.SubprocessError): return None
-
-def device_name(device: torch.device) -> str:
-    if device.type == 'cuda': return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-
-def json_safe(obj):
-    "`obj` with NaN / infinite floats replaced by None, so that the JSON is standard (a class absent from the data has no IoU)."
-    if isinstance(obj, float): return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict): return {k: json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)): return [json_safe(v) for v in obj]
-    return obj
-
-def prepare_run_dir(run_dir: Path, cfg: ExperimentConfig) -> None:
-    "Create `run_dir` for `cfg`, or check that it already belongs to `cfg`."
-    run_dir.mkdir(parents=True, exist_ok=True)
-    cfg_path = run_dir / 'config.json'
-    if cfg_path.exists():
-        old = json.loads(cfg_path.read_text())
-        if comparable(old) != comparable(cfg.to_dict()):
-            raise FileExistsError(f"{run_dir} holds another run (its config.json differs from this config). "
-                                  "Nothing was overwritten: choose another out_dir/run directory or delete that run.")
-    else: cfg.to_json(cfg_path)
-
-def trim_metrics(path: Path, upto_iter: int) -> None:
-    "Drop metric lines written after iteration `upto_iter` (the work a killed run lost and will redo)."
-    if not path.exists(): return
-    keep = [l for l in path.read_text().splitlines() if l.strip() and json.loads(l)['iter'] <= upto_iter]
-    path.write_text(''.join(l + '\n' for l in keep))
 
 # %% ../nbs/08_train.ipynb #c042
 def check_batch_norm_batch(nets, images_per_forward: int) -> None:

@@ -1,7 +1,8 @@
 import json
 import pytest
-from cps_repro.config import (ExperimentConfig, preset, list_presets, normalize_split, apply_overrides, official_iters,
-                              TRAIN_AUG_SPLITS, FEW_LABEL_SPLITS, OptimConfig)
+from cps_repro.config import (ExperimentConfig, normalize_split, apply_overrides, TRAIN_AUG_SPLITS, FEW_LABEL_SPLITS,
+                              OptimConfig)
+from cps_repro.presets import preset, list_presets, official_iters
 
 
 @pytest.mark.parametrize('raw,canon', [(18, '1_8'), ('1_8', '1_8'), ('1-8', '1_8'), ('1/8', '1_8'), ('18', '1_8'),

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from cps_repro.cli import main as cli_main
-from cps_repro.config import checked, register_preset, preset, method_params, ExperimentConfig, TrainConfig
+from cps_repro.config import checked, method_params, ExperimentConfig, TrainConfig
+from cps_repro.presets import register_preset, preset
 from cps_repro.methods import (Method, StepContext, register_method, get_method, method_names, supervised_loss,
                                one_network, paper_rows, method_label)
 from cps_repro.synthetic import synthesize
@@ -64,7 +65,7 @@ def test_hparams_are_checked_and_tied_to_the_method(toy):
     with pytest.raises(ValueError, match="method 'cps'"):
         ExperimentConfig(train=TrainConfig(method='cps'), hparams=ToyParams()).validate()
     with pytest.raises(ValueError, match='register_method'):
-        ExperimentConfig(train=TrainConfig(method='fixmatch'))
+        ExperimentConfig(train=TrainConfig(method='fixmatch')).validate()
 
 
 def test_register_method_rejects_bad_views():

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from cps_repro import mini
-from cps_repro.config import preset
+from cps_repro.presets import preset
 from cps_repro.mini import (MINI_BACKBONE, MINI_DEVIATIONS, MINI_WEIGHTS, PretrainConfig, as_list, ensure_dataset, mini_job, mini_jobs,
                             mini_preset, normalize_mini_split, pretrain_backbone, results_table, summarize,
                             summary_markdown)

@@ -6,7 +6,8 @@ import pytest
 import torch
 import torch.nn as nn
 
-from cps_repro.config import preset, apply_overrides
+from cps_repro.config import apply_overrides
+from cps_repro.presets import preset
 import dataclasses
 from cps_repro.methods import method_names
 from cps_repro.train import (Trainer, train, param_groups, poly_factor, NonFiniteLossError, setup_distributed,
