@@ -11,47 +11,15 @@ from dataclasses import dataclass, field, asdict
 from pathlib import Path
 from typing import Any, Callable
 
+from .splits import (TRAIN_AUG_SPLITS, FEW_LABEL_SPLITS, FULL_SPLIT, SPLITS, normalize_split,
+                              split_fraction)
+
 # %% auto #0
-__all__ = ['TRAIN_AUG_SPLITS', 'FEW_LABEL_SPLITS', 'FULL_SPLIT', 'SPLITS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'OFFICIAL_SCALES',
-           'DATASETS', 'BACKBONES', 'AMP_MODES', 'RESULT_IRRELEVANT', 'COARSE_LIST_SIZES', 'SHORT_KEYS', 'CHOICE_KEYS',
-           'normalize_split', 'split_fraction', 'checked', 'field_problems', 'DataConfig', 'ModelConfig', 'OptimConfig',
-           'TrainConfig', 'EvalConfig', 'register_params', 'registered_methods', 'params_class', 'method_params',
-           'ExperimentConfig', 'comparable', 'coarse_list_file', 'full_split_lists', 'preset', 'list_presets',
-           'apply_overrides']
-
-# %% ../nbs/00_config.ipynb #c005
-TRAIN_AUG_SPLITS = ('1_16', '1_8', '1_4', '1_2')   # fractions of VOC train_aug / Cityscapes train
-FEW_LABEL_SPLITS = ('92', '183', '366', '732')      # PseudoSeg few-label splits of VOC train (Table 3)
-FULL_SPLIT = 'full'                                  # all Cityscapes train labels + coarse train_extra unlabeled
-SPLITS = TRAIN_AUG_SPLITS + FEW_LABEL_SPLITS + (FULL_SPLIT,)
-_PAPERMILL_INTS = {116: '1_16', 18: '1_8', 14: '1_4', 12: '1_2'}  # what papermill makes of `-p split 1_8`
-
-def normalize_split(split) -> str:
-    "Canonical split name (`1_8`, `92`, `full`, ...) from `1_8`, `1-8`, `1/8`, `18` (papermill's int), `92` or `Full`."
-    if isinstance(split, bool): raise ValueError(_split_error(split))
-    if isinstance(split, int):
-        if split in _PAPERMILL_INTS: return _PAPERMILL_INTS[split]
-        if str(split) in FEW_LABEL_SPLITS: return str(split)
-        raise ValueError(_split_error(split))
-    if isinstance(split, str):
-        s = split.strip().replace('-', '_').replace('/', '_')
-        if s in SPLITS: return s
-        if s.lower() == FULL_SPLIT: return FULL_SPLIT
-        if s.isdigit(): return normalize_split(int(s))
-    raise ValueError(_split_error(split))
-
-def _split_error(split) -> str:
-    return (f"Unknown split {split!r}. Valid splits: {', '.join(SPLITS)} "
-            "(1_16..1_2 are fractions of VOC train_aug / Cityscapes train; 92..732 are VOC's few-label splits; "
-            "full is every Cityscapes train label plus coarse train_extra images unlabeled; "
-            "'1-8', '1/8' and papermill's integer 18 are accepted for 1_8).")
-
-def split_fraction(split) -> float:
-    "Labeled fraction of a train_aug split: `1_8` -> 0.125, `full` -> 1.0 (few-label splits have no fixed fraction)."
-    s = normalize_split(split)
-    if s == FULL_SPLIT: return 1.0
-    if s not in TRAIN_AUG_SPLITS: raise ValueError(f"Split {s!r} is a few-label split with an absolute count, not a fraction.")
-    return 1 / int(s.split('_')[1])
+__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'OFFICIAL_SCALES', 'DATASETS', 'BACKBONES', 'AMP_MODES', 'RESULT_IRRELEVANT',
+           'COARSE_LIST_SIZES', 'SHORT_KEYS', 'CHOICE_KEYS', 'checked', 'field_problems', 'DataConfig', 'ModelConfig',
+           'OptimConfig', 'TrainConfig', 'EvalConfig', 'register_params', 'registered_methods', 'params_class',
+           'method_params', 'ExperimentConfig', 'comparable', 'coarse_list_file', 'full_split_lists', 'preset',
+           'list_presets', 'apply_overrides']
 
 # %% ../nbs/00_config.ipynb #c008
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
