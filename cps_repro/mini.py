@@ -13,11 +13,12 @@ from pathlib import Path
 import cps_repro as _package
 
 from .config import ExperimentConfig, normalize_split, apply_overrides
+from .packaged import file_sha256
 from .presets import (MINI_SIZE, MINI_N_TRAIN, MINI_BACKBONE, MINI_WEIGHTS, MINI_DEVIATIONS, PAPER_METHODS,
                                mini_preset, experiment_config)
 
 # %% auto #0
-__all__ = ['MINI_SPLITS', 'RUN_COST', 'PretrainConfig', 'ensure_dataset', 'pretrain_experiment', 'file_sha256', 'weights_sha256',
+__all__ = ['MINI_SPLITS', 'RUN_COST', 'PretrainConfig', 'ensure_dataset', 'pretrain_experiment', 'weights_sha256',
            'pretrain_backbone', 'normalize_mini_split', 'as_list', 'MiniJob', 'mini_job', 'mini_jobs', 'run_job',
            'run_jobs', 'results_table', 'paired_gains', 'summarize', 'plot_table', 'summary_markdown',
            'add_pretrain_parser', 'main']
@@ -74,10 +75,6 @@ def pretrain_experiment(corpus_root, pc: PretrainConfig = PretrainConfig()) -> E
     cfg.name = 'mini_pretrain'
     return cfg.validate()
 
-def file_sha256(path) -> str:
-    "sha256 of a file's bytes (torch.save's zip embeds the file name, so regenerated weights differ here)."
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
 def weights_sha256(path) -> str:
     "sha256 of a saved state dict's names, dtypes, shapes and values: equal for equal weights, whatever the file name."
     import torch
@@ -86,7 +83,7 @@ def weights_sha256(path) -> str:
         h.update(f"{k}|{v.dtype}|{tuple(v.shape)}|".encode()); h.update(v.contiguous().numpy().tobytes())
     return h.hexdigest()
 
-def pretrain_backbone(out=MINI_WEIGHTS, work_dir='runs/mini_pretrain', pc: PretrainConfig = PretrainConfig(),
+def pretrain_backbone(out, work_dir='runs/mini_pretrain', pc: PretrainConfig = PretrainConfig(),
                       progress: bool = True) -> dict:
     """Generate the pretraining corpus in `work_dir/corpus`, train on it in `work_dir/run` (resumable), write the
     backbone to `out` and its provenance to `out` with suffix `.json`; returns that provenance."""
@@ -283,7 +280,7 @@ def add_pretrain_parser(sub) -> argparse.ArgumentParser:
     "Add the `pretrain` command (`pretrain_backbone`) to an argparse sub-parser set."
     d = PretrainConfig()
     p = sub.add_parser('pretrain', help='pretrain the small backbone of the mini recipe on a disjoint generated corpus')
-    p.add_argument('--out', default=str(MINI_WEIGHTS), help='weights file to write (default: the packaged file)')
+    p.add_argument('--out', required=True, help=f'weights file to write (the packaged one is {MINI_WEIGHTS}; the mini presets name it by content hash, so replacing it changes their run ids)')
     p.add_argument('--work-dir', default='runs/mini_pretrain', help='corpus and training run (resumable)')
     for f in dataclasses.fields(PretrainConfig):
         p.add_argument('--' + f.name.replace('_', '-'), type=type(getattr(d, f.name)), default=getattr(d, f.name))

@@ -10,7 +10,7 @@ import dataclasses
 from pathlib import Path
 from typing import Callable
 
-import cps_repro as _package
+from .packaged import ASSETS_DIR, asset_ref
 import cps_repro.methods   # registers the built-in methods and their hyperparameters
 from .config import (ExperimentConfig, DataConfig, ModelConfig, OptimConfig, TrainConfig, EvalConfig, normalize_split,
                               method_params, apply_overrides, full_split_lists, coarse_list_file, COARSE_LIST_SIZES,
@@ -19,8 +19,9 @@ from .config import (ExperimentConfig, DataConfig, ModelConfig, OptimConfig, Tra
 # %% auto #0
 __all__ = ['OFFICIAL_TRAIN_SIZE', 'OFFICIAL_EPOCHS', 'FEW_LABEL_EPOCHS', 'OFFICIAL_N_LABELED', 'CPS_WEIGHT',
            'FEW_LABEL_CPS_WEIGHT', 'FULL_SUPERVISED_EPOCHS', 'FULL_SUPERVISED_BATCH', 'PAPER_BACKBONES', 'FULL_METHODS',
-           'PAPER_METHODS', 'MINI_SIZE', 'MINI_N_TRAIN', 'MINI_BACKBONE', 'MINI_WEIGHTS', 'MINI_DEVIATIONS',
-           'official_iters', 'mini_preset', 'register_preset', 'list_presets', 'preset', 'experiment_config']
+           'PAPER_METHODS', 'MINI_SIZE', 'MINI_N_TRAIN', 'MINI_BACKBONE', 'MINI_WEIGHTS_ASSET', 'MINI_WEIGHTS',
+           'MINI_DEVIATIONS', 'official_iters', 'mini_preset', 'register_preset', 'list_presets', 'preset',
+           'experiment_config']
 
 # %% ../nbs/15_presets.ipynb #c015
 OFFICIAL_TRAIN_SIZE = {'voc': 10582, 'cityscapes': 2975}
@@ -108,7 +109,8 @@ def _full_preset(dataset: str, method: str, backbone: str) -> ExperimentConfig:
 MINI_SIZE = 32          # image side (px) of the mini data and the crop
 MINI_N_TRAIN = 2000     # train_aug pool: 1/16 = 125 labeled images
 MINI_BACKBONE = 'small_resnet_s2'   # stride-2 stem: layer1 and the decoder at 16x16 on 32 px images
-MINI_WEIGHTS = Path(_package.__file__).resolve().parent / 'data' / f'{MINI_BACKBONE}_pretrained.pt'   # written by `cps_repro.mini.pretrain_backbone`
+MINI_WEIGHTS_ASSET = f'{MINI_BACKBONE}_pretrained.pt'   # packaged; regenerate with `python -m cps_repro.mini pretrain`
+MINI_WEIGHTS = ASSETS_DIR / MINI_WEIGHTS_ASSET
 
 MINI_DEVIATIONS = {
     'data': f'generated VOC-layout scenes (cps_repro.synthetic), 5 classes (background + 4 fill textures), {MINI_SIZE} px, '
@@ -128,7 +130,7 @@ MINI_DEVIATIONS = {
 }
 
 def mini_preset(method: str, split) -> ExperimentConfig:
-    "The CPU mini recipe for `method` and `split` (used by the `mini_*` presets); loads `MINI_WEIGHTS` as the backbone."
+    "The CPU mini recipe for `method` and `split` (used by the `mini_*` presets); its backbone: the packaged `MINI_WEIGHTS`, by reference."
     if method not in PAPER_METHODS: raise ValueError(f"Unknown method {method!r} for the mini recipe; use one of {PAPER_METHODS}")
     split = normalize_split(split)
     data = DataConfig(dataset='voc', root='data/mini', split=split, num_classes=5, crop_size=MINI_SIZE,
@@ -138,7 +140,7 @@ def mini_preset(method: str, split) -> ExperimentConfig:
                'cps_cutmix': method_params('cps_cutmix', weight=1.0, mask='half')}.get(method) or method_params(method)
     train = TrainConfig(method=method, iters=2000, batch_size=8, unlabeled_batch_size=8,
                         amp='none', eval_every=250, checkpoint_every=250, log_every=10)
-    model = ModelConfig(backbone=MINI_BACKBONE, output_stride=4, pretrained=str(MINI_WEIGHTS))
+    model = ModelConfig(backbone=MINI_BACKBONE, output_stride=4, pretrained=asset_ref(MINI_WEIGHTS_ASSET))
     return ExperimentConfig(name=f"mini_{method}", data=data, model=model, optim=optim, train=train,
                             eval=EvalConfig(mode='whole', crop_size=MINI_SIZE, save_predictions=8), hparams=hparams,
                             notes="CPU mini recipe on generated VOC-layout data; deviations from the paper: "

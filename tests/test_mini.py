@@ -11,6 +11,7 @@ from cps_repro.mini import (MINI_BACKBONE, MINI_DEVIATIONS, MINI_WEIGHTS, Pretra
                             mini_preset, normalize_mini_split, pretrain_backbone, results_table, summarize,
                             summary_markdown)
 from cps_repro.models import deeplabv3plus
+from cps_repro.packaged import resolve_asset
 
 REPO = Path(__file__).resolve().parents[1]
 torch.set_num_threads(1)
@@ -23,7 +24,7 @@ def test_mini_preset_is_the_documented_recipe(method, lam):
     assert (c.train.iters, c.train.batch_size, c.train.unlabeled_batch_size, getattr(c.hparams, 'weight', 0.0)) == (2000, 8, 8, lam)
     assert getattr(c.hparams, 'mask', 'half') == 'half' and getattr(c.hparams, 'rampup', 0) == 0
     assert (c.optim.resolved(), c.model.backbone, c.model.output_stride) == ((0.02, 1e-4, 1.0), MINI_BACKBONE, 4)
-    assert Path(c.model.pretrained) == MINI_WEIGHTS
+    assert resolve_asset(c.model.pretrained) == MINI_WEIGHTS and c.model.pretrained.startswith('asset:')
     assert preset(f'mini_{method}', 18).to_dict() == mini_preset(method, '1_8').to_dict()   # papermill's 18 = 1_8
     for key in ('data', 'network', 'pretraining', 'schedule', 'cutmix'): assert key in MINI_DEVIATIONS and key in c.notes
 
@@ -130,7 +131,7 @@ def test_exp_mini_runs_end_to_end_at_tiny_size(tmp_path):
     assert len(results) == 4 and all(r['iters'] == 2 and r['backbone'] == MINI_BACKBONE for r in results)
     full = next(r for r in results if r["n_labeled"] == 128)
     assert full['method'] == 'supervised' and full['config']['data']['labeled_list'].endswith('train_aug.txt')
-    assert all(r['config']['model']['pretrained'] == str(MINI_WEIGHTS) for r in results)
+    assert all(resolve_asset(r['config']['model']['pretrained']) == MINI_WEIGHTS for r in results)
     assert (out / 'mini_figure.png').stat().st_size > 1000 and (out / 'mini_summary.csv').exists()
 
 
