@@ -315,7 +315,9 @@ class Trainer:
         finally:
             pbar.close()
             if writer is not None: writer.close()
-        if last_res is None: last_res = self.record_evaluation(None)
+        if last_res is None:   # resumed at the end: the final evaluation may be in the history already (killed before result.json)
+            done = bool(self.history) and self.history[-1]['iter'] == self.it
+            last_res = self.evaluate() if done else self.record_evaluation(None)
         if self.dist.is_main and self.cfg.eval.save_predictions > 0: self.save_predictions(self.cfg.eval.save_predictions)
         result = json_safe(self.result(last_res))   # exactly what result.json holds
         if self.dist.is_main: result_path.write_text(json.dumps(result, indent=2, allow_nan=False) + '\n')

@@ -262,3 +262,13 @@ def test_cli_eval_reproduces_the_final_miou_of_a_run(data_root, tmp_path, capsys
     assert out['miou_2'] == pytest.approx(result['miou_net2']) and 'mIoU' in capsys.readouterr().out
     assert cli_main(['eval', '--run', str(run), '--out', str(tmp_path / 'eval.json')]) == 2   # never overwrites
     assert cli_main(['eval', '--run', str(tmp_path / 'nothing')]) == 2
+
+
+def test_a_kill_between_the_final_checkpoint_and_result_json_does_not_duplicate_the_last_evaluation(data_root, tmp_path):
+    cfg = tiny(data_root, 'cps')
+    first = train(cfg, run_dir=tmp_path / 'run', progress=False)
+    (tmp_path / 'run' / 'result.json').unlink()          # as if killed after the final checkpoint, before result.json
+    again = train(cfg, run_dir=tmp_path / 'run', progress=False)
+    assert [h['iter'] for h in again['history']] == [2, 4] and again['miou'] == first['miou']
+    evals = [json.loads(l) for l in (tmp_path / 'run' / 'metrics.jsonl').read_text().splitlines()]
+    assert [r['iter'] for r in evals if 'miou' in r] == [2, 4]
