@@ -170,10 +170,13 @@ class Trainer:
         return logged
 
     @property
-    def lr(self) -> float: return self.opts[0].param_groups[0]['lr']
+    def lr(self) -> float:
+        "The current learning rate of the first optimiser."
+        return self.opts[0].param_groups[0]['lr']
 
     # ---- state ---------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
+        "Everything the rest of the run depends on (see *Checkpoints* in chapter `08b_runs`)."
         d = self.data
         streams = {k: s.state_dict() for k, s in (('labeled', d.labeled), ('unlabeled', d.unlabeled), ('unlabeled2', d.unlabeled2)) if s is not None}
         return {'iteration': self.it, 'nets': [n.state_dict() for n in self.nets],
@@ -185,6 +188,7 @@ class Trainer:
                 'config': self.cfg.to_dict(), 'package_version': __version__}
 
     def load_state_dict(self, s: dict) -> None:
+        "Restore a `state_dict`: networks, optimisers, schedulers, scaler, generators, stream positions, history."
         self.it = s['iteration']
         for n, sd in zip(self.nets, s['nets']): n.load_state_dict(sd)
         for o, sd in zip(self.opts, s['optimizers']): o.load_state_dict(sd)
@@ -203,6 +207,7 @@ class Trainer:
     def checkpoint_path(self) -> Path: return self.run_dir / 'checkpoint.pt'
 
     def save_checkpoint(self) -> None:
+        "Check the pending losses, then write the checkpoint atomically (rank 0) and wait for every process."
         self.check_finite()
         if self.dist.is_main: atomic_torch_save(self.state_dict(), self.checkpoint_path)
         if self.dist.distributed: dist.barrier()
@@ -215,6 +220,7 @@ class Trainer:
 
     # ---- logging, guards, evaluation -----------------------------------------------------------------
     def check_finite(self) -> None:
+        "Raise `NonFiniteLossError` naming the iteration, the term and the last good checkpoint if a pending loss is not finite."
         bad = first_non_finite(self._pending)
         if bad is not None:
             it, term = bad
@@ -270,6 +276,7 @@ class Trainer:
         finally: net.train()
 
     def record_evaluation(self, writer=None) -> dict:
+        "Evaluate, append the row to the history and metrics.jsonl (and TensorBoard); returns the evaluation."
         res = self.evaluate()
         row = {'iter': self.it, 'miou': res['miou']}
         for k in ('miou_2', 'overlap'):
@@ -329,6 +336,7 @@ class Trainer:
         return SummaryWriter(str(self.run_dir / 'tb'), purge_step=self.it or None)
 
     def result(self, res: dict) -> dict:
+        "The `result.json` record of this run from the final evaluation `res`."
         cfg = self.cfg
         best = max(self.history, key=lambda r: r['miou']) if self.history else None
         out = {'run_id': cfg.run_id, 'preset': cfg.name, 'dataset': cfg.data.dataset, 'split': cfg.data.split,
