@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses, hashlib, json, math
 from dataclasses import dataclass, field, asdict
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .splits import (TRAIN_AUG_SPLITS, FEW_LABEL_SPLITS, FULL_SPLIT, SPLITS, normalize_split,
                               split_fraction)
@@ -240,7 +240,7 @@ def _section_from_dict(cls, d: dict):
     return cls(**{k: tuple(v) if isinstance(getattr(cls(), k), tuple) and isinstance(v, list) else v for k, v in d.items()})
 
 def _problems(cfg: ExperimentConfig):
-    d, m, o, t, e = cfg.data, cfg.model, cfg.optim, cfg.train, cfg.eval
+    d, m, t, e = cfg.data, cfg.model, cfg.train, cfg.eval
     try: cls = params_class(t.method)
     except ValueError as err: return [str(err)]
     if not isinstance(cfg.hparams, cls):

@@ -69,8 +69,10 @@ def build_data(cfg, n_unlabeled_streams: int, rank: int = 0, world_size: int = 1
         raise ValueError(f"method {t.method!r} needs unlabeled images but split {d.split!r} of {d.dataset!r} has no unlabeled list")
     loader_kw = dict(num_workers=d.workers, pin_memory=cuda, persistent_workers=d.workers > 0)
     stream_kw = dict(n_unlabeled_streams=n_unlabeled_streams, pair_unlabeled_with_itself=d.pair_unlabeled_with_itself, **loader_kw)
-    lab, unl = make_train_streams(labeled, unlabeled, t.batch_size // world_size, t.seed, rank, world_size, **stream_kw)
-    if t.unlabeled_batch_size != t.batch_size and unl:
+    same = t.unlabeled_batch_size == t.batch_size
+    lab, unl = make_train_streams(labeled, unlabeled, t.batch_size // world_size, t.seed, rank, world_size,
+                                  **{**stream_kw, 'n_unlabeled_streams': n_unlabeled_streams if same else 0})
+    if not same and unlabeled is not None:   # the unlabeled streams at their own batch size
         _, unl = make_train_streams(labeled, unlabeled, t.unlabeled_batch_size // world_size, t.seed, rank, world_size, **stream_kw)
     val = torch.utils.data.DataLoader(_shard(ds('val', True, EvalTransform(d.mean, d.std)), rank, world_size),
                                       batch_size=1, num_workers=min(d.workers, 4), pin_memory=cuda)

@@ -6,11 +6,9 @@ Docs: https://cps-repro.github.io/cps_repro/mini.html.md"""
 
 # %% ../nbs/11_mini.ipynb #c003
 from __future__ import annotations
-import argparse, concurrent.futures, dataclasses, hashlib, json, math, os, subprocess, sys, time
+import argparse, concurrent.futures, dataclasses, hashlib, json, os, subprocess, sys, time
 from dataclasses import dataclass, asdict
 from pathlib import Path
-
-import cps_repro as _package
 
 from .config import ExperimentConfig, normalize_split, apply_overrides
 from .packaged import file_sha256
@@ -19,9 +17,8 @@ from .presets import (MINI_SIZE, MINI_N_TRAIN, MINI_BACKBONE, MINI_WEIGHTS, MINI
 
 # %% auto #0
 __all__ = ['MINI_SPLITS', 'RUN_COST', 'PretrainConfig', 'ensure_dataset', 'pretrain_experiment', 'weights_sha256',
-           'pretrain_backbone', 'normalize_mini_split', 'as_list', 'MiniJob', 'mini_job', 'mini_jobs', 'run_job',
-           'run_jobs', 'results_table', 'paired_gains', 'summarize', 'plot_table', 'summary_markdown',
-           'add_pretrain_parser', 'main']
+           'pretrain_backbone', 'as_list', 'MiniJob', 'mini_job', 'mini_jobs', 'run_job', 'run_jobs', 'results_table',
+           'paired_gains', 'summarize', 'plot_table', 'summary_markdown', 'add_pretrain_parser', 'main']
 
 # %% ../nbs/11_mini.ipynb #c005
 # the recipe itself (MINI_* constants, MINI_DEVIATIONS, mini_preset) lives in the presets layer (chapter 15_presets)
@@ -113,12 +110,6 @@ def pretrain_backbone(out, work_dir='runs/mini_pretrain', pc: PretrainConfig = P
 MINI_SPLITS = ('1_16', '1_8', '1_4', '1_2', 'full')
 RUN_COST = {'supervised': 1.0, 'cps': 4.0, 'cps_cutmix': 7.5, 'mean_teacher': 2.5, 'self_training': 2.5}  # relative s/iter
 
-def normalize_mini_split(split) -> str:
-    "A canonical split name, or 'full' (every train_aug image labeled)."
-    if isinstance(split, str) and split.strip().lower() == 'full': return 'full'
-    try: return normalize_split(split)
-    except ValueError as e: raise ValueError(f"{e} The mini table also accepts 'full' (the full-label ceiling).") from None
-
 def as_list(value, normalize=lambda v: v) -> list:
     "A papermill parameter as a list: a list/tuple, a comma-separated string or a single value; each normalised."
     if isinstance(value, str):
@@ -154,7 +145,7 @@ class MiniJob:
 
 def mini_job(method: str, split, seed: int, data_root, out_dir, iters: int | None = None, overrides=()) -> MiniJob:
     "The run of `method` on `split` ('full' allowed) with `seed`, as `cps-repro train` arguments and config."
-    method, split, seed = _method(method), normalize_mini_split(split), _seed(seed)
+    method, split, seed = _method(method), normalize_split(split), _seed(seed)
     sets = ['seed=' + str(seed)] + ([f'iters={int(iters)}'] if iters is not None else []) + list(overrides)
     if split == 'full':
         if method != 'supervised': raise ValueError(f"split 'full' (all labels) is the supervised ceiling; method {method!r} has no unlabeled images there")
@@ -168,7 +159,7 @@ def mini_job(method: str, split, seed: int, data_root, out_dir, iters: int | Non
 def mini_jobs(methods, splits, seeds, data_root, out_dir, iters: int | None = None, full_ceiling: bool = True,
               overrides=()) -> list[MiniJob]:
     "Every run of the table (supervised ceiling on 'full' per seed when `full_ceiling`), most expensive first."
-    methods, splits, seeds = as_list(methods, _method), as_list(splits, normalize_mini_split), as_list(seeds, _seed)
+    methods, splits, seeds = as_list(methods, _method), as_list(splits, normalize_split), as_list(seeds, _seed)
     cells = [(m, s) for s in splits for m in methods if s != 'full']
     if full_ceiling or 'full' in splits: cells.append(('supervised', 'full'))
     jobs = [mini_job(m, s, k, data_root, out_dir, iters, overrides) for m, s in cells for k in seeds]

@@ -7,13 +7,12 @@ Docs: https://cps-repro.github.io/cps_repro/presets.html.md"""
 # %% ../nbs/15_presets.ipynb #c003
 from __future__ import annotations
 import dataclasses
-from pathlib import Path
 from typing import Callable
 
 from .packaged import ASSETS_DIR, asset_ref
 import cps_repro.methods   # registers the built-in methods and their hyperparameters
 from .config import (ExperimentConfig, DataConfig, ModelConfig, OptimConfig, TrainConfig, EvalConfig, normalize_split,
-                              method_params, apply_overrides, full_split_lists, coarse_list_file, COARSE_LIST_SIZES,
+                              method_params, apply_overrides, full_split_lists,
                               TRAIN_AUG_SPLITS, FEW_LABEL_SPLITS, FULL_SPLIT)
 
 # %% auto #0

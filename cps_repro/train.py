@@ -7,7 +7,6 @@ Docs: https://cps-repro.github.io/cps_repro/train.html.md"""
 # %% ../nbs/08_train.ipynb #c003
 from __future__ import annotations
 import datetime, json, time
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch

@@ -7,8 +7,9 @@ import torch
 
 from cps_repro import mini
 from cps_repro.presets import preset
+from cps_repro.config import normalize_split
 from cps_repro.mini import (MINI_BACKBONE, MINI_DEVIATIONS, MINI_WEIGHTS, PretrainConfig, as_list, ensure_dataset, mini_job, mini_jobs,
-                            mini_preset, normalize_mini_split, pretrain_backbone, results_table, summarize,
+                            mini_preset, pretrain_backbone, results_table, summarize,
                             summary_markdown)
 from cps_repro.models import deeplabv3plus
 from cps_repro.packaged import resolve_asset
@@ -79,13 +80,13 @@ def test_jobs_cover_the_table_and_the_full_label_ceiling(tmp_path):
     assert all(j.cfg.train.iters == 5 and j.cfg.data.root == str(tmp_path / 'd') for j in jobs)
     assert len(mini_jobs('cps', '1_16', 0, 'd', 'o', full_ceiling=False)) == 1
     with pytest.raises(ValueError, match='ceiling'): mini_job('cps', 'full', 0, 'd', 'o')
-    with pytest.raises(ValueError, match='full'): normalize_mini_split('1_3')
+    with pytest.raises(ValueError, match='full'): normalize_split('1_3')
     with pytest.raises(ValueError, match='Seeds'): mini_jobs('cps', '1_16', [-1], 'd', 'o')
     with pytest.raises(ValueError, match='Empty'): as_list('')
 
 
 def test_papermill_style_values_become_lists():
-    assert as_list(116, normalize_mini_split) == ['1_16'] and as_list("['1_8', 'full']", normalize_mini_split) == ['1_8', 'full']
+    assert as_list(116, normalize_split) == ['1_16'] and as_list("['1_8', 'full']", normalize_split) == ['1_8', 'full']
     assert as_list('0,1', mini._seed) == [0, 1] and as_list(0) == [0] and as_list((1, 2)) == [1, 2] and as_list('cps, supervised') == ['cps', 'supervised']
 
 
@@ -147,7 +148,8 @@ def test_pretrain_command_line_parses_into_a_pretrain_config():
     import argparse
     p = argparse.ArgumentParser()
     mini.add_pretrain_parser(p.add_subparsers(dest='command', required=True))
-    a = p.parse_args(['pretrain', '--iters', '7', '--corpus-seed', '5', '--work-dir', 'w'])
+    a = p.parse_args(['pretrain', '--iters', '7', '--corpus-seed', '5', '--work-dir', 'w', '--out', 'w.pt'])
     assert (a.iters, a.corpus_seed, a.work_dir, a.lr, a.vocabulary) == (7, 5, 'w', 0.03, 'pretrain')
-    assert a.out == str(MINI_WEIGHTS) and a.func is mini._cmd_pretrain
+    assert a.out == 'w.pt' and a.func is mini._cmd_pretrain
+    with pytest.raises(SystemExit): p.parse_args(['pretrain', '--iters', '7'])   # writes only where the user says
     with pytest.raises(SystemExit): p.parse_args(['pretrain', '--iters', 'many'])

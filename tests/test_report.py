@@ -13,7 +13,7 @@ from cps_repro.report import (MINI_NOTE, NoRunsError, PAPER_TABLE_FILES, figure5
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(__file__).resolve().parents[2] / 'shared'
-PACKAGE_TABLES = REPO / 'cps_repro' / 'data' / 'paper_tables'
+PACKAGE_TABLES = REPO / 'cps_repro' / 'assets' / 'paper_tables'
 IDS = ['2007_000033', '2007_000042', '2007_000061']
 
 

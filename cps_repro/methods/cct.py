@@ -6,7 +6,7 @@ Docs: https://cps-repro.github.io/cps_repro/cct.html.md"""
 
 # %% ../../nbs/14f_cct.ipynb #c003
 from __future__ import annotations
-import contextlib, math
+import math
 from dataclasses import dataclass
 from functools import cached_property
 from typing import NamedTuple, Sequence
@@ -17,10 +17,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..config import ExperimentConfig, checked
-from ..losses import cross_entropy, sigmoid_rampup, _check_logits_target
-from ..models import DeepLabV3Plus, batch_norm, deeplabv3plus, init_head_, make_cps_pair
+from ..losses import cross_entropy, _check_logits_target
+from ..models import DeepLabV3Plus, deeplabv3plus, init_head_
 from ..data import derive_seed
-from .core import Method, StepContext, register_method, autocast, supervised_loss, micro_batches, network_pair
+from .core import Method, StepContext, register_method, autocast
 
 # %% auto #0
 __all__ = ['PERTURBATIONS', 'CCT', 'CCTParams', 'log_rampup', 'abce_threshold', 'abce_keep_mask', 'abce_loss', 'spatial_dropout',

@@ -6,7 +6,7 @@ Docs: https://cps-repro.github.io/cps_repro/methods.html.md"""
 
 # %% ../../nbs/14_methods.ipynb #c003
 from __future__ import annotations
-import contextlib, dataclasses
+import contextlib
 from dataclasses import dataclass, field
 from typing import Callable
 

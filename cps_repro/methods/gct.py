@@ -8,8 +8,7 @@ Docs: https://cps-repro.github.io/cps_repro/gct.html.md"""
 from __future__ import annotations
 import contextlib, math
 from dataclasses import dataclass
-from functools import cached_property
-from typing import NamedTuple, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn as nn
@@ -17,13 +16,12 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..config import ExperimentConfig, checked
-from ..losses import cross_entropy, sigmoid_rampup, _check_logits_target
-from ..models import DeepLabV3Plus, batch_norm, deeplabv3plus, init_head_, make_cps_pair
-from ..data import derive_seed
-from .core import Method, StepContext, register_method, autocast, supervised_loss, micro_batches, network_pair
+from ..losses import sigmoid_rampup
+from ..models import batch_norm
 from ..partitions import read_list
 from ..data import virtual_epoch_length, iters_per_epoch
 from ..loaders import resolve_lists
+from .core import Method, StepContext, register_method, autocast, supervised_loss, micro_batches, network_pair
 from .cct import _upsample
 
 # %% auto #0
