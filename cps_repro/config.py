@@ -116,6 +116,7 @@ class TrainConfig:
     batch_size: int = checked(8, 'positive')             # labeled images per iteration (global)
     unlabeled_batch_size: int = checked(8, 'positive')   # unlabeled images per iteration (per unlabeled stream)
     accum_steps: int = checked(1, 'positive')
+    backward: str = checked('total', choices=('total', 'per_term'))   # per_term: one graph at a time (less peak memory)
     sup_loss: str = checked('ce', choices=('ce', 'ohem'))
     ohem_thresh: float = checked(0.7, 'probability')
     ohem_min_kept: int = checked(50000, 'positive')      # pixels kept per image at least

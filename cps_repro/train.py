@@ -145,19 +145,37 @@ class Trainer:
     def _reduce_gradients(self, module: nn.Module) -> None:
         if self.dist.distributed: average_gradients(module, self.dist.world_size)
 
+    def compute_gradients(self, ctx: StepContext, batch: dict) -> dict:
+        """Loss terms and gradients of one iteration's `batch` (micro-batch by micro-batch); returns the logged values.
+        `train.backward='total'`: one backward of the weighted sum per micro-batch. `'per_term'`: each term is
+        back-propagated as soon as the method hands it over with `ctx.term` (its graph is freed before the next term's
+        forward), the rest after the loss function returns; the gradients equal the total's up to summation order."""
+        accum, per_term = self.cfg.train.accum_steps, self.cfg.train.backward == 'per_term'
+        logged: dict = {}
+        for micro in micro_batches(batch, accum):
+            done = set()
+            def backward(v, w, retain=False):
+                self.scaler.scale(v * (w * self.loss_scale / accum)).backward(retain_graph=retain); done.add(id(v))
+            ctx.backward_term = backward if per_term else None
+            terms = self.method.losses(ctx, micro)
+            if per_term:
+                rest = [(v, w) for v, w in terms.values() if id(v) not in done]
+                for i, (v, w) in enumerate(rest): backward(v, w, retain=i < len(rest) - 1)   # they may share a graph
+                total = sum(w * v.detach() for v, w in terms.values())
+            else:
+                total = sum(w * v for v, w in terms.values())
+                self.scaler.scale(total * (self.loss_scale / accum)).backward()
+            for k, (v, w) in list(terms.items()) + [('total', (total, 1.0))]:
+                logged[k] = logged.get(k, 0) + v.detach() / accum
+        ctx.backward_term = None
+        return logged
+
     def step(self) -> dict:
         "One training iteration; returns the (device) loss terms, unweighted, and their weighted total."
-        cfg, accum = self.cfg, self.cfg.train.accum_steps
         batch = self.next_batch()
         for o in self.opts: o.zero_grad(set_to_none=True)
         ctx = self.context()
-        logged: dict = {}
-        for micro in micro_batches(batch, accum):
-            terms = self.method.losses(ctx, micro)
-            total = sum(w * v for v, w in terms.values())
-            self.scaler.scale(total * (self.loss_scale / accum)).backward()
-            for k, (v, w) in list(terms.items()) + [('total', (total, 1.0))]:
-                logged[k] = logged.get(k, 0) + v.detach() / accum
+        logged = self.compute_gradients(ctx, batch)
         for k in self.method.trained: self._reduce_gradients(self.nets[k])
         for o in self.opts: self.scaler.step(o)
         self.scaler.update()

@@ -272,3 +272,17 @@ def test_a_kill_between_the_final_checkpoint_and_result_json_does_not_duplicate_
     assert [h['iter'] for h in again['history']] == [2, 4] and again['miou'] == first['miou']
     evals = [json.loads(l) for l in (tmp_path / 'run' / 'metrics.jsonl').read_text().splitlines()]
     assert [r['iter'] for r in evals if 'miou' in r] == [2, 4]
+
+
+@pytest.mark.parametrize('method', ['cps_cutmix', 'cps'])
+def test_backward_per_term_gives_the_gradients_of_one_backward(data_root, tmp_path, method):
+    grads = {}
+    for mode in ('total', 'per_term'):
+        tr = Trainer(tiny(data_root, method, **{'train.backward': mode, 'train.accum_steps': 2, 'batch_size': 4}),
+                     run_dir=tmp_path / mode, progress=False)
+        logged = tr.compute_gradients(tr.context(), tr.next_batch())
+        grads[mode] = ([p.grad.clone() for n in tr.nets for p in n.parameters() if p.grad is not None], logged)
+    (g1, l1), (g2, l2) = grads['total'], grads['per_term']
+    assert len(g1) == len(g2) > 0   # equal up to summation order: relative to each gradient's scale
+    assert all(float((a - b).abs().max()) <= 1e-5 * float(a.abs().max()) + 1e-9 for a, b in zip(g1, g2))
+    assert set(l1) == set(l2) and all(torch.allclose(l1[k], l2[k]) for k in l1)

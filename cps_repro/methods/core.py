@@ -50,6 +50,14 @@ class StepContext:
     optimizers: dict = field(default_factory=dict)   # extra optimisers: name -> (optimizer, scheduler or None)
     loss_scale: float = 1.0                      # the nominal-lr loss scale (`OptimConfig.resolved`)
     reduce_gradients: Callable = lambda module: None  # mean the gradients of `module` across processes
+    backward_term: Callable | None = None        # set by the engine when `train.backward='per_term'`
+
+    def term(self, value: torch.Tensor, weight: float = 1.0) -> tuple:
+        """The loss term `(value, weight)`. With `train.backward='per_term'` its gradient is back-propagated now and its
+        graph freed, so a method that hands over each term as soon as it is computed (and whose later terms share no
+        graph with it) holds one graph at a time; otherwise nothing happens here."""
+        if self.backward_term is not None: self.backward_term(value, weight)
+        return value, weight
 
     @property
     def hparams(self):

@@ -53,11 +53,12 @@ def cps_cutmix_losses(ctx: StepContext, batch: dict) -> dict:
         t2 = mix(ctx.forward(1, u0), ctx.forward(1, u1), mask)
     x_mix = mix(u0, u1, mask)
     s1, s2 = ctx.forward(0, x_mix), ctx.forward(1, x_mix)
-    cps = cps_loss(s1, s2, target_logits1=t1, target_logits2=t2, ignore_index=ctx.cfg.data.ignore_index)
+    cps = ctx.term(cps_loss(s1, s2, target_logits1=t1, target_logits2=t2, ignore_index=ctx.cfg.data.ignore_index),
+                   cps_weight(ctx))                  # three independent graphs: each can go before the next is built
     xl, y = batch['labeled']['image'], batch['labeled']['label']
-    return {'sup1': (supervised_loss(ctx.forward(0, xl), y, ctx.cfg), 1.0),
-            'sup2': (supervised_loss(ctx.forward(1, xl), y, ctx.cfg), 1.0),
-            'cps': (cps, cps_weight(ctx))}
+    sup1 = ctx.term(supervised_loss(ctx.forward(0, xl), y, ctx.cfg))
+    sup2 = ctx.term(supervised_loss(ctx.forward(1, xl), y, ctx.cfg))
+    return {'sup1': sup1, 'sup2': sup2, 'cps': cps}
 
 CPS_CUTMIX = register_method(Method('cps_cutmix', cps_cutmix_losses, CPSCutMixParams, network_pair,
                                     views=('labeled', 'unlabeled', 'unlabeled2'), nets=('net1', 'net2'), trained=(0, 1),
