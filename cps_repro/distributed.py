@@ -14,7 +14,7 @@ import torch.distributed as dist
 import torch.nn as nn
 
 # %% auto #0
-__all__ = ['DistInfo', 'setup_distributed', 'average_gradients', 'broadcast_parameters']
+__all__ = ['DistInfo', 'setup_distributed', 'average_gradients', 'broadcast_parameters', 'GradientReducer']
 
 # %% ../nbs/08a_distributed.ipynb #c005
 @dataclass
@@ -55,3 +55,48 @@ def average_gradients(model: nn.Module, world_size: int) -> None:
 def broadcast_parameters(model: nn.Module) -> None:
     "Make every process start from rank 0's parameters and buffers."
     for t in list(model.parameters()) + list(model.buffers()): dist.broadcast(t.data, src=0)
+
+# %% ../nbs/08a_distributed.ipynb #c010
+class GradientReducer:
+    "Mean gradients of `modules` across `world_size` processes: bucketed, asynchronous, overlapped with the last backward."
+    def __init__(self, modules, world_size: int, bucket_mb: float = 25.0):
+        self.world = world_size
+        params = [p for m in modules for p in m.parameters() if p.requires_grad]
+        self.buckets, cur, size = [], [], 0
+        for p in reversed(params):
+            cur.append(p); size += p.numel() * p.element_size()
+            if size >= bucket_mb * 2 ** 20: self.buckets.append(cur); cur, size = [], 0
+        if cur: self.buckets.append(cur)
+        self._bucket_of = {id(p): i for i, b in enumerate(self.buckets) for p in b}
+        self._armed, self._left, self._work = False, [], {}
+        self._hooks = [p.register_post_accumulate_grad_hook(self._ready) for p in params] if world_size > 1 else []
+
+    def arm(self) -> None:
+        "Launch each bucket from the gradient hooks of the next backward (call it before the step's last backward)."
+        self._armed, self._left = True, [len(b) for b in self.buckets]
+
+    def _ready(self, p: torch.Tensor) -> None:
+        if not self._armed: return
+        i = self._bucket_of[id(p)]
+        self._left[i] -= 1
+        if self._left[i] == 0: self._launch(i)
+
+    def _launch(self, i: int) -> None:
+        grads = [p.grad for p in self.buckets[i] if p.grad is not None]
+        if not grads: self._work[i] = None; return
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        self._work[i] = (flat, grads, dist.all_reduce(flat, async_op=True))
+
+    def finish(self) -> None:
+        "Launch the buckets not launched yet, wait for all, write the means into the gradients."
+        self._armed = False
+        if self.world <= 1: return
+        for i in range(len(self.buckets)):
+            if i not in self._work: self._launch(i)
+        for i in sorted(self._work):
+            if self._work[i] is None: continue
+            flat, grads, handle = self._work[i]
+            handle.wait(); flat /= self.world
+            offset = 0
+            for g in grads: g.copy_(flat[offset: offset + g.numel()].view_as(g)); offset += g.numel()
+        self._work = {}

@@ -16,7 +16,7 @@ import torch.nn as nn
 from . import __version__
 from .config import ExperimentConfig
 from .loaders import TrainData, build_data as build_loaders
-from .distributed import DistInfo, setup_distributed, average_gradients, broadcast_parameters
+from .distributed import DistInfo, setup_distributed, average_gradients, broadcast_parameters, GradientReducer
 from .runs import (atomic_torch_save, rng_state, set_rng_state, NonFiniteLossError, first_non_finite, git_commit,
                             device_name, json_safe, prepare_run_dir, trim_metrics)
 from .methods import get_method, StepContext, amp_dtype, autocast, micro_batches, model_kwargs
@@ -119,6 +119,8 @@ class Trainer:
         # torch.compile wraps the forward passes only; checkpoints keep the plain modules' state dicts
         self.forward_nets = [torch.compile(n) if t.compile else n for n in self.nets]
         self.opts = [build_optimizer(self.nets[k], cfg) for k in self.method.trained]
+        self.reducer = GradientReducer([self.nets[k] for k in self.method.trained], self.dist.world_size) \
+            if self.dist.distributed else None
         self.scheds = [build_scheduler(o, cfg) for o in self.opts]
         self.amp = amp_dtype(t.amp, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == torch.float16)
@@ -152,7 +154,8 @@ class Trainer:
         forward), the rest after the loss function returns; the gradients equal the total's up to summation order."""
         accum, per_term = self.cfg.train.accum_steps, self.cfg.train.backward == 'per_term'
         logged: dict = {}
-        for micro in micro_batches(batch, accum):
+        micros = micro_batches(batch, accum)
+        for j, micro in enumerate(micros):
             done = set()
             def backward(v, w, retain=False):
                 self.scaler.scale(v * (w * self.loss_scale / accum)).backward(retain_graph=retain); done.add(id(v))
@@ -164,6 +167,7 @@ class Trainer:
                 total = sum(w * v.detach() for v, w in terms.values())
             else:
                 total = sum(w * v for v, w in terms.values())
+                if self.reducer is not None and j == len(micros) - 1: self.reducer.arm()   # overlap the all-reduce
                 self.scaler.scale(total * (self.loss_scale / accum)).backward()
             for k, (v, w) in list(terms.items()) + [('total', (total, 1.0))]:
                 logged[k] = logged.get(k, 0) + v.detach() / accum
@@ -176,7 +180,7 @@ class Trainer:
         for o in self.opts: o.zero_grad(set_to_none=True)
         ctx = self.context()
         logged = self.compute_gradients(ctx, batch)
-        for k in self.method.trained: self._reduce_gradients(self.nets[k])
+        if self.reducer is not None: self.reducer.finish()   # the trained networks' gradients, averaged
         for o in self.opts: self.scaler.step(o)
         self.scaler.update()
         for s in self.scheds: s.step()

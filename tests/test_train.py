@@ -121,23 +121,28 @@ def _free_port():
         s.bind(('127.0.0.1', 0)); return s.getsockname()[1]
 
 
-def _ddp_worker(rank, world, port, cfg_json, out):
+def _ddp_worker(rank, world, port, cfg_json, out, bucket_mb=None):
     os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
     torch.set_num_threads(1)
     from cps_repro.config import ExperimentConfig
     cfg = ExperimentConfig.from_json(cfg_json)
     info = setup_distributed('cpu')
     tr = Trainer(cfg, run_dir=Path(out) / 'ddp', dist_info=info, nets=[PixelNet(1), PixelNet(2)], progress=False)
+    if bucket_mb is not None:   # one bucket per parameter: several asynchronous all-reduces launched from the hooks
+        from cps_repro.distributed import GradientReducer
+        tr.reducer = GradientReducer([tr.nets[k] for k in tr.method.trained], world, bucket_mb=bucket_mb)
+        assert len(tr.reducer.buckets) == 8
     for _ in range(3): tr.step()
     if rank == 0: torch.save([n.state_dict() for n in tr.nets], Path(out) / 'ddp.pt')
     torch.distributed.barrier()                 # no rank tears gloo down while the other still talks to it
     torch.distributed.destroy_process_group()
 
 
-def test_ddp_two_processes_equal_one_process_on_the_combined_batch(data_root, tmp_path):
+@pytest.mark.parametrize('bucket_mb,backward', [(None, 'total'), (1e-6, 'total'), (1e-6, 'per_term')])
+def test_ddp_two_processes_equal_one_process_on_the_combined_batch(data_root, tmp_path, bucket_mb, backward):
     # PixelNet has no batch norm, so splitting the batch over processes changes nothing but the reduction order
-    cfg = tiny(data_root, 'cps', batch_size=4, crop_size=32)
-    torch.multiprocessing.spawn(_ddp_worker, args=(2, _free_port(), cfg.to_json(), str(tmp_path)), nprocs=2, join=True)
+    cfg = tiny(data_root, 'cps', batch_size=4, crop_size=32, **{'train.backward': backward})
+    torch.multiprocessing.spawn(_ddp_worker, args=(2, _free_port(), cfg.to_json(), str(tmp_path), bucket_mb), nprocs=2, join=True)
     single = Trainer(cfg, run_dir=tmp_path / 'single', nets=[PixelNet(1), PixelNet(2)], progress=False)
     for _ in range(3): single.step()
     ddp = torch.load(tmp_path / 'ddp.pt')
