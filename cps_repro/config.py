@@ -266,12 +266,17 @@ def _problems(cfg: ExperimentConfig):
     return [msg for ok, msg in checks if not ok]
 
 def _full_split_problems(cfg: ExperimentConfig) -> list:
-    "Split 'full' exists for Cityscapes only, and names its list files (the official partition lookup has no 'full')."
+    """Split 'full' = every training label. Cityscapes: the headline experiment (official lists, coarse images
+    unlabeled); VOC-layout data: the supervised full-label ceiling of the mini table, on lists the config names."""
     d, t = cfg.data, cfg.train
-    if d.dataset != 'cityscapes':
-        return [(False, f"data.split='full' (every label plus unlabeled coarse train_extra images) exists only for "
-                        f"Cityscapes, not {d.dataset!r}; for {d.dataset} use one of "
-                        f"{', '.join(TRAIN_AUG_SPLITS + (FEW_LABEL_SPLITS if d.dataset == 'voc' else ()))}")]
+    if d.dataset not in ('cityscapes', 'voc'):
+        return [(False, f"data.split='full' exists for Cityscapes and VOC-layout data, not {d.dataset!r}")]
+    if d.dataset == 'voc':
+        return [(d.labeled_list is not None and d.val_list is not None,
+                 "data.split='full' on VOC-layout data (every training image labeled) needs data.labeled_list and "
+                 "data.val_list; the paper's VOC splits are " + ', '.join(TRAIN_AUG_SPLITS + FEW_LABEL_SPLITS)),
+                (t.method == 'supervised' or d.unlabeled_list is not None,
+                 f"data.split='full' on VOC-layout data with method {t.method!r} needs data.unlabeled_list")]
     return [(d.labeled_list is not None and d.val_list is not None,
              "data.split='full' needs data.labeled_list and data.val_list; take a Cityscapes preset with split 'full' "
              "(e.g. preset('cityscapes_cps_hrnet_w48', 'full')), which sets them"),

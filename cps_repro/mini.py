@@ -147,12 +147,8 @@ def mini_job(method: str, split, seed: int, data_root, out_dir, iters: int | Non
     "The run of `method` on `split` ('full' allowed) with `seed`, as `cps-repro train` arguments and config."
     method, split, seed = _method(method), normalize_split(split), _seed(seed)
     sets = ['seed=' + str(seed)] + ([f'iters={int(iters)}'] if iters is not None else []) + list(overrides)
-    if split == 'full':
-        if method != 'supervised': raise ValueError(f"split 'full' (all labels) is the supervised ceiling; method {method!r} has no unlabeled images there")
-        sets.append('data.labeled_list=' + str(Path(data_root) / 'VOCdevkit' / 'VOC2012' / 'ImageSets' / 'Segmentation' / 'train_aug.txt'))
-    train_split = '1_2' if split == 'full' else split
-    cfg = experiment_config(f'mini_{method}', train_split, str(data_root), sets)
-    args = ('train', '--preset', f'mini_{method}', '--split', train_split, '--data-root', str(data_root),
+    cfg = experiment_config(f'mini_{method}', split, str(data_root), sets)   # 'full': the ceiling's own split label
+    args = ('train', '--preset', f'mini_{method}', '--split', split, '--data-root', str(data_root),
             '--run-dir', str(Path(out_dir) / cfg.run_id), '--no-progress', '--set', *sets)   # the directory we read back
     return MiniJob(method, split, seed, args, cfg, str(out_dir))
 

@@ -124,7 +124,7 @@ MINI_DEVIATIONS = {
     'augmentation': 'flip only (scale 1.0): the images are the crop size',
     'cutmix': 'half-image mask (one random half from the second batch) instead of 3 boxes: box masks do not beat supervised at 32 px',
     'evaluation': 'whole image at 32 px; mIoU of network 1 over all 5 classes',
-    'full-label ceiling': "the 'full' split trains supervised on every train_aug image (data.labeled_list = train_aug.txt); "
+    'full-label ceiling': "split 'full' trains supervised on every train_aug image (data.labeled_list = train_aug.txt); "
                           'the paper has no such row',
 }
 
@@ -132,8 +132,12 @@ def mini_preset(method: str, split) -> ExperimentConfig:
     "The CPU mini recipe for `method` and `split` (used by the `mini_*` presets); its backbone: the packaged `MINI_WEIGHTS`, by reference."
     if method not in PAPER_METHODS: raise ValueError(f"Unknown method {method!r} for the mini recipe; use one of {PAPER_METHODS}")
     split = normalize_split(split)
+    if split == FULL_SPLIT and method != 'supervised':
+        raise ValueError(f"split 'full' (all labels) is the supervised ceiling; method {method!r} has no unlabeled images there")
+    sets = 'VOCdevkit/VOC2012/ImageSets/Segmentation/'    # relative lists resolve against the data root
+    lists = dict(labeled_list=sets + 'train_aug.txt', val_list=sets + 'val.txt') if split == FULL_SPLIT else {}
     data = DataConfig(dataset='voc', root='data/mini', split=split, num_classes=5, crop_size=MINI_SIZE,
-                      scales=(1.0,), workers=0)
+                      scales=(1.0,), workers=0, **lists)
     optim = OptimConfig(lr=0.02, weight_decay=1e-4, nominal_lr=0.02, nominal_weight_decay=1e-4, gpus_official=1)
     hparams = {'cps': method_params('cps', weight=1.5),
                'cps_cutmix': method_params('cps_cutmix', weight=1.0, mask='half')}.get(method) or method_params(method)

@@ -59,7 +59,7 @@ def test_full_is_refused_for_voc_with_the_valid_splits():
     with pytest.raises(ValueError, match='only for Cityscapes') as e:
         preset('voc_cps', 'full')
     assert '732' in str(e.value)
-    with pytest.raises(ValueError, match='only for Cityscapes'):
+    with pytest.raises(ValueError, match='needs data.labeled_list'):
         apply_overrides(preset('voc_supervised', '1_8'), ['split=full'])
     with pytest.raises(ValueError, match='only for Cityscapes'):
         official_iters('voc', 'full')
