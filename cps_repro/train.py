@@ -100,8 +100,9 @@ def _to_device(batch: dict | None, device, channels_last: bool = False):
         out[k] = v
     return out
 
+# %% ../nbs/08_train.ipynb #t004
 class Trainer:
-    "Train `cfg` in `out_dir/<run_id>` (or `run_dir`), resuming from its checkpoint when there is one."
+    "The trainer, part 1: setup and one iteration (parts 2-4 add logging and evaluation, checkpoints, the run)."
     def __init__(self, cfg: ExperimentConfig, out_dir='results', run_dir=None, device=None, progress=True,
                  data=None, nets=None, dist_info: DistInfo | None = None):
         self.cfg = cfg.validate()
@@ -195,50 +196,9 @@ class Trainer:
         "The current learning rate of the first optimiser."
         return self.opts[0].param_groups[0]['lr']
 
-    # ---- state ---------------------------------------------------------------------------------------
-    def state_dict(self) -> dict:
-        "Everything the rest of the run depends on (see *Checkpoints* in chapter `08b_runs`)."
-        d = self.data
-        streams = {k: s.state_dict() for k, s in (('labeled', d.labeled), ('unlabeled', d.unlabeled), ('unlabeled2', d.unlabeled2)) if s is not None}
-        return {'iteration': self.it, 'nets': [n.state_dict() for n in self.nets],
-                'optimizers': [o.state_dict() for o in self.opts], 'schedulers': [s.state_dict() for s in self.scheds],
-                'extra_optimizers': {k: (o.state_dict(), s.state_dict() if s is not None else None)
-                                     for k, (o, s) in self.extra_opts.items()},
-                'scaler': self.scaler.state_dict(), 'rng': rng_state(), 'cutmix_generator': self.cutmix_gen.get_state(),
-                'streams': streams, 'history': self.history, 'wall_seconds': self.wall,
-                'config': self.cfg.to_dict(), 'package_version': __version__}
-
-    def load_state_dict(self, s: dict) -> None:
-        "Restore a `state_dict`: networks, optimisers, schedulers, scaler, generators, stream positions, history."
-        self.it = s['iteration']
-        for n, sd in zip(self.nets, s['nets']): n.load_state_dict(sd)
-        for o, sd in zip(self.opts, s['optimizers']): o.load_state_dict(sd)
-        for sch, sd in zip(self.scheds, s['schedulers']): sch.load_state_dict(sd)
-        for k, (o, sch) in self.extra_opts.items():
-            osd, ssd = s['extra_optimizers'][k]
-            o.load_state_dict(osd)
-            if sch is not None: sch.load_state_dict(ssd)
-        self.scaler.load_state_dict(s['scaler']); set_rng_state(s['rng']); self.cutmix_gen.set_state(s['cutmix_generator'])
-        d = self.data
-        for k, stream in (('labeled', d.labeled), ('unlabeled', d.unlabeled), ('unlabeled2', d.unlabeled2)):
-            if stream is not None and k in s['streams']: stream.load_state_dict(s['streams'][k])
-        self.history, self.wall = s['history'], s['wall_seconds']
-
-    @property
-    def checkpoint_path(self) -> Path: return self.run_dir / 'checkpoint.pt'
-
-    def save_checkpoint(self) -> None:
-        "Check the pending losses, then write the checkpoint atomically (rank 0) and wait for every process."
-        self.check_finite()
-        if self.dist.is_main: atomic_torch_save(self.state_dict(), self.checkpoint_path)
-        if self.dist.distributed: dist.barrier()
-
-    def resume(self) -> bool:
-        "Load the run directory's checkpoint if there is one; True when resumed."
-        if not self.checkpoint_path.exists(): return False
-        self.load_state_dict(torch.load(self.checkpoint_path, map_location='cpu', weights_only=False))
-        return True
-
+# %% ../nbs/08_train.ipynb #t010
+class Trainer(Trainer):
+    "The trainer, part 2: logging, guards and evaluation."
     # ---- logging, guards, evaluation -----------------------------------------------------------------
     def check_finite(self) -> None:
         "Raise `NonFiniteLossError` naming the iteration, the term and the last good checkpoint if a pending loss is not finite."
@@ -310,6 +270,56 @@ class Trainer:
                     if k != 'iter': writer.add_scalar(f'val/{k}', v, self.it)
         return res
 
+# %% ../nbs/08_train.ipynb #t007
+class Trainer(Trainer):
+    "The trainer, part 3: checkpoints and resume."
+    # ---- state ---------------------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        "Everything the rest of the run depends on (see *Checkpoints* in chapter `08b_runs`)."
+        d = self.data
+        streams = {k: s.state_dict() for k, s in (('labeled', d.labeled), ('unlabeled', d.unlabeled), ('unlabeled2', d.unlabeled2)) if s is not None}
+        return {'iteration': self.it, 'nets': [n.state_dict() for n in self.nets],
+                'optimizers': [o.state_dict() for o in self.opts], 'schedulers': [s.state_dict() for s in self.scheds],
+                'extra_optimizers': {k: (o.state_dict(), s.state_dict() if s is not None else None)
+                                     for k, (o, s) in self.extra_opts.items()},
+                'scaler': self.scaler.state_dict(), 'rng': rng_state(), 'cutmix_generator': self.cutmix_gen.get_state(),
+                'streams': streams, 'history': self.history, 'wall_seconds': self.wall,
+                'config': self.cfg.to_dict(), 'package_version': __version__}
+
+    def load_state_dict(self, s: dict) -> None:
+        "Restore a `state_dict`: networks, optimisers, schedulers, scaler, generators, stream positions, history."
+        self.it = s['iteration']
+        for n, sd in zip(self.nets, s['nets']): n.load_state_dict(sd)
+        for o, sd in zip(self.opts, s['optimizers']): o.load_state_dict(sd)
+        for sch, sd in zip(self.scheds, s['schedulers']): sch.load_state_dict(sd)
+        for k, (o, sch) in self.extra_opts.items():
+            osd, ssd = s['extra_optimizers'][k]
+            o.load_state_dict(osd)
+            if sch is not None: sch.load_state_dict(ssd)
+        self.scaler.load_state_dict(s['scaler']); set_rng_state(s['rng']); self.cutmix_gen.set_state(s['cutmix_generator'])
+        d = self.data
+        for k, stream in (('labeled', d.labeled), ('unlabeled', d.unlabeled), ('unlabeled2', d.unlabeled2)):
+            if stream is not None and k in s['streams']: stream.load_state_dict(s['streams'][k])
+        self.history, self.wall = s['history'], s['wall_seconds']
+
+    @property
+    def checkpoint_path(self) -> Path: return self.run_dir / 'checkpoint.pt'
+
+    def save_checkpoint(self) -> None:
+        "Check the pending losses, then write the checkpoint atomically (rank 0) and wait for every process."
+        self.check_finite()
+        if self.dist.is_main: atomic_torch_save(self.state_dict(), self.checkpoint_path)
+        if self.dist.distributed: dist.barrier()
+
+    def resume(self) -> bool:
+        "Load the run directory's checkpoint if there is one; True when resumed."
+        if not self.checkpoint_path.exists(): return False
+        self.load_state_dict(torch.load(self.checkpoint_path, map_location='cpu', weights_only=False))
+        return True
+
+# %% ../nbs/08_train.ipynb #t013
+class Trainer(Trainer):
+    "Train `cfg` in `out_dir/<run_id>` (or `run_dir`), resuming from its checkpoint when there is one."
     # ---- the run ---------------------------------------------------------------------------------------
     def fit(self) -> dict:
         "Train to `cfg.train.iters` (resuming when possible), evaluate, write and return `result.json`."
