@@ -242,14 +242,7 @@ def _section_from_dict(cls, d: dict):
 
 def _problems(cfg: ExperimentConfig):
     d, m, t, e = cfg.data, cfg.model, cfg.train, cfg.eval
-    try: cls = params_class(t.method)
-    except ValueError as err: return [str(err)]
-    if not isinstance(cfg.hparams, cls):
-        return [f"hparams is a {type(cfg.hparams).__name__}, but method {t.method!r} takes {cls.__name__} "
-                f"(build the config with hparams=method_params({t.method!r}, ...))"]
-    checks = [(False, p) for sec in ('data', 'model', 'optim', 'train', 'eval', 'hparams')
-              for p in field_problems(getattr(cfg, sec), sec)]
-    checks += [(False, f"hparams: {p}") for p in (cfg.hparams.problems() if hasattr(cfg.hparams, 'problems') else [])]
+    checks = [(False, p) for sec in ('data', 'model', 'optim', 'train', 'eval') for p in field_problems(getattr(cfg, sec), sec)]
     checks += [
         (t.accum_steps >= 1 and t.batch_size % t.accum_steps == 0 and t.unlabeled_batch_size % t.accum_steps == 0,
          f"train.accum_steps={t.accum_steps} must divide batch_size={t.batch_size} and unlabeled_batch_size={t.unlabeled_batch_size}"),
@@ -263,7 +256,16 @@ def _problems(cfg: ExperimentConfig):
     if d.split == FULL_SPLIT: checks += _full_split_problems(cfg)
     if m.backbone == 'hrnet_w48' and m.output_stride != 16:
         checks.append((False, f"model.output_stride={m.output_stride}: hrnet_w48 has no output-stride option; keep 16"))
-    return [msg for ok, msg in checks if not ok]
+    return [msg for ok, msg in checks if not ok] + _method_problems(cfg)
+
+def _method_problems(cfg: ExperimentConfig) -> list:
+    "The method is registered and `hparams` is its dataclass, within its declared ranges."
+    try: cls = params_class(cfg.train.method)
+    except ValueError as err: return [str(err)]
+    if not isinstance(cfg.hparams, cls):
+        return [f"hparams is a {type(cfg.hparams).__name__}, but method {cfg.train.method!r} takes {cls.__name__} "
+                f"(build the config with hparams=method_params({cfg.train.method!r}, ...))"]
+    return field_problems(cfg.hparams, 'hparams') + [f"hparams: {p}" for p in getattr(cfg.hparams, 'problems', lambda: [])()]
 
 def _full_split_problems(cfg: ExperimentConfig) -> list:
     """Split 'full' = every training label. Cityscapes: the headline experiment (official lists, coarse images

@@ -55,7 +55,7 @@ def test_exp_cityscapes_runs_on_a_generated_cityscapes_folder(city_root, tmp_pat
 def test_exp_voc_few_uses_all_train_aug_as_unlabeled(voc_root, tmp_path):
     _run('exp_voc_few', tmp_path, data_root=str(voc_root), out_dir=str(tmp_path / 'results'), split=732, **TINY)
     (r,) = _results(tmp_path / 'results')
-    assert r['split'] == '732' and r['n_unlabeled'] == 48 and r['config']['train']['cps_weight'] == 0.1
+    assert r['split'] == '732' and r['n_unlabeled'] == 48 and r['config']['hparams']['weight'] == 0.1
 
 
 def test_exp_self_training_runs_both_stages_and_cps(voc_root, tmp_path):
