@@ -47,3 +47,36 @@ def test_preset_registry():
     assert 'mini_cps' in list_presets() and 'voc_cct_resnet101' in list_presets()
     with pytest.raises(ValueError, match='exists already'): register_preset('voc_cps', lambda split: None)
     with pytest.raises(ValueError, match='Unknown preset'): preset('voc_fixmatch')
+
+
+_HALF = """
+import sys
+from cps_repro.presets import experiment_config
+from cps_repro.train import Trainer
+from cps_repro.runs import prepare_run_dir
+cfg = experiment_config('mini_cps', '1_4', sys.argv[1], ['iters=4', 'batch_size=2', 'eval_every=4', 'checkpoint_every=2',
+                                                         'workers=0', 'eval.save_predictions=0'])
+tr = Trainer(cfg, run_dir=sys.argv[2], progress=False)
+if sys.argv[3] == 'half':
+    prepare_run_dir(tr.run_dir, cfg)
+    for _ in range(2): tr.step()
+    tr.save_checkpoint()
+else:
+    r = tr.fit(); print(r['run_id'], r['iters'], open(sys.argv[2] + '/metrics.jsonl').read().count('loss/total'))
+"""
+
+
+def test_a_run_started_in_one_copy_resumes_in_the_other(tmp_path):
+    from cps_repro.synthetic import synthesize
+    synthesize(tmp_path / 'data', layout='voc', n=32, n_val=4, seed=0, size=32, progress=False)
+    for k in ('a', 'b'): shutil.copytree(REPO / 'cps_repro', tmp_path / k / 'cps_repro', ignore=shutil.ignore_patterns('__pycache__'))
+    run = str(tmp_path / 'run')
+    def go(copy, what):
+        env = {'PYTHONPATH': str(tmp_path / copy), 'PATH': '/usr/bin:/bin', 'OMP_NUM_THREADS': '1', 'IN_TEST': '1'}
+        out = subprocess.run([sys.executable, '-c', _HALF, str(tmp_path / 'data'), run, what], cwd=tmp_path / copy, env=env,
+                             capture_output=True, text=True)
+        assert out.returncode == 0, out.stderr[-3000:]
+        return out.stdout
+    go('a', 'half')
+    out = go('b', 'resume')
+    assert 'from iteration 2' in out and out.split()[-2] == '4'   # iterations 1-2 in copy a, 3-4 resumed by copy b
