@@ -433,15 +433,11 @@ def _chunks(batch: dict | None, n: int) -> list:
     step = size // n
     return [{k: v[i * step:(i + 1) * step] for k, v in batch.items()} for i in range(n)]
 
-def _to_device(batch: dict | None, device, channels_last: bool = False):
-    if batch is None: return None
-    out = {}
-    for k, v in batch.items():
-        if torch.is_tensor(v):
-            v = v.to(device, non_blocking=True)
-            if channels_last and v.dim() == 4: v = v.contiguous(memory_format=torch.channels_last)
-        out[k] = v
-    return out
+from .data import IMAGENET_MEAN, IMAGENET_STD, to_device
+
+def _to_device(batch: dict | None, device, channels_last: bool = False, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+    "A loader batch on `device` via `data.to_device`: uint8 images normalised there with `mean` / `std`, labels int64."
+    return None if batch is None else to_device(batch, device, mean, std, channels_last)
 
 class Trainer:
     "Train `cfg` in `out_dir/<run_id>` (or `run_dir`), resuming from its checkpoint when there is one."
