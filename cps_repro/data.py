@@ -425,18 +425,13 @@ def to_device(batch: dict, device, mean=IMAGENET_MEAN, std=IMAGENET_STD, channel
         v = v.to(device, non_blocking=True)
         if k == 'image' and v.dtype == torch.uint8:
             v = normalize(v, mean, std)
-            if valid is not None and _has_padding(valid, v.shape[-2:]):
+            if valid is not None:             # no host read: the padding test runs on the device, as a mask
                 v = v.masked_fill(~_valid_mask(valid.to(device, non_blocking=True), v.shape[-2:]), 0.0)
         elif k == 'label' and v.dtype == torch.uint8: v = v.long()
         if channels_last and v.dim() == 4 and v.is_floating_point(): v = v.contiguous(memory_format=torch.channels_last)
         out[k] = v
     out.pop('valid', None)
     return out
-
-def _has_padding(valid: torch.Tensor, size) -> bool:
-    "Whether any crop of `valid` ([4] or [B, 4], on the CPU: no device sync) leaves pixels of `size` uncovered."
-    full = torch.tensor([0, size[0], 0, size[1]], dtype=valid.dtype)
-    return not bool((valid.reshape(-1, 4).cpu() == full).all())
 
 def _valid_mask(valid: torch.Tensor, size) -> torch.Tensor:
     "Boolean mask [B, 1, H, W] (or [1, H, W] for one item) of the pixels inside `valid`."
