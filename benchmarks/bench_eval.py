@@ -49,7 +49,7 @@ def main(argv=None) -> int:
     a.clock = a.clock or ('wall' if device.type == 'cuda' else 'cpu')
     torch.set_num_threads(a.threads or (1 if device.type == 'cpu' else torch.get_num_threads()))
     h, w = (int(x) for x in a.image.lower().split('x'))
-    os_ = a.output_stride or (4 if a.backbone == 'small_resnet' else 16)
+    os_ = a.output_stride or (4 if a.backbone.startswith('small_resnet') else 16)
     model = deeplabv3plus(a.backbone, a.num_classes, os_).to(device).eval()
     mem = torch.channels_last if a.channels_last else torch.contiguous_format
     model = model.to(memory_format=mem)

@@ -154,7 +154,7 @@ def bench_config(method: str, backbone: str, crop: int, batch_l: int, batch_u: i
     from cps_repro.config import ExperimentConfig, apply_overrides
     cfg = apply_overrides(ExperimentConfig(name=f'bench_{method}'), {'train.sup_loss': sup_loss,
         'train.method': method, 'model.backbone': backbone,
-        'model.output_stride': output_stride or (4 if backbone == 'small_resnet' else 16), 'model.pretrained': None,
+        'model.output_stride': output_stride or (4 if backbone.startswith('small_resnet') else 16), 'model.pretrained': None,
         'data.crop_size': crop, 'eval.crop_size': crop, 'data.num_classes': num_classes, 'data.workers': 0,
         'train.batch_size': batch_l, 'train.unlabeled_batch_size': batch_u, 'train.amp': amp,
         'train.channels_last': channels_last, 'train.compile': compile, 'train.cutmix_mask': cutmix_mask, 'train.seed': seed,

@@ -158,7 +158,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     p.add_argument('--backbone', default='resnet101')
     p.add_argument('--crop', type=int, default=512)
-    p.add_argument('--batch', type=int, default=8, help='B_l = B_u per process (the paper: 8 + 8 in total, over its GPUs)')
+    p.add_argument('--batch', type=int, default=None, help='B_l = B_u per process (default 8, --tiny 2; the paper: 8 + 8 in total, over its GPUs)')
     p.add_argument('--batch-l', type=int); p.add_argument('--batch-u', type=int)
     p.add_argument('--accum', default='1', help='comma-separated accumulation steps (micro-batch = batch / accum)')
     p.add_argument('--num-classes', type=int, default=21)
@@ -170,7 +170,8 @@ def main(argv=None) -> int:
     p.add_argument('--json', default=None)
     p.add_argument('--tiny', action='store_true')
     a = p.parse_args(argv)
-    if a.tiny: a.backbone, a.crop, a.batch = 'small_resnet', 32, 2
+    if a.tiny: a.backbone, a.crop = 'small_resnet', 32
+    a.batch = a.batch or (2 if a.tiny else 8)
     bl, bu = a.batch_l or a.batch, a.batch_u or a.batch
     torch.set_num_threads(1)
     rows, traces = [], {}

@@ -113,12 +113,12 @@ cat "$WORK/commit.txt"
 if [ $DRY = 1 ]; then
   DEV=cpu
   STEP=(--tiny --variants fp32+strict,bf16+cl,bf16+cl+cudnn --methods cps_cutmix --steps 2 --warmup 1)
-  COMP=(--tiny --variants bf16+cl+cudnn+compile --steps 1 --warmup 1)
+  COMP=(--tiny --variants bf16+cl+cudnn+compile --methods cps_cutmix --no-refs --steps 1 --warmup 1)
   EVAL=(--tiny --precision bf16 --channels-last --window-batch 4)
   DATA=(--tiny --pin-if-cuda)
   FLOPS=(--tiny); EST=(--tiny --methods cps_cutmix --precisions bf16)
   SYN=(--n 16 --n-val 2 --size 64)
-  E2E=(model.backbone=small_resnet model.output_stride=8 crop_size=64 eval.crop_size=64 batch_size=2 unlabeled_batch_size=2
+  E2E=(model.backbone=small_resnet model.output_stride=8 crop_size=64 eval.crop_size=64 batch_size=2 train.unlabeled_batch_size=2
        workers=1 amp=bf16 channels_last=true compile=false)
   E2E_ITERS=(4 6); LIM=(30 60 120 200 40 60)
 else

@@ -38,7 +38,8 @@ def _fmt(x, f='{:.2f}'): return '—' if x is None else f.format(x)
 def summarize(folder: Path) -> tuple[str, dict]:
     step, comp = _load(folder / 'step.json'), _load(folder / 'step_compile.json')
     lines, s = [], {}
-    m = (step or comp or {}).get('machine', {})
+    m = next((r['machine'] for r in (step, comp, _load(folder / 'eval.json'), _load(folder / 'data.json'), _load(folder / 'flops.json'))
+              if r and r.get('machine')), {})
     lines += [f"# GPU check, {m.get('date', '?')}", '',
               f"Device: {m.get('gpu', m.get('device', '?'))} ({m.get('gpu_memory_gib', '?')} GiB); torch {m.get('torch', '?')}, "
               f"CUDA {m.get('cuda', '?')}, cuDNN {m.get('cudnn', '?')}; CPU {m.get('cpu', '?')} x{m.get('cpu_count', '?')}; "
