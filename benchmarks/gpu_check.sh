@@ -113,7 +113,7 @@ cat "$WORK/commit.txt"
 if [ $DRY = 1 ]; then
   DEV=cpu
   STEP=(--tiny --variants fp32+strict,bf16+cl,bf16+cl+cudnn --methods cps_cutmix --steps 2 --warmup 1)
-  COMP=(--tiny --variants bf16+cl+cudnn+compile --methods cps_cutmix --no-refs --steps 1 --warmup 1)
+  COMP=(--tiny --variants fp32+cl+compile --methods cps_cutmix --no-refs --steps 1 --warmup 1)
   EVAL=(--tiny --precision bf16 --channels-last --window-batch 4)
   DATA=(--tiny --pin-if-cuda)
   FLOPS=(--tiny); EST=(--tiny --methods cps_cutmix --precisions bf16)

@@ -92,7 +92,7 @@ def summarize(folder: Path) -> tuple[str, dict]:
                 peak = peaks.get('h200_bf16', 989.0) if v.startswith(('bf16', 'fp16')) else peaks.get('h200_fp32', 67.0)
                 mfu = per['cps_cutmix'] / t / peak
                 s.setdefault('mfu', {})[v] = mfu
-                mfu_lines.append(f"- {v}: {per['cps_cutmix']:.2f} TFLOP per CPS+CutMix step in {t * 1000:.0f} ms = "
+                mfu_lines.append(f"- {v}: {per['cps_cutmix']:.3g} TFLOP per CPS+CutMix step in {t * 1000:.0f} ms = "
                                  f"{per['cps_cutmix'] / t:.0f} TFLOP/s, MFU {mfu:.1%} of {peak:.0f} TFLOP/s; "
                                  f"{CUTMIX_IMAGES * rs['batch_l'] / t:.0f} img/s")
         if mfu_lines: lines += ['## MFU (counted FLOPs, H200 dense peak)', ''] + mfu_lines + ['']
