@@ -126,7 +126,7 @@ else
   P=(--backbone resnet101 --crop 512 --batch 8)
   STEP=("${P[@]}" --variants fp32+strict,bf16+cl,bf16+cl+cudnn --methods cps,cps_cutmix --steps 6 --warmup 2 --deadline 60)
   COMP=("${P[@]}" --variants bf16+cl+cudnn+compile --methods cps_cutmix --no-refs --steps 6 --warmup 2 --deadline 80)
-  EVAL=(--backbone resnet101 --image 1024x2048 --crop 800 --precision bf16 --channels-last --window-batch 4 --images 4)
+  EVAL=(--backbone resnet101 --image 1024x2048 --crop 800 --precision bf16 --channels-last --window-batch 1,4 --images 4)
   DATA=(--n-images 64 --gen-processes 8 --workers 1,8 --seconds 5 --items 20 --pin-if-cuda)
   FLOPS=(--backbones resnet50,resnet101 --crop 512 --batch 8); EST=(--accum 1,2 --precisions fp32,bf16)
   SYN=(--n 48 --n-val 8 --size 500)
