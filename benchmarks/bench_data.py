@@ -33,7 +33,8 @@ from common import describe, machine_info, table, write_json
 
 def _write_one(job) -> str:
     from PIL import Image
-    from cps_repro.synthetic import SynthConfig, render_scene, scene_seed, voc_palette
+    from cps_repro.evaluate import voc_palette
+    from cps_repro.synthetic import SynthConfig, render_scene, scene_seed
     root, i, seed, w, h, quality = job
     img, mask, _ = render_scene(scene_seed(seed, i), SynthConfig(size=max(w, h)))
     img, mask = img[:h, :w], mask[:h, :w]
