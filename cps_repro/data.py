@@ -485,6 +485,27 @@ class SegmentationDataset(Dataset):
     @property
     def ids(self) -> list[str]: return [s.id for s in self.samples]
 
+    def check_masks(self, progress: bool = False) -> list[Path]:
+        """Decode every mask once (not the images), check its values, remember the masks as checked (DataLoader
+        workers created afterwards inherit this, so they skip the check) and warn, once for the whole dataset,
+        about ignore-only masks: which files, and loudly when *every* mask is ignore-only (training would see loss 0).
+        Returns the ignore-only mask files. For training-data building; `cps-repro data check` checks everything."""
+        if not self.labeled: return []
+        ignored = []
+        for i, s in enumerate(tqdm(self.samples, desc='checking masks', unit='mask', disable=not progress, file=sys.stderr)):
+            mask = torch.from_numpy(_mask_array(s.label))
+            check_mask_values(mask, s.label, self.num_classes, self.ignore_index)
+            if is_all_ignore(mask, self.ignore_index): ignored.append(s.label)
+            self._checked.add(i)
+        if ignored and len(ignored) == len(self.samples):
+            warnings.warn(f"every one of the {len(ignored)} masks of this dataset (e.g. {ignored[0]}) is ignore-only "
+                          f"({self.ignore_index} everywhere): the supervised loss will be 0. To fix: check the masks and the "
+                          f"list (`cps-repro data check` lists every such file)", stacklevel=2)
+        elif ignored:
+            warnings.warn(f"{len(ignored)} of {len(self.samples)} masks are ignore-only ({self.ignore_index} everywhere) and "
+                          f"train nothing: {', '.join(map(str, ignored[:3]))}{' ...' if len(ignored) > 3 else ''}", stacklevel=2)
+        return ignored
+
     def __getitem__(self, key) -> dict:
         index, sample_seed = (key if isinstance(key, tuple) else (key, key))
         index = int(index)

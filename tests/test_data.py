@@ -687,3 +687,24 @@ def test_all_ignore_mask_warns_in_training_and_fails_data_check(voc, capsys):
 
 def read_ids(root, name):
     return (_vdir(root) / 'ImageSets' / 'Segmentation' / f'{name}.txt').read_text().split()
+
+
+def test_check_masks_at_data_building_warns_once_and_marks_masks_checked(voc, monkeypatch):
+    import cps_repro.data as data_mod
+    root, ids = voc
+    ds = SegmentationDataset(voc_samples(root, 'train_aug'), TrainTransform(16), 21)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        assert ds.check_masks() == [] and ds._checked == set(range(len(ds)))
+    monkeypatch.setattr(data_mod, 'check_mask_values', lambda *a, **k: pytest.fail('checked twice'))
+    ds[(0, 1)]; ds[(1, 2)]                                           # the workers' view: no second check
+    for i in ids: _palette_png(_vdir(root) / 'SegmentationClassAug' / f'{i}.png', np.full((24, 32), 255, np.uint8))
+    monkeypatch.undo()
+    all_ignored = SegmentationDataset(voc_samples(root, 'train_aug'), TrainTransform(16), 21)
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter('always')
+        assert len(all_ignored.check_masks()) == len(all_ignored)
+    assert len(w) == 1 and 'every one of the' in str(w[0].message) and 'loss will be 0' in str(w[0].message)
+    with pytest.raises(DataError, match=r'\[21\]'):
+        _palette_png(_vdir(root) / 'SegmentationClassAug' / f'{ids[0]}.png', np.full((24, 32), 21, np.uint8))
+        SegmentationDataset(voc_samples(root, ids=ids[:1]), TrainTransform(16), 21).check_masks()
