@@ -426,7 +426,7 @@ def to_device(batch: dict, device, mean=IMAGENET_MEAN, std=IMAGENET_STD, channel
         if k == 'image' and v.dtype == torch.uint8:
             v = normalize(v, mean, std)
             if valid is not None:             # no host read: the padding test runs on the device, as a mask
-                v = v.masked_fill(~_valid_mask(valid.to(device, non_blocking=True), v.shape[-2:]), 0.0)
+                v.masked_fill_(~_valid_mask(valid.to(device, non_blocking=True), v.shape[-2:]), 0.0)   # v is new: in place
         elif k == 'label' and v.dtype == torch.uint8: v = v.long()
         if channels_last and v.dim() == 4 and v.is_floating_point(): v = v.contiguous(memory_format=torch.channels_last)
         out[k] = v
