@@ -120,7 +120,7 @@ if [ $DRY = 1 ]; then
   SYN=(--n 16 --n-val 2 --size 64)
   E2E=(model.backbone=small_resnet model.output_stride=8 crop_size=64 eval.crop_size=64 batch_size=2 train.unlabeled_batch_size=2
        workers=1 amp=bf16 channels_last=true compile=false)
-  E2E_ITERS=(4 6); LIM=(30 60 120 200 40 60)
+  E2E_ITERS=(4 8); LIM=(30 60 120 200 40 60)
 else
   DEV=cuda
   P=(--backbone resnet101 --crop 512 --batch 8)
@@ -191,18 +191,26 @@ E2E_SCRIPT='
 set -u
 WORK=$1; PY=$2; N1=$3; N2=$4; shift 4
 set -m                                         # the first run gets its own process group, killed as a whole
-pid=""; trap '"'"'[ -n "$pid" ] && kill -KILL -- -$pid 2>/dev/null; exit 143'"'"' TERM INT
+pid=""; stop() { [ -n "$pid" ] && { kill -KILL $(pgrep -P $pid 2>/dev/null) 2>/dev/null; kill -KILL -- -$pid 2>/dev/null; }; }
+trap '"'"'stop; exit 143'"'"' TERM INT
 RUN="$WORK/e2e_run"; CMD=("$PY" -m torch.distributed.run --standalone --nproc_per_node=1 -m cps_repro.cli train
   --preset voc_cps_cutmix_resnet101 --data-root "$WORK/synth" --run-dir "$RUN" --no-progress
   --set pretrained=none iters=$N2 checkpoint_every=$N1 eval_every=100000 log_every=1 "$@")
 echo "${CMD[*]}" > "$WORK/e2e_command.txt"
 t0=$(date +%s)
 "${CMD[@]}" > "$WORK/e2e_part1.log" 2>&1 & pid=$!
-while kill -0 $pid 2>/dev/null && [ ! -f "$RUN/checkpoint.pt" ]; do sleep 0.5; done
+while kill -0 $pid 2>/dev/null && [ ! -f "$RUN/checkpoint.pt" ]; do sleep 0.05; done
+# torchrun starts its worker in a session of its own: freeze and kill the worker first (by its parent pid), at once,
+# so that the run cannot reach its end; then torchrun
+W=$(pgrep -P $pid 2>/dev/null || ps -o pid= --ppid $pid 2>/dev/null)
+[ -n "$W" ] && kill -STOP $W 2>/dev/null
 t1=$(date +%s)
-kill -TERM -- -$pid 2>/dev/null; sleep 2; kill -KILL -- -$pid 2>/dev/null; wait $pid 2>/dev/null; pid=""
+[ -n "$W" ] && kill -KILL $W 2>/dev/null
+kill -TERM -- -$pid 2>/dev/null; sleep 1; kill -KILL -- -$pid 2>/dev/null; wait $pid 2>/dev/null; pid=""
+[ -f "$RUN/result.json" ] && echo "part 1 finished before it was stopped: no resume to test (see e2e_part1.log)"
 [ -f "$RUN/checkpoint.pt" ] || { echo "no checkpoint written (see e2e_part1.log)"; tail -n 20 "$WORK/e2e_part1.log"; exit 1; }
-"${CMD[@]}" > "$WORK/e2e_part2.log" 2>&1; rc=$?
+"${CMD[@]}" > "$WORK/e2e_part2.log" 2>&1 & pid=$!
+wait $pid; rc=$?; pid=""
 t2=$(date +%s)
 echo "part 1 (to the checkpoint) $((t1 - t0)) s, part 2 (resume to $N2, evaluate) $((t2 - t1)) s, rc $rc"
 "$PY" - "$RUN" "$WORK" "$N1" "$N2" "$t0" "$t1" "$t2" "$rc" <<PYEOF
