@@ -71,10 +71,12 @@ def summarize(folder: Path) -> tuple[str, dict]:
     targets = []
     for rep, name in ((step, 'step.json'), (comp, 'step_compile.json')):
         if not rep: continue
-        base = rep['settings']['baseline']
+        base, ref = rep['settings']['baseline'], rep
+        if rep is comp and step and len(comp['settings']['variants']) == 1:   # the one compiled variant: against step.json's baseline
+            base, ref = step['settings']['baseline'], step
         for v in rep['settings']['variants']:
-            if v == base: continue
-            b, t = _median(rep, base, 'cps_cutmix'), _median(rep, v, 'cps_cutmix')
+            if v == base and ref is rep: continue
+            b, t = _median(ref, base, 'cps_cutmix'), _median(rep, v, 'cps_cutmix')
             if b and t: targets.append((f"speed-up of {v} over {base}, CPS+CutMix ({name})", b / t, '>= 2.5', b / t >= 2.5))
     # MFU against counted FLOPs (count_flops.py), for the CPS+CutMix step of every variant
     if flops:
