@@ -117,6 +117,14 @@ def audit(method: str, variant: str, a, device: torch.device) -> dict:
             out['cuda_sync_warnings'] = dict(sites)
     return out
 
+def check_pseudo_labels(device='cpu') -> bool:
+    "argmax(1) and max(1).indices (what `losses.pseudo_labels` uses) agree on bf16-rounded logits with forced ties and a NaN, on `device`."
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4, 21, 33, 47, generator=g).bfloat16().float()
+    x[:, 3] = x[:, 7]; x[0, 2, 0, 0] = float('nan')
+    x = x.to(device)
+    return bool(torch.equal(x.argmax(1), x.max(1).indices))
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     p.add_argument('--device', default='cuda' if torch.cuda.is_available() else 'cpu')
@@ -139,7 +147,6 @@ def main(argv=None) -> int:
     torch.set_num_threads(a.threads or (1 if device.type == 'cpu' else torch.get_num_threads()))
     out = dict(kind='audit_syncs', machine=machine_info(device), settings=vars(a).copy(), results=[])
     if device.type == 'cuda':
-        from lean import check_pseudo_labels
         out['argmax_equals_max_indices_on_device'] = check_pseudo_labels(device)
         print(f"argmax(1) == max(1).indices on {device} (ties, NaN): {out['argmax_equals_max_indices_on_device']}")
     for v in [x.strip() for x in a.variants.split(',') if x.strip()]:

@@ -1,7 +1,12 @@
 #!/usr/bin/env python
 """Throughput of the training data pipeline: decoded + augmented images per second, per worker and through the
 library's `InfiniteStream` with K workers, for the VOC training transform (flip, random scale in
-{0.5, ..., 2.0}, normalise, 512 crop with padding) on generated VOC-sized JPEGs (500 x 375, the VOC median).
+{0.5, ..., 2.0}, 512 crop with padding, normalise) on generated VOC-sized JPEGs (500 x 375, the VOC median).
+
+Two pipelines, timed interleaved in the same process (`--pipelines new,old`): `new` is the library's (crop first,
+uint8 image and mask out of the worker, mask values checked once per sample, normalisation left to the device);
+`old` is the pipeline before it, kept here as the "before" reference (every load re-checks the mask values, int64
+masks, the whole rescaled image normalised to float32 before padding and cropping, float32 batches).
 
 The images are drawn by `cps_repro.synthetic.render_scene` (objects with textures, clutter and pixel noise, so the
 JPEGs are about as costly to decode as photographs of that size) and written in the VOC layout with palette PNG
@@ -28,7 +33,8 @@ from common import describe, machine_info, table, write_json
 
 def _write_one(job) -> str:
     from PIL import Image
-    from cps_repro.synthetic import SynthConfig, render_scene, scene_seed, voc_palette
+    from cps_repro.evaluate import voc_palette
+    from cps_repro.synthetic import SynthConfig, render_scene, scene_seed
     root, i, seed, w, h, quality = job
     img, mask, _ = render_scene(scene_seed(seed, i), SynthConfig(size=max(w, h)))
     img, mask = img[:h, :w], mask[:h, :w]
@@ -50,21 +56,70 @@ def make_voc_jpegs(root: Path, n: int, width: int = 500, height: int = 375, seed
     (vroot / 'ImageSets' / 'Segmentation' / 'train.txt').write_text('\n'.join(ids) + '\n')
     return ids
 
-def datasets(root: Path, ids: list[str], crop: int, num_classes: int):
+class OldTrainTransform:
+    "The training transform before crop-first (the reference of tests/test_data.py): normalise, pad with 0, crop; float32 out."
+    def __init__(self, t):
+        self.t = t
+
+    def __call__(self, image, mask, generator):
+        from torchvision import tv_tensors
+        from torchvision.transforms.v2 import InterpolationMode
+        from torchvision.transforms.v2 import functional as TF
+        from cps_repro.data import normalize
+        t, p = self.t, self.t.draw(*image.shape[-2:], generator)
+        img = tv_tensors.Image(image)
+        msk = None if mask is None else tv_tensors.Mask(mask)
+        if p['flip']:
+            img = TF.horizontal_flip(img)
+            if msk is not None: msk = TF.horizontal_flip(msk)
+        img = TF.resize(img, list(p['size']), interpolation=InterpolationMode.BILINEAR, antialias=False)
+        if msk is not None: msk = TF.resize(msk, list(p['size']), interpolation=InterpolationMode.NEAREST)
+        img = normalize(img, t.mean, t.std)
+        if any(p['pad']):
+            img = TF.pad(img, list(p['pad']), fill=0.0)
+            if msk is not None: msk = TF.pad(msk, list(p['pad']), fill=t.ignore_index)
+        ch, cw = t.crop_size
+        img = TF.crop(img, p['top'], p['left'], ch, cw).as_subclass(torch.Tensor).contiguous()
+        if msk is not None: msk = TF.crop(msk, p['top'], p['left'], ch, cw).as_subclass(torch.Tensor).long().contiguous()
+        return img, msk
+
+def _old_dataset_class():
+    from cps_repro.data import SegmentationDataset, load_sample
+    class OldSegmentationDataset(SegmentationDataset):
+        "Every load decodes the mask as int64 and re-checks its values; the old transform; float32 items."
+        def __getitem__(self, key):
+            index, seed = key if isinstance(key, tuple) else (key, key)
+            sample = self.samples[int(index)]
+            image, mask = load_sample(sample, self.num_classes, self.ignore_index)
+            image, mask = self.transform(image, mask, torch.Generator().manual_seed(int(seed)))
+            item = dict(image=image, id=sample.id)
+            if mask is not None: item['label'] = mask
+            return item
+    return OldSegmentationDataset
+
+def datasets(root: Path, ids: list[str], crop: int, num_classes: int, pipeline: str = 'new'):
+    "Labeled and unlabeled datasets of the `new` (library) or `old` (reference) pipeline."
     from cps_repro.data import SegmentationDataset, TrainTransform, voc_samples
     tf = TrainTransform(crop)
-    return {'labeled': SegmentationDataset(voc_samples(root, ids=ids, labeled=True), tf, num_classes),
-            'unlabeled': SegmentationDataset(voc_samples(root, ids=ids, labeled=False), tf, num_classes)}
+    cls = SegmentationDataset if pipeline == 'new' else _old_dataset_class()
+    if pipeline != 'new': tf = OldTrainTransform(tf)
+    return {'labeled': cls(voc_samples(root, ids=ids, labeled=True), tf, num_classes),
+            'unlabeled': cls(voc_samples(root, ids=ids, labeled=False), tf, num_classes)}
 
 def per_worker(ds, n_items: int, seed: int = 0) -> dict:
     """Time decode and augmentation of `n_items` items in this process (one thread): one worker's throughput, from the
     process's CPU time (a shared machine's waiting left out; the wall-clock figure beside it)."""
     from cps_repro.data import load_sample
+    new = not type(ds).__name__.startswith('Old')
     dec, aug, wall = [], [], []
     for k in range(n_items + 2):
         i = k % len(ds)
         w0, t0 = time.perf_counter(), time.process_time()
-        image, mask = load_sample(ds.samples[i], ds.num_classes, ds.ignore_index)
+        if new:
+            image, mask = load_sample(ds.samples[i], ds.num_classes, ds.ignore_index, check_values=i not in ds._checked,
+                                      dtype=ds.mask_dtype)
+            ds._checked.add(i)
+        else: image, mask = load_sample(ds.samples[i], ds.num_classes, ds.ignore_index)
         t1 = time.process_time()
         ds.transform(image, mask, torch.Generator().manual_seed(seed + k))
         t2, w2 = time.process_time(), time.perf_counter()
@@ -102,6 +157,8 @@ def main(argv=None) -> int:
     p.add_argument('--seconds', type=float, default=8.0, help='timed seconds per loader figure')
     p.add_argument('--gen-processes', type=int, default=1, help='processes that write the JPEGs')
     p.add_argument('--pin-if-cuda', action='store_true', help='pin batches when CUDA is available (as the trainer does)')
+    p.add_argument('--pipelines', default='new', help="comma-separated: new (the library's), old (the reference before crop-first)")
+    p.add_argument('--rounds', type=int, default=1, help='rounds, pipelines interleaved in each (figures: the best round)')
     p.add_argument('--json', default=None)
     p.add_argument('--tiny', action='store_true')
     a = p.parse_args(argv)
@@ -116,21 +173,42 @@ def main(argv=None) -> int:
         out['generate_s'] = time.perf_counter() - t0
         jpeg_kib = [(root / 'VOCdevkit/VOC2012/JPEGImages' / f'{i}.jpg').stat().st_size / 1024 for i in ids]
         out['jpeg_kib'] = describe(jpeg_kib)
-        dss = datasets(root, ids, a.crop, a.num_classes)
-        out['per_worker'] = {k: per_worker(ds, a.items) for k, ds in dss.items()}
-        out['loader'] = [dict(stream='labeled', **through_loader(dss['labeled'], int(k), a.batch, a.seconds, a.pin_if_cuda and torch.cuda.is_available()))
-                         for k in a.workers.split(',') if k.strip()]
-    pw = out['per_worker']['labeled']['img_s']
-    for r in out['loader']: r['efficiency'] = r['img_s'] / (pw * max(r['workers'], 1))
+        pipes = [x.strip() for x in a.pipelines.split(',') if x.strip()]
+        dss = {pl: datasets(root, ids, a.crop, a.num_classes, pl) for pl in pipes}
+        rounds = {pl: {k: [] for k in ('labeled', 'unlabeled')} for pl in pipes}
+        loaders = {pl: [] for pl in pipes}
+        pin = a.pin_if_cuda and torch.cuda.is_available()
+        for r in range(a.rounds):
+            order = pipes if r % 2 == 0 else pipes[::-1]
+            for pl in order:
+                for k, ds in dss[pl].items(): rounds[pl][k].append(per_worker(ds, a.items, seed=1000 * r))
+            for k in a.workers.split(','):
+                for pl in order:
+                    if k.strip(): loaders[pl].append(dict(stream='labeled', round=r, **through_loader(dss[pl]['labeled'], int(k), a.batch, a.seconds, pin)))
+        out['by_pipeline'] = {}
+        for pl in pipes:
+            pw = {k: max(v, key=lambda x: x['img_s']) for k, v in rounds[pl].items()}   # best round: the least disturbed
+            for k in pw: pw[k] = dict(pw[k], img_s_rounds=[x['img_s'] for x in rounds[pl][k]])
+            for r in loaders[pl]: r['efficiency'] = r['img_s'] / (pw['labeled']['img_s'] * max(r['workers'], 1))
+            out['by_pipeline'][pl] = dict(per_worker=pw, loader=loaders[pl])
+        out['per_worker'], out['loader'] = out['by_pipeline'][pipes[0]]['per_worker'], out['by_pipeline'][pipes[0]]['loader']
+        if len(pipes) > 1:
+            a0, b0 = out['by_pipeline'][pipes[0]]['per_worker'], out['by_pipeline'][pipes[1]]['per_worker']
+            out['speedup_first_over_second'] = {k: a0[k]['img_s'] / b0[k]['img_s'] for k in a0}
     if a.json: write_json(out, a.json)
     print(f"\nVOC train transform, crop {a.crop}, {a.n_images} generated {w}x{h} JPEGs "
           f"(median {out['jpeg_kib']['median']:.0f} KiB), torch {out['machine']['torch']}, {out['machine']['cpu']}")
-    rows = [dict(what=f'one worker, {k}', ms=v['total_ms']['median'], dec=v['decode_ms']['median'],
-                 aug=v['augment_ms']['median'], img_s=v['img_s'], img_s_wall=v['img_s_wall']) for k, v in out['per_worker'].items()]
+    rows = [dict(what=f'{pl}: one worker, {k}', ms=v['total_ms']['median'], dec=v['decode_ms']['median'],
+                 aug=v['augment_ms']['median'], img_s=v['img_s'], img_s_wall=v['img_s_wall'])
+            for pl, r in out['by_pipeline'].items() for k, v in r['per_worker'].items()]
     print(table(rows, [('', 'what', '{}'), ('median ms/img', 'ms', '{:.1f}'), ('decode ms', 'dec', '{:.1f}'),
                        ('augment ms', 'aug', '{:.1f}'), ('img/s (CPU time)', 'img_s', '{:.1f}'), ('img/s (wall)', 'img_s_wall', '{:.1f}')]))
-    print(table(out['loader'], [('loader workers', 'workers', '{}'), ('batch', 'batch', '{}'), ('img/s', 'img_s', '{:.1f}'),
-                                ('vs workers x one worker', 'efficiency', '{:.0%}')]))
+    print(table([dict(pipeline=pl, **r) for pl, x in out['by_pipeline'].items() for r in x['loader']],
+                [('pipeline', 'pipeline', '{}'), ('round', 'round', '{}'), ('loader workers', 'workers', '{}'), ('batch', 'batch', '{}'),
+                 ('img/s', 'img_s', '{:.1f}'), ('vs workers x one worker', 'efficiency', '{:.0%}')]))
+    if 'speedup_first_over_second' in out:
+        print('per-worker speed-up of ' + ' over '.join(pipes[:2]) + ': ' +
+              ', '.join(f"{k} {v:.2f}x" for k, v in out['speedup_first_over_second'].items()))
     return 0
 
 if __name__ == '__main__':

@@ -18,7 +18,7 @@ of one network on B_u images in training mode, autocast as configured: a CutMix 
 the cost of splitting the batch from the cost of the CPS loss terms.
 
 Variants are `+`-joined tokens: a precision `fp32` | `bf16` | `fp16`, then any of `cl` (channels_last), `compile`
-(`train.compile=true`: the trainer runs its forwards through `torch.compile`), `lean` (all parts of benchmarks/lean.py; `lean:labels.opt`: some),
+(`train.compile=true`: the trainer runs its forwards through `torch.compile`), `lean` (what is left of benchmarks/lean.py: `lean:infer`),
 `cudnn` (cudnn.benchmark on for that variant's steps) and `strict` (cudnn.allow_tf32 off: convolutions in true fp32;
 PyTorch's default runs fp32 convolutions in TF32). Example: `--variants fp32,bf16+cl,bf16+cl+compile`.
 
@@ -48,7 +48,7 @@ from common import (RSSSampler, bench_config, describe, machine_info, max_rss_by
 
 METHODS = ('supervised', 'cps', 'cps_cutmix')
 PRECISIONS = {'fp32': 'none', 'bf16': 'bf16', 'fp16': 'fp16'}
-FLAGS = ('cl', 'compile', 'lean', 'cudnn', 'strict')   # lean may name parts: lean:labels.opt (default: all, see lean.py)
+FLAGS = ('cl', 'compile', 'lean', 'cudnn', 'strict')   # lean may name parts: lean:infer (default: all, see lean.py)
 
 
 @dataclass(frozen=True)
@@ -154,11 +154,13 @@ def split_losses(ctx, labeled: dict, unlabeled: dict, unlabeled2=None) -> dict:
 
 def make_unit(c: Case, device: torch.device, a):
     "The callable timed for case `c` (the full trainer step, or one no-grad forward for `fwd_ref`)."
+    from cps_repro.data import to_device
     from cps_repro.train import StepContext
     tr, v = c.trainer, c.variant
     if c.name == 'fwd_ref':
-        x = next(tr.data.unlabeled)['image'][: a.batch_u].to(device)
-        if v.channels_last: x = x.contiguous(memory_format=torch.channels_last)
+        b = next(tr.data.unlabeled)
+        x = to_device({'image': b['image'][: a.batch_u], 'valid': b['valid'][: a.batch_u]}, device,
+                      channels_last=v.channels_last)['image']
         def unit():
             ctx = StepContext(getattr(tr, 'forward_nets', tr.nets), tr.cfg, tr.it, tr.cutmix_gen, tr.amp)
             with torch.no_grad(): ctx.forward(0, x)

@@ -111,18 +111,23 @@ def optimizer_state_tensors(opt) -> list:
 
 # ---- synthetic batches for the real trainer ------------------------------------------------------------------------
 class SyntheticStream:
-    """Endless collated batches with the shapes and dtypes an `InfiniteStream` of `SegmentationDataset` yields
-    (`image` float32 [B, 3, H, W], `label` int64 [B, H, W] with a band of ignore pixels, `id` list), cycling through
-    `n_distinct` pre-made batches; pinned when `pin` (as the CUDA loader pins them), so the trainer's own
-    non-blocking host-to-device copy is part of every timed step. `state_dict`/`load_state_dict` as a stream has."""
+    """Endless collated batches with the shapes and dtypes an `InfiniteStream` of `SegmentationDataset` with
+    `TrainTransform` yields (`image` uint8 [B, 3, H, W], `label` uint8 [B, H, W] with a band of ignore pixels,
+    `valid` int64 [B, 4] with a padded band on the first image, `id` list), cycling through `n_distinct` pre-made
+    batches; pinned when `pin` (as the CUDA loader pins them), so the trainer's own non-blocking host-to-device copy
+    and the normalisation on the device (`data.to_device`) are part of every timed step. `state_dict` /
+    `load_state_dict` as a stream has."""
     def __init__(self, batch: int, crop: int, num_classes: int, labeled: bool, seed: int, pin: bool = False,
                  n_distinct: int = 2, ignore_index: int = 255):
         g = torch.Generator().manual_seed(seed)
         self.batches = []
         for i in range(n_distinct):
-            b = {'image': torch.randn(batch, 3, crop, crop, generator=g), 'id': [f'synthetic_{seed}_{i}_{j}' for j in range(batch)]}
+            valid = torch.tensor([[0, crop, 0, crop]] * batch, dtype=torch.int64)
+            valid[0, 1] = crop - max(1, crop // 16)                       # like a scaled image smaller than the crop
+            b = {'image': torch.randint(0, 256, (batch, 3, crop, crop), generator=g, dtype=torch.uint8), 'valid': valid,
+                 'id': [f'synthetic_{seed}_{i}_{j}' for j in range(batch)]}
             if labeled:
-                label = torch.randint(0, num_classes, (batch, crop, crop), generator=g)
+                label = torch.randint(0, num_classes, (batch, crop, crop), generator=g).to(torch.uint8)
                 label[:, : max(1, crop // 16)] = ignore_index            # like the padded border of a small image
                 b['label'] = label
             if pin: b = {k: v.pin_memory() if torch.is_tensor(v) else v for k, v in b.items()}
@@ -149,7 +154,7 @@ def bench_config(method: str, backbone: str, crop: int, batch_l: int, batch_u: i
     from cps_repro.config import ExperimentConfig, apply_overrides
     cfg = apply_overrides(ExperimentConfig(name=f'bench_{method}'), {'train.sup_loss': sup_loss,
         'train.method': method, 'model.backbone': backbone,
-        'model.output_stride': output_stride or (4 if backbone == 'small_resnet' else 16), 'model.pretrained': None,
+        'model.output_stride': output_stride or (4 if backbone.startswith('small_resnet') else 16), 'model.pretrained': None,
         'data.crop_size': crop, 'eval.crop_size': crop, 'data.num_classes': num_classes, 'data.workers': 0,
         'train.batch_size': batch_l, 'train.unlabeled_batch_size': batch_u, 'train.amp': amp,
         'train.channels_last': channels_last, 'train.compile': compile, 'train.cutmix_mask': cutmix_mask, 'train.seed': seed,

@@ -2,8 +2,11 @@
 """Headline figures of a results folder written by gpu_check.sh (or by the scripts with the same file names), checked
 against the issue's targets, as Markdown (printed and written to `summary.md`) and JSON (`summary.json`).
 
-Files read when present: step.json, step_compile.json (bench_step.py), memory_*.json (bench_step.py --memory-only),
-audit.json (audit_syncs.py), data.json (bench_data.py), eval*.json (bench_eval.py), mini.json (mini_e2e.py).
+Files read when present: commit.txt, preflight.json, step.json, step_compile.json (bench_step.py), flops.json
+(count_flops.py: MFU = counted FLOPs / step time / peak), estimate.json (estimate_memory.py), memory_*.json
+(bench_step.py --memory-only), audit.json (audit_syncs.py), data.json (bench_data.py), eval*.json (bench_eval.py),
+e2e.json (gpu_check.sh's end-to-end torchrun stage), mini.json (mini_e2e.py). A missing or partial file leaves its
+section out: the summary of a run killed midway shows what the finished stages measured.
 
     python benchmarks/summarize.py benchmarks/results/gpu_check_<date>
 """
@@ -35,11 +38,18 @@ def _fmt(x, f='{:.2f}'): return '—' if x is None else f.format(x)
 def summarize(folder: Path) -> tuple[str, dict]:
     step, comp = _load(folder / 'step.json'), _load(folder / 'step_compile.json')
     lines, s = [], {}
-    m = (step or comp or {}).get('machine', {})
+    m = next((r['machine'] for r in (step, comp, _load(folder / 'eval.json'), _load(folder / 'data.json'), _load(folder / 'flops.json'))
+              if r and r.get('machine')), {})
     lines += [f"# GPU check, {m.get('date', '?')}", '',
               f"Device: {m.get('gpu', m.get('device', '?'))} ({m.get('gpu_memory_gib', '?')} GiB); torch {m.get('torch', '?')}, "
               f"CUDA {m.get('cuda', '?')}, cuDNN {m.get('cudnn', '?')}; CPU {m.get('cpu', '?')} x{m.get('cpu_count', '?')}; "
               f"git {m.get('git_commit', '?')}{' (dirty)' if m.get('git_dirty') else ''}.", '']
+    commit = folder / 'commit.txt'
+    if commit.exists(): lines += ['```', commit.read_text().strip(), '```', '']
+    pre = _load(folder / 'preflight.json')
+    if pre: lines += [f"Preflight: {'ok' if pre.get('ok') else 'FAILED'} in {pre.get('seconds', 0):.1f} s; "
+                      f"{pre.get('versions', '')}; tiny step loss {pre.get('loss')}; missing modules: {pre.get('missing') or 'none'}", '']
+    flops = _load(folder / 'flops.json')
     if step:
         st = step['settings']
         lines += [f"## Training step: {st['backbone']}, crop {st['crop']}, batch {st['batch_l']}+{st['batch_u']}(+{st['batch_u']}), "
@@ -61,11 +71,46 @@ def summarize(folder: Path) -> tuple[str, dict]:
     targets = []
     for rep, name in ((step, 'step.json'), (comp, 'step_compile.json')):
         if not rep: continue
-        base = rep['settings']['baseline']
+        base, ref = rep['settings']['baseline'], rep
+        if rep is comp and step and len(comp['settings']['variants']) == 1:   # the one compiled variant: against step.json's baseline
+            base, ref = step['settings']['baseline'], step
         for v in rep['settings']['variants']:
-            if v == base: continue
-            b, t = _median(rep, base, 'cps_cutmix'), _median(rep, v, 'cps_cutmix')
+            if v == base and ref is rep: continue
+            b, t = _median(ref, base, 'cps_cutmix'), _median(rep, v, 'cps_cutmix')
             if b and t: targets.append((f"speed-up of {v} over {base}, CPS+CutMix ({name})", b / t, '>= 2.5', b / t >= 2.5))
+    # MFU against counted FLOPs (count_flops.py), for the CPS+CutMix step of every variant
+    if flops:
+        per = {r['method']: r['step_tflop'] for r in flops.get('steps', [])}
+        peaks = flops.get('peak_tflops', {})
+        mfu_lines = []
+        for rep in (step, comp):
+            if not rep or 'cps_cutmix' not in per: continue
+            rs = rep['settings']
+            if (rs['backbone'], rs['crop'], rs['batch_l']) != (flops['settings']['step_backbone'], flops['settings']['crop'], flops['settings']['batch']):
+                continue
+            for v in rs['variants']:
+                t = _median(rep, v, 'cps_cutmix')
+                if not t: continue
+                peak = peaks.get('h200_bf16', 989.0) if v.startswith(('bf16', 'fp16')) else peaks.get('h200_fp32', 67.0)
+                mfu = per['cps_cutmix'] / t / peak
+                s.setdefault('mfu', {})[v] = mfu
+                mfu_lines.append(f"- {v}: {per['cps_cutmix']:.3g} TFLOP per CPS+CutMix step in {t * 1000:.0f} ms = "
+                                 f"{per['cps_cutmix'] / t:.0f} TFLOP/s, MFU {mfu:.1%} of {peak:.0f} TFLOP/s; "
+                                 f"{CUTMIX_IMAGES * rs['batch_l'] / t:.0f} img/s")
+        if mfu_lines: lines += ['## MFU (counted FLOPs, H200 dense peak)', ''] + mfu_lines + ['']
+    est = _load(folder / 'estimate.json')
+    if est:
+        lines += ['## Estimated peak memory per process (estimate_memory.py)', '',
+                  '| method | batch | precision | accum | backward | plan GiB | verdict |', '|---|---|---|---|---|---|---|']
+        for r in est['rows']:
+            lines.append(f"| {r['method']} | {r['batch']} | {r['precision']} | {r['accum_steps']} | {r['order']} | {r['plan_gib']:.1f} | {r['verdict']} |")
+        lines.append('')
+    e2e = _load(folder / 'e2e.json')
+    if e2e:
+        lines += ['## End to end under torchrun (synthetic VOC layout, 500 px)', '',
+                  f"- {e2e.get('command', '')}", f"- ok: {e2e.get('ok')}; " + '; '.join(f"{k}: {v}" for k, v in e2e.items()
+                                                                                   if k not in ('command', 'ok')), '']
+        s['e2e'] = e2e
     compile_first = None
     if comp:
         for c in comp['cases']:

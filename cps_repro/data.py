@@ -8,17 +8,18 @@ Docs: https://cps-repro.github.io/cps_repro/data.html.md"""
 __all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'TRAIN_SCALES', 'IGNORE_INDEX', 'NUM_CLASSES', 'DATASETS', 'IMAGE_EXTS', 'DataError',
            'DataNotFoundError', 'prepare_hint', 'Sample', 'voc_root', 'cityscapes_root', 'folder_root',
            'resolve_list_file', 'read_entries', 'voc_samples', 'cityscapes_paths', 'cityscapes_samples',
-           'folder_samples', 'load_samples', 'voc_palette', 'cityscapes_extra_samples', 'read_image', 'read_mask',
-           'check_mask_values', 'load_sample', 'normalize', 'denormalize', 'TrainTransform', 'EvalTransform',
-           'SegmentationDataset', 'derive_seed', 'virtual_epoch_length', 'iters_per_epoch', 'virtual_epoch_order',
-           'VirtualEpochSampler', 'InfiniteBatchSampler', 'InfiniteStream', 'make_train_streams', 'Problem',
-           'default_num_classes', 'check_dataset', 'cli_data_check']
+           'folder_samples', 'load_samples', 'cityscapes_extra_samples', 'read_image', 'read_mask', 'mask_dtype',
+           'is_all_ignore', 'check_mask_values', 'load_sample', 'normalize', 'denormalize', 'TrainTransform',
+           'to_device', 'EvalTransform', 'SegmentationDataset', 'derive_seed', 'virtual_epoch_length',
+           'iters_per_epoch', 'virtual_epoch_order', 'VirtualEpochSampler', 'InfiniteBatchSampler', 'InfiniteStream',
+           'make_train_streams', 'Problem', 'default_num_classes', 'check_dataset', 'cli_data_check']
 
 # %% ../nbs/02_data.ipynb #c003
 import hashlib
 import json
 import math
 import sys
+import warnings
 from pathlib import Path
 from typing import Iterable, NamedTuple, Sequence
 
@@ -31,6 +32,7 @@ from torchvision.transforms.v2 import InterpolationMode
 from torchvision.transforms.v2 import functional as TF
 from tqdm import tqdm
 
+from .evaluate import voc_palette
 from .partitions import city_entry_id, read_list
 
 # %% ../nbs/02_data.ipynb #c006
@@ -250,22 +252,6 @@ def load_samples(dataset: str, data_root, list_file=None, ids=None, labeled: boo
     if dataset not in builders: raise ValueError(f"unknown dataset {dataset!r}: expected one of {DATASETS}")
     return builders[dataset](data_root, list_file=list_file, ids=ids, labeled=labeled)
 
-# %% ../nbs/02_data.ipynb #c017
-def voc_palette() -> list[int]:
-    """The 256-colour PASCAL VOC palette as a flat `[r0, g0, b0, r1, ...]` list (for `Image.putpalette`).
-
-    Colour of index i: the bits of i are spread over the channels, 3 bits per round, most significant first, so
-    class 1 is (128, 0, 0), class 15 (person) is (192, 128, 128) and 255 (ignore) is (224, 224, 192)."""
-    pal = []
-    for i in range(256):
-        r = g = b = 0
-        for k in range(8):
-            r |= ((i >> (3 * k)) & 1) << (7 - k)
-            g |= ((i >> (3 * k + 1)) & 1) << (7 - k)
-            b |= ((i >> (3 * k + 2)) & 1) << (7 - k)
-        pal += [r, g, b]
-    return pal
-
 # %% ../nbs/02_data.ipynb #c025
 def cityscapes_extra_samples(data_root, coarse_list: int = 3000, list_file=None) -> list[Sample]:
     """Unlabeled samples (no mask) of the coarse `train_extra` images listed by the official coarse list of
@@ -304,14 +290,27 @@ def read_image(path) -> torch.Tensor:
     arr = np.array(im.convert('RGB'), dtype=np.uint8)
     return torch.from_numpy(arr).permute(2, 0, 1).contiguous()
 
-def read_mask(path) -> torch.Tensor:
-    """Decode a label mask as an int64 tensor (H, W) of class indices: palette PNGs give their palette indices,
-    grayscale and 16-bit PNGs their values. RGB(A) masks are refused (DataError naming the file)."""
+def _mask_array(path) -> np.ndarray:
+    "A mask file's class indices as a numpy array of the file's own integer type (uint8 for palette/grayscale PNGs)."
     im = _open_decoded(path)
     if im.mode not in ('P', 'L', 'I', 'I;16', 'I;16B', 'I;16L', '1'):
         _fail(DataError, path, f"mask has mode {im.mode!r}; expected a palette (P) or grayscale (L) PNG of class indices",
               "convert colour masks to class indices (VOC: SegmentationClassAug, Cityscapes: *_labelTrainIds.png)")
-    return torch.from_numpy(np.array(im).astype(np.int64))
+    arr = np.array(im)
+    return arr if arr.dtype == np.uint8 else arr.astype(np.int64)
+
+def read_mask(path) -> torch.Tensor:
+    """Decode a label mask as an int64 tensor (H, W) of class indices: palette PNGs give their palette indices,
+    grayscale and 16-bit PNGs their values. RGB(A) masks are refused (DataError naming the file)."""
+    return torch.from_numpy(_mask_array(path)).long()
+
+def mask_dtype(num_classes: int, ignore_index: int = IGNORE_INDEX) -> torch.dtype:
+    "The smallest dtype that holds every valid mask value: uint8 when classes and ignore value fit in [0, 255], else int64."
+    return torch.uint8 if int(num_classes) <= 256 and 0 <= int(ignore_index) <= 255 else torch.int64
+
+def is_all_ignore(mask: torch.Tensor, ignore_index: int = IGNORE_INDEX) -> bool:
+    "True when every pixel of `mask` is `ignore_index`: such an image contributes nothing to the supervised loss."
+    return bool((mask == ignore_index).all())
 
 def check_mask_values(mask: torch.Tensor, path, num_classes: int, ignore_index: int = IGNORE_INDEX) -> None:
     "DataError naming `path` and the bad values when `mask` has values outside [0, num_classes) and != ignore_index."
@@ -324,18 +323,21 @@ def check_mask_values(mask: torch.Tensor, path, num_classes: int, ignore_index: 
           f"check num_classes ({NUM_CLASSES['voc']} for VOC, {NUM_CLASSES['cityscapes']} for Cityscapes trainIds) and that "
           f"Cityscapes masks are the *_labelTrainIds.png files; {_DAMAGED_HINT}")
 
-def load_sample(sample: Sample, num_classes: int, ignore_index: int = IGNORE_INDEX) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Decode `sample`: (uint8 image (3, H, W), int64 mask (H, W) or None), with the mask's values and size checked.
-    Every failure is a DataError naming the file(s)."""
+def load_sample(sample: Sample, num_classes: int, ignore_index: int = IGNORE_INDEX, check_values: bool = True,
+                dtype: torch.dtype = torch.int64) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Decode `sample`: (uint8 image (3, H, W), mask (H, W) of `dtype` or None), with the mask's size checked and,
+    when `check_values`, its values (skip only for a mask already checked). Every failure is a DataError naming
+    the file(s)."""
     image = read_image(sample.image)
     if sample.label is None: return image, None
-    mask = read_mask(sample.label)
+    mask = torch.from_numpy(_mask_array(sample.label))
     if tuple(mask.shape) != tuple(image.shape[-2:]):
         _fail(DataError, sample.label,
               f"mask size {tuple(mask.shape)} (H, W) differs from image size {tuple(image.shape[-2:])} of {sample.image}",
               f"image and mask must be the same size; {_DAMAGED_HINT}")
-    check_mask_values(mask, sample.label, num_classes, ignore_index)
-    return image, mask
+    if check_values: check_mask_values(mask, sample.label, num_classes, ignore_index)
+    return image, mask.to(dtype)
+
 
 # %% ../nbs/02_data.ipynb #c031
 def _pair(size) -> tuple[int, int]:
@@ -355,9 +357,11 @@ def denormalize(image: torch.Tensor, mean=IMAGENET_MEAN, std=IMAGENET_STD) -> to
     return (image * s + m).clamp(0, 1)
 
 class TrainTransform:
-    """The official training augmentation (recipe §4): flip → discrete random scale → normalise → random crop with
-    padding. Called as `t(image, mask_or_None, generator)` with a uint8 image (3, H, W) and an integer mask (H, W);
-    returns (float32 image (3, ch, cw), int64 mask (ch, cw) or None). Every random choice comes from `generator`."""
+    """The official training augmentation (recipe §4): flip → discrete random scale → random crop with padding, with
+    the normalisation left to `to_device`. Called as `t(image, mask_or_None, generator)` with a uint8 image
+    (3, H, W) and an integer mask (H, W); returns (uint8 image (3, ch, cw), mask (ch, cw) of the input mask's
+    dtype or None, `valid`): padding is 0 in the image and `ignore_index` in the mask, and `valid` (int64 [4]) is
+    `[top, bottom, left, right)` of the image pixels in the crop. Every random choice comes from `generator`."""
     def __init__(self, crop_size, scales: Sequence[float] = TRAIN_SCALES, mean=IMAGENET_MEAN, std=IMAGENET_STD,
                  ignore_index: int = IGNORE_INDEX, flip_p: float = 0.5):
         self.crop_size = _pair(crop_size)
@@ -391,14 +395,52 @@ class TrainTransform:
             if msk is not None: msk = TF.horizontal_flip(msk)
         img = TF.resize(img, list(p['size']), interpolation=InterpolationMode.BILINEAR, antialias=False)
         if msk is not None: msk = TF.resize(msk, list(p['size']), interpolation=InterpolationMode.NEAREST)
-        img = normalize(img, self.mean, self.std)
-        if any(p['pad']):
-            img = TF.pad(img, list(p['pad']), fill=0.0)
-            if msk is not None: msk = TF.pad(msk, list(p['pad']), fill=self.ignore_index)
-        ch, cw = self.crop_size
-        img = TF.crop(img, p['top'], p['left'], ch, cw).as_subclass(torch.Tensor).contiguous()
-        if msk is not None: msk = TF.crop(msk, p['top'], p['left'], ch, cw).as_subclass(torch.Tensor).long().contiguous()
-        return img, msk
+        (sh, sw), (pl, pt, _, _), (ch, cw), top, left = p['size'], p['pad'], self.crop_size, p['top'], p['left']
+        y0, y1 = max(top, pt), min(top + ch, pt + sh)            # the image rows and columns inside the crop,
+        x0, x1 = max(left, pl), min(left + cw, pl + sw)          # in the coordinates of the padded image
+        valid = torch.tensor([y0 - top, y1 - top, x0 - left, x1 - left], dtype=torch.int64)
+        return (_crop_pad(img, y0 - pt, y1 - pt, x0 - pl, x1 - pl, valid, (ch, cw), 0),
+                None if msk is None else _crop_pad(msk, y0 - pt, y1 - pt, x0 - pl, x1 - pl, valid, (ch, cw), self.ignore_index),
+                valid)
+
+def _crop_pad(x: torch.Tensor, y0: int, y1: int, x0: int, x1: int, valid: torch.Tensor, size, fill) -> torch.Tensor:
+    "Rows y0:y1, columns x0:x1 of `x` placed at `valid` in a plain tensor of spatial `size` filled with `fill`."
+    x = x.as_subclass(torch.Tensor)
+    if (y1 - y0, x1 - x0) == tuple(size): return x[..., y0:y1, x0:x1].contiguous()
+    out = x.new_full((*x.shape[:-2], *size), fill)
+    t, b, l, r = valid.tolist()
+    out[..., t:b, l:r] = x[..., y0:y1, x0:x1]
+    return out
+
+def to_device(batch: dict, device, mean=IMAGENET_MEAN, std=IMAGENET_STD, channels_last: bool = False) -> dict:
+    """A batch (or one item) from the training loader, ready on `device`: every tensor copied with
+    `non_blocking=True` (fast from pinned memory), then, *on the device*, a uint8 `image` normalised to float32
+    with `mean` / `std` and its pixels outside `valid` (the crop's padding) set to 0, and a uint8 `label` widened to
+    int64. `valid` is consumed. Float images pass through unchanged (already normalised). `channels_last`: 4-d
+    image tensors in channels-last memory format. The result equals what normalising on the CPU before padding
+    gave, bit for bit on the same device."""
+    out, valid = {}, batch.get('valid')
+    for k, v in batch.items():
+        if k == 'valid' or not torch.is_tensor(v): out[k] = v; continue
+        v = v.to(device, non_blocking=True)
+        if k == 'image' and v.dtype == torch.uint8:
+            v = normalize(v, mean, std)
+            if valid is not None:             # no host read: the padding test runs on the device, as a mask
+                v.masked_fill_(~_valid_mask(valid.to(device, non_blocking=True), v.shape[-2:]), 0.0)   # v is new: in place
+        elif k == 'label' and v.dtype == torch.uint8: v = v.long()
+        if channels_last and v.dim() == 4 and v.is_floating_point(): v = v.contiguous(memory_format=torch.channels_last)
+        out[k] = v
+    out.pop('valid', None)
+    return out
+
+def _valid_mask(valid: torch.Tensor, size) -> torch.Tensor:
+    "Boolean mask [B, 1, H, W] (or [1, H, W] for one item) of the pixels inside `valid`."
+    v = valid.reshape(-1, 4)
+    r = torch.arange(size[0], device=v.device); c = torch.arange(size[1], device=v.device)
+    rows = (r >= v[:, :1]) & (r < v[:, 1:2])
+    cols = (c >= v[:, 2:3]) & (c < v[:, 3:4])
+    m = (rows[:, :, None] & cols[:, None, :])[:, None]
+    return m if valid.dim() == 2 else m[0]
 
 class EvalTransform:
     "Evaluation preprocessing: normalise only (recipe §5). Same call signature as TrainTransform; no randomness."
@@ -414,9 +456,12 @@ class EvalTransform:
 class SegmentationDataset(Dataset):
     """Map-style dataset over `samples` (from `voc_samples` & co.). Key: `(index, sample_seed)` or an int index.
 
-    Item: dict(image=float32 (3, H, W), label=int64 (H, W) [labeled samples only], id=str). `transform` is called as
-    `transform(image_uint8, mask_or_None, generator)` (default: EvalTransform()). Decoding errors, mask values
-    outside [0, num_classes) ∪ {ignore_index} and image/mask size mismatches raise DataError naming the file."""
+    Item: dict(image, label [labeled samples only], id=str, valid [when the transform returns it]): what
+    `transform(image_uint8, mask_or_None, generator)` returns (default: EvalTransform(): float32 image, int64 label;
+    TrainTransform: uint8 image and label for `to_device`). Masks are decoded as `mask_dtype(num_classes)` and their
+    values checked the first time this process loads them; decoding errors, mask values outside
+    [0, num_classes) ∪ {ignore_index} and image/mask size mismatches raise DataError naming the file. A mask that is
+    all `ignore_index` gives a warning naming the file (once per process)."""
     def __init__(self, samples: Sequence[Sample], transform=None, num_classes: int = None, ignore_index: int = IGNORE_INDEX):
         self.samples = [s if isinstance(s, Sample) else Sample(*s) for s in samples]
         if not self.samples: raise ValueError("SegmentationDataset: no samples given (an empty list or split?)")
@@ -428,6 +473,8 @@ class SegmentationDataset(Dataset):
         self.labeled = kinds.pop()
         self.transform = EvalTransform() if transform is None else transform
         self.num_classes, self.ignore_index = int(num_classes), int(ignore_index)
+        self.mask_dtype = mask_dtype(self.num_classes, self.ignore_index)
+        self._checked: set[int] = set()      # indices whose mask values this process has checked
 
     def __len__(self): return len(self.samples)
 
@@ -438,15 +485,44 @@ class SegmentationDataset(Dataset):
     @property
     def ids(self) -> list[str]: return [s.id for s in self.samples]
 
+    def check_masks(self, progress: bool = False) -> list[Path]:
+        """Decode every mask once (not the images), check its values, remember the masks as checked (DataLoader
+        workers created afterwards inherit this, so they skip the check) and warn, once for the whole dataset,
+        about ignore-only masks: which files, and loudly when *every* mask is ignore-only (training would see loss 0).
+        Returns the ignore-only mask files. For training-data building; `cps-repro data check` checks everything."""
+        if not self.labeled: return []
+        ignored = []
+        for i, s in enumerate(tqdm(self.samples, desc='checking masks', unit='mask', disable=not progress, file=sys.stderr)):
+            mask = torch.from_numpy(_mask_array(s.label))
+            check_mask_values(mask, s.label, self.num_classes, self.ignore_index)
+            if is_all_ignore(mask, self.ignore_index): ignored.append(s.label)
+            self._checked.add(i)
+        if ignored and len(ignored) == len(self.samples):
+            warnings.warn(f"every one of the {len(ignored)} masks of this dataset (e.g. {ignored[0]}) is ignore-only "
+                          f"({self.ignore_index} everywhere): the supervised loss will be 0. To fix: check the masks and the "
+                          f"list (`cps-repro data check` lists every such file)", stacklevel=2)
+        elif ignored:
+            warnings.warn(f"{len(ignored)} of {len(self.samples)} masks are ignore-only ({self.ignore_index} everywhere) and "
+                          f"train nothing: {', '.join(map(str, ignored[:3]))}{' ...' if len(ignored) > 3 else ''}", stacklevel=2)
+        return ignored
+
     def __getitem__(self, key) -> dict:
         index, sample_seed = (key if isinstance(key, tuple) else (key, key))
         index = int(index)
         if not -len(self) <= index < len(self): raise IndexError(f"index {index} out of range for {len(self)} samples")
-        sample = self.samples[index]
-        image, mask = load_sample(sample, self.num_classes, self.ignore_index)
-        image, mask = self.transform(image, mask, torch.Generator().manual_seed(int(sample_seed)))
+        index %= len(self)
+        sample, first = self.samples[index], index not in self._checked
+        image, mask = load_sample(sample, self.num_classes, self.ignore_index, check_values=first, dtype=self.mask_dtype)
+        if first and mask is not None:
+            self._checked.add(index)
+            if is_all_ignore(mask, self.ignore_index):
+                warnings.warn(f"{sample.label}: every pixel of this mask is the ignore value {self.ignore_index}, so image "
+                              f"{sample.id!r} adds nothing to the supervised loss. To fix: check the mask (`cps-repro data "
+                              f"check` lists every such file) or drop the id from the list", stacklevel=2)
+        image, mask, *rest = self.transform(image, mask, torch.Generator().manual_seed(int(sample_seed)))
         item = dict(image=image, id=sample.id)
         if mask is not None: item['label'] = mask
+        if rest: item['valid'] = rest[0]
         return item
 
 # %% ../nbs/02_data.ipynb #c040
@@ -671,7 +747,7 @@ def _check(dataset, root, list_file, num_classes, ignore_index, progress) -> tup
     num_classes = default_num_classes(dataset, root, num_classes)
     try: entries = _check_entries(dataset, root, list_file)
     except DataError as e: return [Problem(e.path, e.reason)], 0, 0
-    problems, n_img, n_mask = [], 0, 0
+    problems, n_img, n_mask, n_ignored = [], 0, 0, 0
     for s, mask_required in tqdm(entries, desc=f'data check ({dataset})', unit='img', disable=not progress, file=sys.stderr):
         if not s.image.is_file():
             problems.append(Problem(s.image, f"image of listed id {s.id!r} not found")); continue
@@ -679,9 +755,17 @@ def _check(dataset, root, list_file, num_classes, ignore_index, progress) -> tup
         if label is None and mask_required:
             problems.append(Problem(s.label, f"mask missing for labeled id {s.id!r}"))
         try:
-            load_sample(Sample(s.image, label, s.id), num_classes, ignore_index)
+            _, mask = load_sample(Sample(s.image, label, s.id), num_classes, ignore_index)
             n_img, n_mask = n_img + 1, n_mask + (label is not None)
+            if mask is not None and is_all_ignore(mask, ignore_index):
+                n_ignored += 1
+                problems.append(Problem(label, f"every pixel of the mask of id {s.id!r} is the ignore value {ignore_index}: "
+                                               f"the image trains nothing"))
         except DataError as e: problems.append(Problem(e.path, e.reason))
+    if n_mask and n_ignored == n_mask:
+        where = Path(list_file) if list_file is not None else Path(root)
+        problems.append(Problem(where, f"all {n_mask} masks are ignore-only ({ignore_index} everywhere): training on "
+                                       f"them gives loss 0; were the masks written with the wrong palette or value?"))
     return problems, n_img, n_mask
 
 def check_dataset(dataset: str, root, list_file=None, num_classes: int | None = None, ignore_index: int = IGNORE_INDEX,

@@ -17,9 +17,10 @@ import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 # %% auto #0
-__all__ = ['EVAL_MODES', 'CITYSCAPES_COLORS', 'check_label_maps', 'ConfusionMatrix', 'is_distributed', 'all_reduce_sum_',
-           'OverlapMeter', 'prediction_overlap', 'center_pad', 'default_stride', 'window_starts', 'sliding_window',
-           'predict_whole', 'predict', 'voc_palette', 'cityscapes_palette', 'save_predictions', 'evaluate']
+__all__ = ['AMP_DTYPES', 'EVAL_MODES', 'CITYSCAPES_COLORS', 'check_label_maps', 'ConfusionMatrix', 'is_distributed',
+           'all_reduce_sum_', 'OverlapMeter', 'prediction_overlap', 'center_pad', 'default_stride', 'window_starts',
+           'autocast_dtype', 'sliding_window', 'predict_whole', 'predict', 'voc_palette', 'cityscapes_palette',
+           'save_predictions', 'evaluate']
 
 # %% ../nbs/07_evaluate.ipynb #c005
 def _is_integer_tensor(t) -> bool:
@@ -195,9 +196,25 @@ def window_starts(size: int, crop: int, stride: int) -> list[int]:
     return [min(i * stride, size - crop) for i in range(n)]
 
 # %% ../nbs/07_evaluate.ipynb #c026
-def _forward(model, x: torch.Tensor, num_classes: int | None = None, flip: bool = False) -> torch.Tensor:
-    "One forward pass returning checked logits [B, C, h, w]; `flip` averages with the mirrored pass."
-    out = model(x)
+AMP_DTYPES = {'bf16': torch.bfloat16, 'fp16': torch.float16}
+
+def autocast_dtype(amp) -> torch.dtype | None:
+    "The autocast dtype for `amp`: None / 'none' / 'fp32' / torch.float32 → None (full precision), 'bf16' / 'fp16' or the dtype."
+    if amp is None or amp in ('none', 'fp32') or amp == torch.float32: return None
+    if isinstance(amp, torch.dtype) and amp in (torch.bfloat16, torch.float16): return amp
+    if isinstance(amp, str) and amp in AMP_DTYPES: return AMP_DTYPES[amp]
+    raise ValueError(f"amp={amp!r}: expected None, 'none', 'fp32', 'bf16', 'fp16', torch.bfloat16 or torch.float16")
+
+def _model_out(model, x: torch.Tensor, amp: torch.dtype | None) -> torch.Tensor:
+    if amp is None: return model(x)
+    with torch.autocast(x.device.type, dtype=amp):
+        out = model(x)
+    return out.float() if isinstance(out, torch.Tensor) else out
+
+def _forward(model, x: torch.Tensor, num_classes: int | None = None, flip: bool = False,
+             amp: torch.dtype | None = None) -> torch.Tensor:
+    "One forward pass returning checked float logits [B, C, h, w] (under autocast with `amp`); `flip` averages with the mirrored pass."
+    out = _model_out(model, x, amp)
     if not isinstance(out, torch.Tensor) or out.ndim != 4:
         raise TypeError(f"the model must return logits as a tensor [B, C, H, W], got "
                         f"{tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__}; "
@@ -207,7 +224,7 @@ def _forward(model, x: torch.Tensor, num_classes: int | None = None, flip: bool 
                          "logits must have the input's batch size and spatial size (upsample them inside the model)")
     if num_classes is not None and out.shape[1] != num_classes:
         raise ValueError(f"the model returned {out.shape[1]} channels but num_classes={num_classes}")
-    if flip: out = (out + model(x.flip(-1)).flip(-1)) / 2
+    if flip: out = (out + _model_out(model, x.flip(-1), amp).flip(-1)) / 2
     return out
 
 def _check_image(image) -> None:
@@ -216,35 +233,46 @@ def _check_image(image) -> None:
         raise ValueError(f"image must be a float tensor [B, 3, H, W] (normalised), got {got}; add a batch dim with image[None]")
 
 def sliding_window(model, image: torch.Tensor, crop, stride=None, num_classes: int | None = None,
-                   flip: bool = False) -> torch.Tensor:
-    "Summed window logits [B, C, H, W] over the official grid (window `crop`, default stride ceil(crop*2/3))."
+                   flip: bool = False, window_batch: int = 4, amp=None) -> torch.Tensor:
+    """Summed window logits [B, C, H, W] (float32) over the official grid (window `crop`, default stride
+    ceil(crop*2/3)), `window_batch` windows per forward pass, each pass under autocast with `amp` (None: fp32)."""
     _check_image(image)
+    if int(window_batch) < 1: raise ValueError(f"window_batch must be a positive int, got {window_batch!r}")
+    amp = autocast_dtype(amp)
     ch, cw = _pair(crop, 'crop')
     sh, sw = (default_stride(ch), default_stride(cw)) if stride is None else _pair(stride, 'stride')
     H, W = image.shape[-2:]
+    B = image.shape[0]
     padded, (top, left) = center_pad(image, (ch, cw))
     PH, PW = padded.shape[-2:]
+    grid = [(y, x) for y in window_starts(PH, ch, sh) for x in window_starts(PW, cw, sw)]
     out = None
     with torch.inference_mode():
-        for y in window_starts(PH, ch, sh):
-            for x in window_starts(PW, cw, sw):
-                logits = _forward(model, padded[..., y:y + ch, x:x + cw], num_classes, flip)
-                if out is None: out = logits.new_zeros(image.shape[0], logits.shape[1], PH, PW)
-                out[..., y:y + ch, x:x + cw] += logits
+        for k in range(0, len(grid), int(window_batch)):
+            group = grid[k:k + int(window_batch)]
+            windows = torch.cat([padded[..., y:y + ch, x:x + cw] for y, x in group]) if len(group) > 1 else \
+                padded[..., group[0][0]:group[0][0] + ch, group[0][1]:group[0][1] + cw]
+            logits = _forward(model, windows, num_classes, flip, amp)
+            if out is None: out = logits.new_zeros(B, logits.shape[1], PH, PW, dtype=torch.float32)
+            for j, (y, x) in enumerate(group):
+                out[..., y:y + ch, x:x + cw] += logits[j * B:(j + 1) * B]
     return out if (PH, PW) == (H, W) else out[..., top:top + H, left:left + W].contiguous()
+
 
 # %% ../nbs/07_evaluate.ipynb #c032
 def predict_whole(model, image: torch.Tensor, crop_size=None, num_classes: int | None = None,
-                  flip: bool = False) -> torch.Tensor:
-    "Logits [B, C, H, W]: pad centred to `crop_size`, one forward, crop back; larger images: `sliding_window`."
+                  flip: bool = False, amp=None, window_batch: int = 4) -> torch.Tensor:
+    """Logits [B, C, H, W]: pad centred to `crop_size`, one forward (under autocast with `amp`), crop back; larger
+    images: `sliding_window` with `window_batch`."""
     _check_image(image)
+    amp = autocast_dtype(amp)
     with torch.inference_mode():
-        if crop_size is None: return _forward(model, image, num_classes, flip)
+        if crop_size is None: return _forward(model, image, num_classes, flip, amp)
         ch, cw = _pair(crop_size, 'crop_size')
         H, W = image.shape[-2:]
-        if H > ch or W > cw: return sliding_window(model, image, (ch, cw), None, num_classes, flip)
+        if H > ch or W > cw: return sliding_window(model, image, (ch, cw), None, num_classes, flip, window_batch, amp)
         padded, (top, left) = center_pad(image, (ch, cw))
-        out = _forward(model, padded, num_classes, flip)
+        out = _forward(model, padded, num_classes, flip, amp)
         return out[..., top:top + H, left:left + W].contiguous()
 
 # %% ../nbs/07_evaluate.ipynb #c036
@@ -254,9 +282,12 @@ def _scaled_size(H: int, W: int, s: float) -> tuple[int, int]:
     return max(int(H * s + 0.5), 1), max(int(W * s + 0.5), 1)
 
 def predict(model, image: torch.Tensor, mode: str = 'whole', crop=None, stride=None, flip: bool = False,
-            scales: Sequence[float] = (1.0,), num_classes: int | None = None) -> torch.Tensor:
-    "Logits [B, C, H, W] at the image's size, by whole-image or sliding-window inference, optional flip / scales."
+            scales: Sequence[float] = (1.0,), num_classes: int | None = None, amp=None,
+            window_batch: int = 4) -> torch.Tensor:
+    """Logits [B, C, H, W] (float32) at the image's size, by whole-image or sliding-window inference, optional flip /
+    scales; forward passes under autocast with `amp` (None: fp32), `window_batch` sliding windows per pass."""
     _check_image(image)
+    amp = autocast_dtype(amp)
     if mode not in EVAL_MODES: raise ValueError(f"mode={mode!r} is not one of {EVAL_MODES}")
     if mode == 'sliding' and crop is None: raise ValueError("mode='sliding' needs a crop (Cityscapes: crop=800)")
     scales = tuple(float(s) for s in scales)
@@ -267,23 +298,22 @@ def predict(model, image: torch.Tensor, mode: str = 'whole', crop=None, stride=N
         for s in scales:
             size = _scaled_size(H, W, s)
             x = image if size == (H, W) else F.interpolate(image, size=size, mode='bilinear', align_corners=True)
-            if mode == 'whole': logits = predict_whole(model, x, crop, num_classes, flip)
-            else: logits = sliding_window(model, x, crop, stride, num_classes, flip)
+            if mode == 'whole': logits = predict_whole(model, x, crop, num_classes, flip, amp, window_batch)
+            else: logits = sliding_window(model, x, crop, stride, num_classes, flip, window_batch, amp)
             if size != (H, W): logits = F.interpolate(logits, size=(H, W), mode='bilinear', align_corners=True)
             total = logits if total is None else total + logits
     return total
 
 # %% ../nbs/07_evaluate.ipynb #c040
 def voc_palette(n: int = 256) -> np.ndarray:
-    "The PASCAL VOC colour map as a uint8 array [n, 3] (use `.flatten().tolist()` for PIL's putpalette)."
-    pal = np.zeros((n, 3), dtype=np.uint8)
-    for i in range(n):
-        c, rgb = i, [0, 0, 0]
-        for bit in range(7, -1, -1):           # the index's bits, 3 at a time, fill the colours from the top bit
-            for k in range(3): rgb[k] |= ((c >> k) & 1) << bit
-            c >>= 3
-        pal[i] = rgb
-    return pal
+    """The PASCAL VOC colour map as a uint8 array [n, 3]: bit j of (r, g, b) comes from bits 3j, 3j+1, 3j+2 of the
+    index, high bits first (class 1 dark red, 15 person (192, 128, 128), 255 cream). The one home of this palette:
+    `data` and `synthetic` import it. For PIL's putpalette pass `voc_palette().tobytes()`."""
+    i = np.arange(n)
+    pal = np.zeros((n, 3), np.int64)
+    for bit in range(8):
+        for ch in range(3): pal[:, ch] |= ((i >> (3 * bit + ch)) & 1) << (7 - bit)
+    return pal.astype(np.uint8)
 
 CITYSCAPES_COLORS = ((128, 64, 128), (244, 35, 232), (70, 70, 70), (102, 102, 156), (190, 153, 153), (153, 153, 153),
                      (250, 170, 30), (220, 220, 0), (107, 142, 35), (152, 251, 152), (70, 130, 180), (220, 20, 60),
@@ -341,12 +371,14 @@ def _unpack_batch(batch, i: int):
 
 def evaluate(model, loader: Iterable, num_classes: int, mode: str = 'whole', crop=512, stride=None, flip: bool = False,
              scales: Sequence[float] = (1.0,), device='cpu', ignore_index: int = 255, progress: bool = True,
-             second_model=None, save_dir=None, palette=None) -> dict:
+             second_model=None, save_dir=None, palette=None, amp=None, window_batch: int = 4) -> dict:
     "mIoU & co. of `model` over `loader` (all-reduced under DDP); with `second_model` also `miou_2` and `overlap`."
     if mode not in EVAL_MODES: raise ValueError(f"mode={mode!r} is not one of {EVAL_MODES}")
     device = torch.device(device)
     model, second_model = _unwrap_ddp(model), _unwrap_ddp(second_model)
-    kw = dict(mode=mode, crop=crop, stride=stride, flip=flip, scales=tuple(scales), num_classes=num_classes)
+    amp = autocast_dtype(amp)
+    kw = dict(mode=mode, crop=crop, stride=stride, flip=flip, scales=tuple(scales), num_classes=num_classes, amp=amp,
+              window_batch=window_batch)
     cm = ConfusionMatrix(num_classes, ignore_index, device)
     cm2 = ConfusionMatrix(num_classes, ignore_index, device) if second_model is not None else None
     overlap = OverlapMeter(num_classes, ignore_index, 0, device) if second_model is not None else None
@@ -376,5 +408,5 @@ def evaluate(model, loader: Iterable, num_classes: int, mode: str = 'whole', cro
     if mode == 'sliding' and stride is None:
         stride = default_stride(crop) if isinstance(crop, int) else [default_stride(c) for c in _pair(crop, 'crop')]
     result.update(n_images=int(n_images), mode=mode, crop=crop, stride=stride if mode == 'sliding' else None,
-                  flip=flip, scales=list(kw['scales']))
+                  flip=flip, scales=list(kw['scales']), amp=None if amp is None else str(amp).replace('torch.', ''))
     return result

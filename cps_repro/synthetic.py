@@ -8,7 +8,7 @@ Docs: https://cps-repro.github.io/cps_repro/synthetic.html.md"""
 __all__ = ['TEXTURES', 'TARGET_VOCABULARY', 'PRETRAIN_VOCABULARY', 'VOCABULARIES', 'SHAPES', 'STYLE_NAMES', 'VOC_TRAIN_FRACTION',
            'VAL_FRACTION', 'TRAIN_CITIES', 'VAL_CITIES', 'LAYOUTS', 'texture_stripes', 'texture_checker',
            'texture_dots', 'texture_solid', 'texture_noise', 'texture_rings', 'texture_grid', 'texture_zigzag',
-           'resolve_vocabulary', 'resolve_styles', 'SynthConfig', 'scene_seed', 'render_scene', 'voc_palette',
+           'resolve_vocabulary', 'resolve_styles', 'SynthConfig', 'scene_seed', 'render_scene',
            'colour_baseline_accuracy', 'add_border_ignore', 'synthesize', 'load_synthetic_info', 'cli_synth']
 
 # %% ../nbs/03_synthetic.ipynb #c003
@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image
 from tqdm import tqdm
 
+from .evaluate import voc_palette
 from .partitions import city_entry, make_partition, make_partitions, write_city_list, write_id_list
 
 # %% ../nbs/03_synthetic.ipynb #c006
@@ -303,16 +304,8 @@ def render_scene(index_seed, cfg: SynthConfig | None = None):
     return (np.clip(img, 0.0, 1.0) * 255 + 0.5).astype(np.uint8), mask, STYLE_NAMES.index(style_name)
 
 # %% ../nbs/03_synthetic.ipynb #c015
-def voc_palette(n: int = 256) -> np.ndarray:
-    "The standard PASCAL VOC colour map: an (n, 3) uint8 array (class 1 red, 2 green, ..., 255 cream)."
-    i = np.arange(n)
-    pal = np.zeros((n, 3), np.int64)
-    for bit in range(8):          # bit j of (r, g, b) comes from bits 3j, 3j+1, 3j+2 of the index, high bits first
-        for ch in range(3):
-            pal[:, ch] |= ((i >> (3 * bit + ch)) & 1) << (7 - bit)
-    return pal.astype(np.uint8)
+_VOC_PALETTE_BYTES = voc_palette().tobytes()   # the one VOC palette (cps_repro.evaluate), as PIL's putpalette takes it
 
-_VOC_PALETTE_BYTES = voc_palette().tobytes()   # immutable, for the PNG writer
 
 # %% ../nbs/03_synthetic.ipynb #c020
 def colour_baseline_accuracy(fit_scenes, eval_scenes) -> float:

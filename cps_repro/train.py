@@ -15,6 +15,8 @@ import torch.nn as nn
 
 from . import __version__
 from .config import ExperimentConfig
+from .data import IMAGENET_MEAN, IMAGENET_STD, to_device
+from .evaluate import evaluate, predict, save_predictions
 from .loaders import TrainData, build_data as build_loaders
 from .distributed import DistInfo, setup_distributed, average_gradients, broadcast_parameters, GradientReducer
 from .runs import (atomic_torch_save, rng_state, set_rng_state, NonFiniteLossError, first_non_finite, git_commit,
@@ -90,15 +92,9 @@ def check_batch_norm_batch(nets, images_per_forward: int) -> None:
                          "batch_size, fewer accum_steps or fewer processes (on CUDA with several processes batch norm "
                          "is synchronised and one image per GPU works, as in the official Cityscapes runs).")
 
-def _to_device(batch: dict | None, device, channels_last: bool = False):
-    if batch is None: return None
-    out = {}
-    for k, v in batch.items():
-        if torch.is_tensor(v):
-            v = v.to(device, non_blocking=True)
-            if channels_last and v.dim() == 4: v = v.contiguous(memory_format=torch.channels_last)
-        out[k] = v
-    return out
+def _to_device(batch: dict | None, device, channels_last: bool = False, mean=IMAGENET_MEAN, std=IMAGENET_STD):
+    "A loader batch on `device`: uint8 images become normalised floats there (`cps_repro.data.to_device`)."
+    return None if batch is None else to_device(batch, device, mean, std, channels_last)
 
 # %% ../nbs/08_train.ipynb #t004
 class Trainer:
@@ -137,7 +133,7 @@ class Trainer:
         "The next batch of every view the method reads, on the device: `{view: {'image', 'label', ...}}`."
         d, cl = self.data, self.cfg.train.channels_last
         streams = {'labeled': d.labeled, 'unlabeled': d.unlabeled, 'unlabeled2': d.unlabeled2}
-        return {v: _to_device(next(streams[v]), self.device, cl) for v in self.method.views}
+        return {v: _to_device(next(streams[v]), self.device, cl, self.cfg.data.mean, self.cfg.data.std) for v in self.method.views}
 
     def context(self) -> StepContext:
         "The interface the method's loss function and hooks receive at this iteration."
@@ -231,28 +227,28 @@ class Trainer(Trainer):
 
     def evaluate(self) -> dict:
         "mIoU of network 1 on the validation set (and network 2 with the two networks' overlap, Figure 7)."
-        from cps_repro.evaluate import evaluate
         e, second = self.cfg.eval, None
         if self.cfg.train.eval_both and len(self.nets) > 1: second = self.nets[1]
         for n in self.nets: n.eval()
         try:
             res = evaluate(self.nets[0], self.data.val, self.cfg.data.num_classes, mode=e.mode, crop=e.crop_size,
                            stride=e.resolved_stride, flip=e.flip, scales=tuple(e.scales), device=self.device,
-                           ignore_index=self.cfg.data.ignore_index, progress=False, second_model=second)
+                           ignore_index=self.cfg.data.ignore_index, progress=False, second_model=second,
+                           amp=self.amp, window_batch=4)
         finally:
             for n in self.nets: n.train()
         return res
 
     def save_predictions(self, n: int) -> None:
         "Network 1's argmax on the first `n` validation images as palette PNGs in `predictions/` (Figure 6)."
-        from cps_repro.evaluate import predict, save_predictions
         e, net = self.cfg.eval, self.nets[0]
         net.eval()
         try:
             for i, batch in enumerate(self.data.val):
                 if i >= n: break
                 logits = predict(net, batch['image'].to(self.device), mode=e.mode, crop=e.crop_size, stride=e.resolved_stride,
-                                 flip=e.flip, scales=tuple(e.scales), num_classes=self.cfg.data.num_classes)
+                                 flip=e.flip, scales=tuple(e.scales), num_classes=self.cfg.data.num_classes,
+                                 amp=self.amp)
                 save_predictions(logits.argmax(1).cpu(), batch['id'], self.run_dir / 'predictions')
         finally: net.train()
 

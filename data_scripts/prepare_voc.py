@@ -133,7 +133,7 @@ def build_train_aug(voc_train, voc_val, sbd_train, sbd_val) -> list[str]:
 def save_palette_png(mask: np.ndarray, path) -> None:
     "Write a uint8 class mask as a PNG with the VOC palette (readers get the class ids back as palette indices)."
     im = Image.fromarray(np.ascontiguousarray(mask, dtype=np.uint8))
-    im.putpalette(voc_palette())          # an 'L' image with a palette becomes a 'P' image
+    im.putpalette(voc_palette().tobytes())          # an 'L' image with a palette becomes a 'P' image
     im.save(path, format='PNG')
 
 

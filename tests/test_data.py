@@ -1,5 +1,6 @@
 "Tests of cps_repro.data: layouts and their errors, decoding checks, the paired augmentation, resumable streams, data check."
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +13,11 @@ from cps_repro.data import (
     IMAGENET_MEAN, IMAGENET_STD, TRAIN_SCALES, DataError, DataNotFoundError, EvalTransform, InfiniteStream, Problem,
     Sample, SegmentationDataset, TrainTransform, VirtualEpochSampler, check_dataset, cityscapes_paths,
     cityscapes_samples, cli_data_check, default_num_classes, derive_seed, folder_samples, iters_per_epoch,
-    load_sample, load_samples, make_train_streams, normalize, read_image, read_mask, virtual_epoch_length,
-    virtual_epoch_order, voc_palette, voc_samples)
+    is_all_ignore, load_sample, load_samples, make_train_streams, mask_dtype, normalize, read_image, read_mask,
+    to_device, virtual_epoch_length, virtual_epoch_order, voc_palette, voc_samples)
+from torchvision import tv_tensors
+from torchvision.transforms.v2 import InterpolationMode
+from torchvision.transforms.v2 import functional as TF
 
 torch.set_num_threads(1)
 
@@ -21,7 +25,7 @@ torch.set_num_threads(1)
 # ---------------------------------------------------------------- fixtures written with PIL
 def _palette_png(path, mask):
     im = Image.frombytes('P', (mask.shape[1], mask.shape[0]), mask.astype(np.uint8).tobytes())
-    im.putpalette(voc_palette())
+    im.putpalette(voc_palette().tobytes())
     im.save(path)
 
 
@@ -279,7 +283,9 @@ def test_palette_mask_is_read_as_indices(tmp_path):
 
 
 def test_voc_palette_known_colours():
-    pal = np.array(voc_palette()).reshape(256, 3)
+    import cps_repro.evaluate, cps_repro.synthetic
+    assert voc_palette is cps_repro.evaluate.voc_palette is cps_repro.synthetic.voc_palette   # one home
+    pal = voc_palette()
     assert pal[1].tolist() == [128, 0, 0] and pal[2].tolist() == [0, 128, 0] and pal[20].tolist() == [0, 64, 128]
     assert pal[255].tolist() == [224, 224, 192]
 
@@ -293,22 +299,84 @@ def _img(h=24, w=32, seed=0):
 def _gen(s): return torch.Generator().manual_seed(s)
 
 
+def _norm(x, valid):
+    "The device half of the pipeline, on the CPU: normalise a uint8 crop and zero its padding."
+    return to_device({'image': x, 'valid': valid}, 'cpu')['image']
+
+
+class ReferenceTrainTransform:
+    "The training transform before crop-first (normalise the whole rescaled image, pad with 0, crop), kept as the reference."
+    def __init__(self, t: TrainTransform): self.t = t
+
+    def __call__(self, image, mask, generator):
+        t, p = self.t, self.t.draw(*image.shape[-2:], generator)
+        img = tv_tensors.Image(image)
+        msk = None if mask is None else tv_tensors.Mask(mask)
+        if p['flip']:
+            img = TF.horizontal_flip(img)
+            if msk is not None: msk = TF.horizontal_flip(msk)
+        img = TF.resize(img, list(p['size']), interpolation=InterpolationMode.BILINEAR, antialias=False)
+        if msk is not None: msk = TF.resize(msk, list(p['size']), interpolation=InterpolationMode.NEAREST)
+        img = normalize(img, t.mean, t.std)
+        if any(p['pad']):
+            img = TF.pad(img, list(p['pad']), fill=0.0)
+            if msk is not None: msk = TF.pad(msk, list(p['pad']), fill=t.ignore_index)
+        ch, cw = t.crop_size
+        img = TF.crop(img, p['top'], p['left'], ch, cw).as_subclass(torch.Tensor).contiguous()
+        if msk is not None: msk = TF.crop(msk, p['top'], p['left'], ch, cw).as_subclass(torch.Tensor).long().contiguous()
+        return img, msk
+
+
+@pytest.mark.parametrize('size, crop', [((24, 32), 16), ((20, 30), (40, 50)), ((37, 23), (30, 20)), ((50, 40), 48)])
+def test_crop_first_is_bit_identical_to_the_reference(size, crop):
+    "Old order (normalise, pad, crop) and new order (crop uint8, normalise on the device) give the same bits."
+    img, mask = _img(*size, seed=sum(size))
+    mask8 = mask.to(torch.uint8); mask8[0, :3] = 255
+    new, ref = TrainTransform(crop, mean=(0.4, 0.5, 0.6), std=(0.2, 0.25, 0.3)), None
+    ref = ReferenceTrainTransform(new)
+    for s in range(150):
+        x, y, v = new(img, mask8, _gen(s))
+        rx, ry = ref(img, mask8, _gen(s))
+        got = to_device({'image': x, 'label': y, 'valid': v}, 'cpu', new.mean, new.std)
+        assert got['image'].dtype == torch.float32 and got['label'].dtype == torch.int64 and 'valid' not in got
+        assert torch.equal(got['image'].view(torch.int32), rx.view(torch.int32)), s    # bit for bit, +0.0 padding included
+        assert torch.equal(got['label'], ry), s
+        assert torch.equal(new(img, None, _gen(s))[0], x)
+    # a collated batch of several draws takes the same path
+    items = [new(img, mask8, _gen(s)) for s in range(6)]
+    batch = {'image': torch.stack([i[0] for i in items]), 'label': torch.stack([i[1] for i in items]),
+             'valid': torch.stack([i[2] for i in items]), 'id': [str(k) for k in range(6)]}
+    got = to_device(batch, 'cpu', new.mean, new.std, channels_last=True)
+    want = torch.stack([ref(img, mask8, _gen(s))[0] for s in range(6)])
+    assert torch.equal(got['image'], want) and got['image'].is_contiguous(memory_format=torch.channels_last)
+    assert got['id'] == batch['id']
+
+
+def test_to_device_passes_float_images_and_other_tensors_through():
+    x = torch.randn(2, 3, 4, 4); lab = torch.zeros(2, 4, 4, dtype=torch.long)
+    got = to_device({'image': x, 'label': lab, 'index': torch.arange(2)}, 'cpu')
+    assert got['image'] is x and got['label'] is lab and got['index'].tolist() == [0, 1]
+
+
 @pytest.mark.parametrize('crop', [16, (12, 20), 64])
 def test_train_transform_shapes(crop):
     img, mask = _img()
     t = TrainTransform(crop)
     ch, cw = (crop, crop) if isinstance(crop, int) else crop
     for s in range(8):
-        x, y = t(img, mask, _gen(s))
-        assert x.shape == (3, ch, cw) and y.shape == (ch, cw) and x.dtype == torch.float32 and y.dtype == torch.int64
-        assert t(img, None, _gen(s))[1] is None
+        x, y, v = t(img, mask, _gen(s))
+        assert x.shape == (3, ch, cw) and y.shape == (ch, cw) and x.dtype == torch.uint8 and y.dtype == mask.dtype
+        assert v.dtype == torch.int64 and v.shape == (4,) and t(img, None, _gen(s))[1] is None
+        assert t(img, mask.to(torch.uint8), _gen(s))[1].dtype == torch.uint8
 
 
 def test_padding_values_when_scaled_image_is_smaller_than_crop():
     img, mask = _img(20, 30)
     t = TrainTransform((40, 50), scales=[0.5], flip_p=0.0)      # scaled to 10 x 15: pad 30 rows, 35 cols
-    x, y = t(img, mask, _gen(0))
+    x, y, v = t(img, mask, _gen(0))
+    x = _norm(x, v)
     top, bottom, left, right = 15, 15, 17, 18
+    assert v.tolist() == [top, 40 - bottom, left, 50 - right]
     inside = torch.zeros(40, 50, dtype=torch.bool); inside[top:40 - bottom, left:50 - right] = True
     assert (x[:, ~inside] == 0).all() and (y[~inside] == 255).all()
     assert (y[inside] != 255).all() and (x[:, inside] != 0).any(dim=0).all()
@@ -318,14 +386,14 @@ def test_padding_values_when_scaled_image_is_smaller_than_crop():
 def test_flip_keeps_image_and_mask_aligned():
     img, mask = _img()
     t = TrainTransform((24, 32), scales=[1.0], flip_p=1.0)
-    x, y = t(img, mask, _gen(0))
-    assert torch.equal(y, mask.flip(-1)) and torch.allclose(x, normalize(img).flip(-1))
+    x, y, v = t(img, mask, _gen(0))
+    assert torch.equal(y, mask.flip(-1)) and torch.equal(_norm(x, v), normalize(img).flip(-1))
     # the label of every output pixel is the label of the image pixel it came from, for random draws too
     coded = torch.arange(24 * 32).view(24, 32) % 250                # positions encoded in the mask
     img_code = torch.stack([coded.to(torch.uint8)] * 3)             # same code in the image
     for s in range(10):
-        x, y = TrainTransform(16, scales=[1.0])(img_code, coded, _gen(s))
-        back = x[0] * IMAGENET_STD[0] + IMAGENET_MEAN[0]
+        x, y, v = TrainTransform(16, scales=[1.0])(img_code, coded, _gen(s))
+        back = _norm(x, v)[0] * IMAGENET_STD[0] + IMAGENET_MEAN[0]
         assert torch.allclose(back * 255, y.float(), atol=1e-3)
 
 
@@ -368,11 +436,13 @@ def test_dataset_items(voc):
     root, ids = voc
     ds = SegmentationDataset(voc_samples(root, 'train_aug'), TrainTransform(16), 21)
     x = ds[(1, 77)]
-    assert set(x) == {'image', 'label', 'id'} and x['id'] == ids[1]
-    assert x['image'].shape == (3, 16, 16) and x['image'].dtype == torch.float32 and x['label'].dtype == torch.int64
+    assert set(x) == {'image', 'label', 'valid', 'id'} and x['id'] == ids[1]
+    assert x['image'].shape == (3, 16, 16) and x['image'].dtype == torch.uint8 and x['label'].dtype == torch.uint8
     assert torch.equal(ds[(1, 77)]['image'], x['image']) and not torch.equal(ds[(1, 78)]['image'], x['image'])
     u = SegmentationDataset(voc_samples(root, 'train_aug', labeled=False), TrainTransform(16), 21)
-    assert set(u[(1, 77)]) == {'image', 'id'} and torch.equal(u[(1, 77)]['image'], x['image'])
+    assert set(u[(1, 77)]) == {'image', 'valid', 'id'} and torch.equal(u[(1, 77)]['image'], x['image'])
+    e = SegmentationDataset(voc_samples(root, 'train_aug'), None, 21)[1]              # evaluation items stay float / int64
+    assert e['image'].dtype == torch.float32 and e['label'].dtype == torch.int64 and set(e) == {'image', 'label', 'id'}
     with pytest.raises(ValueError, match='mix'):
         SegmentationDataset(ds.samples[:1] + u.samples[1:2], None, 21)
     with pytest.raises(ValueError): SegmentationDataset([], None, 21)
@@ -579,3 +649,62 @@ def test_check_folder_num_classes(tmp_path, capsys):
     assert default_num_classes('voc', tmp_path) == 21 and default_num_classes('cityscapes', tmp_path) == 19
     assert default_num_classes('folder', root, 7) == 7
     assert cli_data_check('folder', root) == 0
+
+
+# ---------------------------------------------------------------- mask checks once, all-ignore masks (issue 12 item 10)
+def test_mask_values_are_checked_once_per_sample(voc, monkeypatch):
+    import cps_repro.data as data_mod
+    root, ids = voc
+    calls = []
+    real = data_mod.check_mask_values
+    monkeypatch.setattr(data_mod, 'check_mask_values', lambda *a, **k: (calls.append(a[1]), real(*a, **k)))
+    ds = SegmentationDataset(voc_samples(root, 'train_aug'), TrainTransform(16), 21)
+    for epoch in range(3):
+        for i in range(len(ds)): ds[(i, epoch * 100 + i)]
+    assert len(calls) == len(ds) and len(set(calls)) == len(ds)
+    assert mask_dtype(21) == torch.uint8 and mask_dtype(19) == torch.uint8 and mask_dtype(1000) == torch.int64
+    big = SegmentationDataset(voc_samples(root, 'train_aug'), None, 1000)
+    assert big.mask_dtype == torch.int64 and big[0]['label'].dtype == torch.int64
+
+
+def test_all_ignore_mask_warns_in_training_and_fails_data_check(voc, capsys):
+    root, ids = voc
+    _palette_png(_vdir(root) / 'SegmentationClassAug' / f'{ids[0]}.png', np.full((24, 32), 255, np.uint8))
+    assert is_all_ignore(torch.full((2, 2), 255, dtype=torch.uint8)) and not is_all_ignore(torch.tensor([0, 255]))
+    ds = SegmentationDataset(voc_samples(root, ids=ids[:2]), TrainTransform(16), 21)
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter('always')
+        for s in range(3): ds[(0, s)]; ds[(1, s)]
+    assert len(w) == 1 and f'{ids[0]}.png' in str(w[0].message) and 'ignore value 255' in str(w[0].message)
+    problems = check_dataset('voc', root, progress=False)
+    assert [p.file.name for p in problems] == [f'{ids[0]}.png'] and 'trains nothing' in problems[0].message
+    assert cli_data_check('voc', root) == 1
+    assert f'{ids[0]}.png: every pixel' in capsys.readouterr().out
+    for i in ids: _palette_png(_vdir(root) / 'SegmentationClassAug' / f'{i}.png', np.full((24, 32), 255, np.uint8))
+    problems = check_dataset('voc', root, 'val', progress=False)
+    assert 'masks are ignore-only' in problems[-1].message and len(problems) == 1 + len(read_ids(root, 'val'))
+
+
+def read_ids(root, name):
+    return (_vdir(root) / 'ImageSets' / 'Segmentation' / f'{name}.txt').read_text().split()
+
+
+def test_check_masks_at_data_building_warns_once_and_marks_masks_checked(voc, monkeypatch):
+    import cps_repro.data as data_mod
+    root, ids = voc
+    ds = SegmentationDataset(voc_samples(root, 'train_aug'), TrainTransform(16), 21)
+    with warnings.catch_warnings():
+        warnings.simplefilter('error')
+        assert ds.check_masks() == [] and ds._checked == set(range(len(ds)))
+    monkeypatch.setattr(data_mod, 'check_mask_values', lambda *a, **k: pytest.fail('checked twice'))
+    ds[(0, 1)]; ds[(1, 2)]                                           # the workers' view: no second check
+    for i in ids: _palette_png(_vdir(root) / 'SegmentationClassAug' / f'{i}.png', np.full((24, 32), 255, np.uint8))
+    monkeypatch.undo()
+    all_ignored = SegmentationDataset(voc_samples(root, 'train_aug'), TrainTransform(16), 21)
+    with warnings.catch_warnings(record=True) as w:
+        warnings.simplefilter('always')
+        assert len(all_ignored.check_masks()) == len(all_ignored)
+    assert len(w) == 1 and 'every one of the' in str(w[0].message) and 'loss will be 0' in str(w[0].message)
+    with pytest.raises(DataError, match=r'\[21\]'):
+        _palette_png(_vdir(root) / 'SegmentationClassAug' / f'{ids[0]}.png', np.full((24, 32), 21, np.uint8))
+        SegmentationDataset(voc_samples(root, ids=ids[:1]), TrainTransform(16), 21).check_masks()

@@ -53,7 +53,7 @@ def jpeg_bytes(rng, h=12, w=16) -> bytes:
 
 def palette_png_bytes(mask) -> bytes:
     im = Image.fromarray(mask.astype(np.uint8))
-    im.putpalette(voc_palette())
+    im.putpalette(voc_palette().tobytes())
     buf = io.BytesIO()
     im.save(buf, format='PNG')
     return buf.getvalue()
@@ -175,7 +175,7 @@ def test_voc_layout_lists_and_masks(voc_prepared, voc_archives):
         np.testing.assert_array_equal(got, expected, err_msg=i)
     assert 255 in read_mask(v / 'SegmentationClassAug' / '2007_000001.png')       # in SBD too: VOC wins
     sbd_only = Image.open(v / 'SegmentationClassAug' / '2008_000005.png')
-    assert sbd_only.mode == 'P' and sbd_only.getpalette()[:9] == voc_palette()[:9]
+    assert sbd_only.mode == 'P' and sbd_only.getpalette()[:9] == voc_palette().reshape(-1).tolist()[:9]
     assert (v / 'JPEGImages' / f'{SBD_ONLY_IMAGE}.jpg').is_file()                  # copied from SBD's img/
     assert not list((voc_prepared / 'SBD').rglob('inst')) and not list((voc_prepared / 'SBD').rglob('README.txt'))
     assert (voc_prepared / 'downloads' / prepare_voc.VOC_ARCHIVE).is_file()

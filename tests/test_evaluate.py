@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from cps_repro.evaluate import (ConfusionMatrix, OverlapMeter, all_reduce_sum_, center_pad, cityscapes_palette,
                                 default_stride, evaluate, predict, predict_whole, prediction_overlap,
-                                save_predictions, sliding_window, voc_palette, window_starts)
+                                save_predictions, sliding_window, voc_palette, window_starts, autocast_dtype)
 
 torch.set_num_threads(1)
 
@@ -226,8 +226,11 @@ def test_window_starts_rejects_gaps():
 
 def test_sliding_window_cityscapes_window_count():
     ones = Ones()
-    out = sliding_window(ones, torch.zeros(1, 3, 1024, 2048), 800, 534)
+    out = sliding_window(ones, torch.zeros(1, 3, 1024, 2048), 800, 534, window_batch=1)
     assert ones.calls == 8 and out.shape == (1, 1, 1024, 2048)
+    ones.calls = 0
+    assert torch.equal(sliding_window(ones, torch.zeros(1, 3, 1024, 2048), 800, 534, window_batch=3), out)
+    assert ones.calls == 3                                               # 8 windows, 3 per forward pass
     assert torch.equal(out[0, 0], count_map(1024, 2048, 800, 534))
     # by hand: rows 0-799 / 224-1023, columns 0-799 / 534-1333 / 1068-1867 / 1248-2047
     assert out[0, 0, 0, 0] == 1 and out[0, 0, 500, 600] == 4 and out[0, 0, 500, 1300] == 6 and out[0, 0, 900, 1800] == 2
@@ -275,7 +278,7 @@ def test_predict_whole_pads_centred_with_zeros(H, W, crop, margins):
 
 def test_predict_whole_falls_back_to_sliding_for_large_images():
     ones = Ones()
-    out = predict_whole(ones, torch.zeros(1, 3, 20, 9), 16)                # taller than the crop
+    out = predict_whole(ones, torch.zeros(1, 3, 20, 9), 16, window_batch=1)   # taller than the crop
     assert ones.calls == 2 and torch.equal(out[0, 0], count_map(20, 9, 16, default_stride(16)))
     ones = Ones(); predict_whole(ones, torch.zeros(1, 3, 16, 16), 16)
     assert ones.calls == 1
@@ -490,3 +493,41 @@ def test_cuda_matches_cpu():
     r_gpu = evaluate(Oracle(4), loader_of(), 4, crop=4, progress=False, second_model=Oracle(4, src=1, dst=2),
                      device='cuda')
     for k in ('miou', 'miou_2', 'overlap', 'n_images'): assert math.isclose(r_cpu[k], r_gpu[k])
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# batched windows and autocast (issue 15 item 2)
+
+def _deeplab(seed=0):
+    from cps_repro.models import deeplabv3plus
+    torch.manual_seed(seed)
+    return deeplabv3plus('small_resnet', 4, output_stride=8, generator=torch.Generator().manual_seed(seed)).eval()
+
+
+@pytest.mark.parametrize('window_batch', [2, 3, 16])
+def test_batched_windows_match_one_by_one_on_a_real_network(window_batch):
+    net = _deeplab()
+    img = torch.randn(2, 3, 45, 70, generator=torch.Generator().manual_seed(1))
+    ref = predict(net, img, mode='sliding', crop=32, stride=21, flip=True, num_classes=4, window_batch=1)
+    got = predict(net, img, mode='sliding', crop=32, stride=21, flip=True, num_classes=4, window_batch=window_batch)
+    assert got.dtype == torch.float32 and torch.allclose(got, ref, rtol=1e-4, atol=1e-4)
+    assert torch.equal(got.argmax(1), ref.argmax(1))
+
+
+def test_evaluate_with_autocast_and_window_batch():
+    net = _deeplab()
+    g = torch.Generator().manual_seed(2)
+    loader = [{'image': torch.randn(1, 3, 40, 50, generator=g), 'label': torch.randint(0, 4, (1, 40, 50), generator=g),
+               'id': [f'i{k}']} for k in range(2)]
+    fp32 = evaluate(net, loader, 4, mode='sliding', crop=32, progress=False, window_batch=1)
+    batched = evaluate(net, loader, 4, mode='sliding', crop=32, progress=False, window_batch=4)
+    assert fp32['amp'] is None and batched['miou'] == pytest.approx(fp32['miou'], abs=1e-9)
+    bf16 = evaluate(net, loader, 4, mode='sliding', crop=32, progress=False, amp='bf16')
+    assert bf16['amp'] == 'bfloat16' and 0 <= bf16['miou'] <= 100
+    with torch.inference_mode():
+        a = predict(net, loader[0]['image'], 'whole', crop=64, amp=torch.bfloat16)
+        b = predict(net, loader[0]['image'], 'whole', crop=64)
+    assert a.dtype == torch.float32 and (a.argmax(1) == b.argmax(1)).float().mean() > 0.9
+    assert autocast_dtype(None) is None and autocast_dtype('none') is None and autocast_dtype('fp16') == torch.float16
+    with pytest.raises(ValueError, match='amp'): autocast_dtype('int8')
+    with pytest.raises(ValueError, match='window_batch'): sliding_window(net, loader[0]['image'], 32, window_batch=0)
