@@ -15,8 +15,8 @@ from .config import ExperimentConfig, normalize_split, coarse_list_file, METHODS
 
 # %% auto #0
 __all__ = ['SHORT_KEYS', 'PRESET_KEYS', 'PRESET_SHORT', 'CHOICE_KEYS', 'NO_PRETRAINED', 'PAPER_WEIGHT_BACKBONES', 'WEIGHT_FILES',
-           'README_WEIGHTS', 'CPU_ITERS_LIMIT', 'parse_field', 'apply_overrides', 'load_config', 'PreflightError',
-           'preflight', 'check_choice']
+           'README_WEIGHTS', 'CPU_ITERS_LIMIT', 'parse_field', 'override_pairs', 'apply_overrides', 'load_config',
+           'PreflightError', 'preflight', 'check_choice']
 
 # %% ../nbs/00b_overrides.ipynb #o005
 SHORT_KEYS = {'iters': ('train.iters',), 'batch_size': ('train.batch_size', 'train.unlabeled_batch_size'),
@@ -130,14 +130,16 @@ def parse_field(cls, name: str, value, key: str | None = None):
     return v
 
 # %% ../nbs/00b_overrides.ipynb #o010
-def _pairs(overrides) -> list:
-    "`[(key, value), ...]` from a dict, `key=value` texts, or lists of them (one list per `--set` flag), in order."
+def override_pairs(overrides) -> list:
+    "`[(key, value), ...]` from a dict, `key=value` texts, `(key, value)` pairs, or lists of them (one per `--set` flag), in order."
     if overrides is None: return []
     if isinstance(overrides, dict): return list(overrides.items())
     if isinstance(overrides, str): overrides = [overrides]
     out = []
     for item in overrides:
-        if isinstance(item, (list, tuple)): out += _pairs(item); continue
+        if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str) and '=' not in item[0]:
+            out.append((item[0].strip(), item[1])); continue          # an already split (key, value) pair
+        if isinstance(item, (list, tuple)): out += override_pairs(item); continue
         if not isinstance(item, str) or '=' not in item:
             raise ValueError(f"Override {item!r} must look like key=value (e.g. iters=100)")
         k, v = item.split('=', 1)
@@ -179,7 +181,7 @@ def _show(v): return v if isinstance(v, str) else repr(v)
 
 def apply_overrides(cfg: ExperimentConfig, overrides) -> ExperimentConfig:
     "A copy of `cfg` with every override applied in order (dict, `key=value` texts, or one list per flag); validated."
-    pairs, seen = _pairs(overrides), {}
+    pairs, seen = override_pairs(overrides), {}
     resolved = []
     for key, value in pairs:
         for path, v in _resolve(key, value):
