@@ -16,7 +16,7 @@ from .config import ExperimentConfig, normalize_split, coarse_list_file, METHODS
 # %% auto #0
 __all__ = ['SHORT_KEYS', 'PRESET_KEYS', 'PRESET_SHORT', 'CHOICE_KEYS', 'NO_PRETRAINED', 'PAPER_WEIGHT_BACKBONES', 'WEIGHT_FILES',
            'README_WEIGHTS', 'CPU_ITERS_LIMIT', 'parse_field', 'override_pairs', 'apply_overrides', 'load_config',
-           'PreflightError', 'preflight', 'check_choice']
+           'PreflightError', 'preflight', 'check_choice', 'project_root', 'project_path']
 
 # %% ../nbs/00b_overrides.ipynb #o005
 SHORT_KEYS = {'iters': ('train.iters',), 'batch_size': ('train.batch_size', 'train.unlabeled_batch_size'),
@@ -134,7 +134,9 @@ def override_pairs(overrides) -> list:
     "`[(key, value), ...]` from a dict, `key=value` texts, `(key, value)` pairs, or lists of them (one per `--set` flag), in order."
     if overrides is None: return []
     if isinstance(overrides, dict): return list(overrides.items())
-    if isinstance(overrides, str): overrides = [overrides]
+    if isinstance(overrides, str):     # papermill's `-p extra ...`: a JSON list, or key=value texts separated by spaces
+        text = overrides.strip()
+        overrides = json.loads(text) if text.startswith('[') else text.split()
     out = []
     for item in overrides:
         if isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str) and '=' not in item[0]:
@@ -265,3 +267,20 @@ def check_choice(what: str, value, choices):
     "`value` when it is one of `choices`, else a ValueError 'Unknown <what>' listing them (notebook parameters)."
     if value not in choices: raise ValueError(f"Unknown {what} {value!r}. Valid: {', '.join(map(str, choices))}")
     return value
+
+# %% ../nbs/00b_overrides.ipynb #o021
+def project_root(start=None) -> Path | None:
+    "The nearest folder at or above `start` (default: the working folder) holding cps_repro's pyproject.toml, or None."
+    here = Path(start or Path.cwd()).resolve()
+    for d in (here, *here.parents):
+        f = d / 'pyproject.toml'
+        if f.is_file() and (d / 'nbs').is_dir() and 'name = "cps_repro"' in f.read_text(errors='ignore'): return d
+    return None
+
+def project_path(path, start=None):
+    "`path` resolved from the project root when relative (from the working folder outside a checkout); see above."
+    if path is None or (isinstance(path, str) and path.strip().lower() in ('', 'none')): return path
+    p = Path(path).expanduser()
+    if p.is_absolute(): return str(p)
+    root = project_root(start)
+    return str((root / p) if root is not None else p)
