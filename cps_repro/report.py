@@ -171,10 +171,12 @@ def load_results(results_dir) -> pd.DataFrame:
             warnings.warn(f"Skipping {path}: expected a JSON object, got {type(result).__name__}."); continue
         try: row = result_row(result, path)
         except ValueError as e: warnings.warn(f"Skipping {e}"); continue
-        if row['run_id'] in seen:
-            warnings.warn(f"Skipping {path}: run {row['run_id']} was already loaded from {seen[row['run_id']]} "
+        data = result.get('data') if isinstance(result.get('data'), dict) else {}
+        key = (row['run_id'], data.get('fingerprint') or row['data_root'])   # the same run id on other data is another run
+        if key in seen:
+            warnings.warn(f"Skipping {path}: run {row['run_id']} was already loaded from {seen[key]} "
                           "(the same run copied twice would count twice)."); continue
-        seen[row['run_id']] = path
+        seen[key] = path
         rows.append(row)
     return pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
 

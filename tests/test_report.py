@@ -349,3 +349,13 @@ def test_figure5_legend_does_not_overlap_the_title(results_dir):
     canvas = FigureCanvasAgg(fig); canvas.draw(); r = canvas.get_renderer()
     legend, title = fig.legends[0].get_window_extent(r), fig._suptitle.get_window_extent(r)
     assert not legend.overlaps(title)
+
+
+def test_the_same_run_id_on_other_data_is_not_a_duplicate(tmp_path):
+    "Mini runs of data seeds 0 and 1 share run ids (issue 12, item 8): they are different runs."
+    write_run(tmp_path / 'data_seed0', 'cps', 40.0, data_root='data/mini_seed0', provenance=None, name='mini_cps_1_16_seed0_x')
+    write_run(tmp_path / 'data_seed1', 'cps', 41.0, data_root='data/mini_seed1', provenance=None, name='mini_cps_1_16_seed0_x')
+    assert len(load_results(tmp_path)) == 2
+    with pytest.warns(UserWarning, match='copied twice'):
+        write_run(tmp_path / 'copy', 'cps', 40.0, data_root='data/mini_seed0', provenance=None, name='mini_cps_1_16_seed0_x')
+        assert len(load_results(tmp_path)) == 2
