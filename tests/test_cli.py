@@ -146,3 +146,14 @@ def test_synth_and_mini_pretrain_help():
 def test_synth_no_progress(tmp_path, capsys):
     code, out, err = run(capsys, 'synth', tmp_path / 's', '--n', 8, '--n-val', 2, '--size', 32, '--no-progress')
     assert code == 0 and 'synthesizing' not in err and (tmp_path / 's' / 'synthetic.json').is_file()
+
+
+def test_damaged_list_file_is_one_line(tmp_path, capsys):
+    root = tmp_path / 'syn'
+    synthesize(root, n=24, n_val=4, size=32, progress=False)
+    lab = root / 'partitions' / 'pascal_voc' / 'subset_train_aug' / 'train_aug_labeled_1-8.txt'
+    lab.write_text('no_such_image\n\x00\x01garbage\n')
+    code, _, err = run(capsys, 'train', '--preset', 'mini_cps', '--split', '1_8', '--data-root', root, '--out-dir',
+                       tmp_path / 'r', '--no-progress', '--set', *TINY, 'iters=2')
+    assert code == 2 and err.startswith('cps-repro: error:') and len(err.strip().splitlines()) == 1, err
+    assert 'Traceback' not in err

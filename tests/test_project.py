@@ -72,3 +72,12 @@ def test_jupyterlab_comes_with_the_dev_extras_and_the_conda_environment():
     assert 'jupyterlab' in {_name(r) for r in _pyproject()['project']['optional-dependencies']['dev']}
     assert 'jupyterlab' in _conda_packages()
     assert '.venv/bin/jupyter lab' in (REPO / 'README.md').read_text()
+
+
+def test_jupyter_lab_starts_from_the_environment():
+    "`jupyter lab` after `make venv` (skipped where the running environment lacks it)."
+    import shutil
+    exe = Path(sys.executable).parent / 'jupyter-lab'
+    if not exe.exists(): import pytest; pytest.skip('jupyterlab is not installed in this environment')
+    out = subprocess.run([str(exe), '--version'], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0 and out.stdout.strip().startswith('4.')
