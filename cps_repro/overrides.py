@@ -11,7 +11,7 @@ from dataclasses import fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
-from .config import ExperimentConfig, normalize_split, coarse_list_file, METHODS, BACKBONES, DATASETS
+from .config import ExperimentConfig, normalize_split, coarse_list_file
 
 # %% auto #0
 __all__ = ['SHORT_KEYS', 'PRESET_KEYS', 'PRESET_SHORT', 'CHOICE_KEYS', 'NO_PRETRAINED', 'PAPER_WEIGHT_BACKBONES', 'WEIGHT_FILES',
@@ -115,11 +115,13 @@ def _coerce(tp, value, key):
 def _check(meta, v, key):
     "The range and choice checks a field declares in its `metadata`."
     check, choices = meta.get('check'), meta.get('choices')
-    if v is None: return
-    if check == 'positive' and not v > 0: raise ValueError(f"{key}={v!r} must be > 0")
-    if check == 'non_negative' and not v >= 0: raise ValueError(f"{key}={v!r} must be >= 0")
-    if check == 'probability' and not 0 <= v <= 1: raise ValueError(f"{key}={v!r} must be in [0, 1]")
     if choices is not None and v not in choices: raise ValueError(f"{key}={v!r} must be one of {', '.join(map(str, choices))}")
+    if v is None or check is None: return
+    for x in (v if isinstance(v, (tuple, list)) else (v,)):          # a tuple is checked element by element
+        if isinstance(x, bool) or not isinstance(x, (int, float)): raise ValueError(f"{key}={v!r} must be numbers")
+        if check == 'positive' and not x > 0: raise ValueError(f"{key}={v!r} must be > 0")
+        if check == 'non_negative' and not x >= 0: raise ValueError(f"{key}={v!r} must be >= 0")
+        if check == 'probability' and not 0 <= x <= 1: raise ValueError(f"{key}={v!r} must be in [0, 1]")
 
 def parse_field(cls, name: str, value, key: str | None = None):
     "`value` parsed by the type that dataclass `cls` declares for field `name`, and checked by the field's metadata."
@@ -204,6 +206,9 @@ def _complete(obj, d, where: str, path: Path) -> dict:
     if unknown: raise KeyError(f"{path}: unknown key(s) {', '.join((where + '.' if where else '') + u for u in unknown)}")
     for name in names:
         key = f"{where}.{name}" if where else name
+        if hints.get(name) is Any:            # e.g. a method's hyperparameters: their class depends on another field
+            if name in d: out[name] = d[name]
+            continue
         if name not in d:
             raise KeyError(f"{path}: missing {'section' if is_dataclass(getattr(obj, name)) else 'key'} {key!r}. A config file "
                            "must be complete: start from a run's config.json or `cps-repro train --preset P --dump-config F`")
