@@ -191,8 +191,9 @@ def _cmd_presets(a) -> int:
         if not a.verbose: print(name); continue
         try: c = preset(name, a.split)
         except ValueError as e: print(f"{name:36s} (not for split {a.split}: {e})"); continue
+        lam = getattr(getattr(c, 'hparams', None), 'weight', getattr(c.train, 'cps_weight', None))   # λ: the method's weight
         print(f"{name:36s} {c.model.backbone:13s} iters {c.train.iters:6d}  batch {c.train.batch_size}+{c.train.unlabeled_batch_size}"
-              f"  λ {c.train.cps_weight:g}  crop {c.data.crop_size}  loss {c.train.sup_loss}  eval {c.eval.mode}")
+              + (f"  λ {lam:g}" if lam is not None else '') + f"  crop {c.data.crop_size}  loss {c.train.sup_loss}  eval {c.eval.mode}")
     return 0
 
 def _add_splits(sub):
