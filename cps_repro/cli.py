@@ -100,12 +100,12 @@ def _cmd_train(a) -> int:
     if a.dump_config:
         if Path(a.dump_config).exists(): raise FileExistsError(f"{a.dump_config} exists; choose another --dump-config")
         cfg.to_json(a.dump_config); print(f"wrote {a.dump_config}"); return 0
-    device = preflight(cfg, device=a.device, allow_cpu=a.allow_cpu)
+    preflight(cfg, device=a.device, allow_cpu=a.allow_cpu)   # weights, paper scale without a GPU, --device: before any data
     _writable_dir(a.run_dir or a.out_dir, '--run-dir' if a.run_dir else '--out-dir')
     check_data_root(cfg)
     run_dir = Path(a.run_dir or Path(a.out_dir) / cfg.run_id)
     _check_checkpoint(run_dir / 'checkpoint.pt')
-    result = train(cfg, out_dir=a.out_dir, run_dir=a.run_dir, device=device, progress=not a.no_progress)
+    result = train(cfg, out_dir=a.out_dir, run_dir=a.run_dir, device=a.device, progress=not a.no_progress)
     if int(os.environ.get('RANK', 0)) == 0:
         print(f"mIoU {result['miou']:.2f} (network 1, final iteration {result['iters']}); "
               f"result: {Path(result.get('run_dir') or run_dir) / 'result.json'}")
