@@ -15,10 +15,9 @@ from typing import Any
 __all__ = ['TRAIN_AUG_SPLITS', 'FEW_LABEL_SPLITS', 'FULL_SPLIT', 'SPLITS', 'IMAGENET_MEAN', 'IMAGENET_STD', 'OFFICIAL_SCALES',
            'DATASETS', 'METHODS', 'BACKBONES', 'AMP_MODES', 'OFFICIAL_TRAIN_SIZE', 'OFFICIAL_EPOCHS',
            'FEW_LABEL_EPOCHS', 'OFFICIAL_N_LABELED', 'CPS_WEIGHT', 'FEW_LABEL_CPS_WEIGHT', 'FULL_SUPERVISED_EPOCHS',
-           'FULL_SUPERVISED_BATCH', 'PAPER_BACKBONES', 'FULL_METHODS', 'COARSE_LIST_SIZES', 'SHORT_KEYS', 'CHOICE_KEYS',
-           'normalize_split', 'split_fraction', 'DataConfig', 'ModelConfig', 'OptimConfig', 'TrainConfig', 'EvalConfig',
-           'ExperimentConfig', 'official_iters', 'list_presets', 'preset', 'coarse_list_file', 'full_split_lists',
-           'apply_overrides']
+           'FULL_SUPERVISED_BATCH', 'PAPER_BACKBONES', 'FULL_METHODS', 'COARSE_LIST_SIZES', 'normalize_split',
+           'split_fraction', 'DataConfig', 'ModelConfig', 'OptimConfig', 'TrainConfig', 'EvalConfig',
+           'ExperimentConfig', 'official_iters', 'list_presets', 'preset', 'coarse_list_file', 'full_split_lists']
 
 # %% ../nbs/00_config.ipynb #c005
 TRAIN_AUG_SPLITS = ('1_16', '1_8', '1_4', '1_2')   # fractions of VOC train_aug / Cityscapes train
@@ -387,54 +386,3 @@ def _full_preset(dataset: str, method: str, backbone: str) -> ExperimentConfig:
                                unlabeled_list=None if method == 'supervised' else lists['unlabeled'])
     train = dataclasses.replace(base.train, iters=iters, eval_every=max(iters // 10, 1))
     return dataclasses.replace(base, data=data, train=train, notes=_full_notes(method, backbone, iters, lists)).validate()
-
-# %% ../nbs/00_config.ipynb #c026
-SHORT_KEYS = {'iters': ('train.iters',), 'batch_size': ('train.batch_size', 'train.unlabeled_batch_size'),
-              'crop_size': ('data.crop_size', 'eval.crop_size'), 'seed': ('train.seed',), 'amp': ('train.amp',),
-              'eval_every': ('train.eval_every',), 'checkpoint_every': ('train.checkpoint_every',),
-              'log_every': ('train.log_every',), 'data_root': ('data.root',), 'backbone': ('model.backbone',),
-              'pretrained': ('model.pretrained',), 'split': ('data.split',), 'method': ('train.method',),
-              'cps_weight': ('train.cps_weight',), 'lr_mode': ('optim.lr_mode',), 'workers': ('data.workers',),
-              'accum_steps': ('train.accum_steps',), 'teacher_checkpoint': ('model.teacher_checkpoint',), 'channels_last': ('train.channels_last',), 'compile': ('train.compile',)}
-
-def _parse_value(text: str, current):
-    if not isinstance(text, str): return text
-    t = text.strip()
-    if isinstance(current, bool): 
-        if t.lower() in ('1', 'true', 'yes', 'on'): return True
-        if t.lower() in ('0', 'false', 'no', 'off'): return False
-        raise ValueError(f"Expected a boolean, got {text!r}")
-    if isinstance(current, int): return int(t)
-    if isinstance(current, float): return float(t)
-    if isinstance(current, tuple): return tuple(json.loads(t) if t.startswith('[') else [float(v) for v in t.split(',')])
-    if current is None or isinstance(current, dict):
-        if t.lower() in ('none', 'null', ''): return None
-        try: return json.loads(t)
-        except json.JSONDecodeError: return t
-    return t
-
-CHOICE_KEYS = {'coarse_list': lambda v: {'data.unlabeled_list': coarse_list_file(v)}}
-
-def apply_overrides(cfg: ExperimentConfig, overrides) -> ExperimentConfig:
-    "A copy of `cfg` with overrides applied: a dict, or a list of `key=value` strings; validated."
-    if isinstance(overrides, (list, tuple)):
-        pairs = {}
-        for item in overrides:
-            if '=' not in item: raise ValueError(f"Override {item!r} must look like key=value (e.g. iters=100)")
-            k, v = item.split('=', 1); pairs[k.strip()] = v
-        overrides = pairs
-    overrides = {k2: v2 for k, v in overrides.items()
-                 for k2, v2 in (CHOICE_KEYS[k](v).items() if k in CHOICE_KEYS else [(k, v)])}
-    d = cfg.to_dict()
-    for key, value in overrides.items():
-        paths = SHORT_KEYS.get(key, (key,))
-        for path in paths:
-            parts = path.split('.')
-            if len(parts) != 2 or parts[0] not in _SECTIONS or parts[1] not in d[parts[0]]:
-                raise KeyError(f"Unknown config key {key!r}. Use a short key ({', '.join([*SHORT_KEYS, *CHOICE_KEYS])}) "
-                               f"or section.field with sections {', '.join(_SECTIONS)}")
-            sec, fld = parts
-            current = getattr(_SECTIONS[sec](), fld) if d[sec][fld] is None else d[sec][fld]
-            v = _parse_value(value, current)
-            d[sec][fld] = normalize_split(v) if fld == 'split' else v
-    return ExperimentConfig.from_dict(d)
