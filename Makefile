@@ -60,4 +60,4 @@ demo: venv
 	@echo "Executed notebooks: $(DEMO)/exp_mini.ipynb, $(DEMO)/paper_tables.ipynb, $(DEMO)/paper_figures.ipynb"
 	@echo "Runs (result.json, metrics, TensorBoard): $(DEMO)/results/"
 	@echo "Tables and figures: $$(ls $(DEMO)/reports | tr '\n' ' ')"
-	@echo "  in $(DEMO)/reports/ (mini table: mini_table.md; the run's table also at $(DEMO)/results/mini_table.csv)"
+	@echo "  in $(DEMO)/reports/ (mini table: mini_table.md; the run table also at $(DEMO)/results/data_seed0/mini_table.csv)"

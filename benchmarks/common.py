@@ -151,7 +151,8 @@ def bench_config(method: str, backbone: str, crop: int, batch_l: int, batch_u: i
                  channels_last: bool = False, num_classes: int = 21, output_stride: int | None = None,
                  cutmix_mask: str = 'box', seed: int = 0, sup_loss: str = 'ce', compile: bool = False):
     "The experiment config of one benchmarked step: the paper's VOC recipe (`sup_loss='ohem'`: Cityscapes' supervised loss) at the given sizes, no pretrained file."
-    from cps_repro.config import ExperimentConfig, apply_overrides
+    from cps_repro.config import ExperimentConfig
+    from cps_repro.overrides import apply_overrides
     cfg = apply_overrides(ExperimentConfig(name=f'bench_{method}'), {'train.sup_loss': sup_loss,
         'train.method': method, 'model.backbone': backbone,
         'model.output_stride': output_stride or (4 if backbone.startswith('small_resnet') else 16), 'model.pretrained': None,

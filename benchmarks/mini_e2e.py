@@ -24,7 +24,7 @@ from common import machine_info, table, write_json
 
 def run_one(method: str, variant: str, a, root: Path, out: Path, device: torch.device) -> dict:
     from bench_step import parse_variant
-    from cps_repro.config import preset
+    from cps_repro.presets import preset
     from cps_repro.train import train
     v = parse_variant(variant)
     overrides = {'data_root': str(root), 'iters': a.iters, 'eval_every': a.iters, 'checkpoint_every': a.iters,

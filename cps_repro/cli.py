@@ -6,46 +6,103 @@ Docs: https://cps-repro.github.io/cps_repro/cli.html.md"""
 
 # %% ../nbs/10_cli.ipynb #c003
 from __future__ import annotations
-import argparse, json, os, sys
+import argparse, json, os, sys, zipfile
+from dataclasses import replace
 from pathlib import Path
 
+from .config import ExperimentConfig
+from .presets import experiment_config, list_presets, preset
+from .data import DataError, cityscapes_root, prepare_hint, voc_root
+from .mini import add_pretrain_parser
+from .overrides import apply_overrides, load_config, override_pairs, preflight
+from .synthetic import synthesize
+
 # %% auto #0
-__all__ = ['experiment_config', 'evaluate_checkpoint', 'build_parser', 'main']
+__all__ = ['own_data', 'check_data_root', 'load_checkpoint', 'evaluate_checkpoint', 'preflight_device', 'build_parser', 'main']
 
 # %% ../nbs/10_cli.ipynb #c004
 def _add_train(sub):
     p = sub.add_parser('train', help='train one experiment (resumes when its run directory has a checkpoint)')
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument('--preset', help="preset name, see `cps-repro presets`")
-    src.add_argument('--config', help='a config JSON file (as written to a run directory\'s config.json)')
-    p.add_argument('--split', default='1_8', help="1_16 1_8 1_4 1_2 (fractions of train_aug / train), 92 183 366 732 (VOC few-label) or full (Cityscapes, + coarse unlabeled)")
+    src.add_argument('--config', help="a complete config JSON file (a run directory's config.json, or --dump-config's)")
+    p.add_argument('--split', help="1_16 1_8 1_4 1_2 (fractions of train_aug / train), 92 183 366 732 (VOC few-label) or "
+                                   "full (Cityscapes, + coarse unlabeled); default 1_8 with --preset, the file's with --config")
     p.add_argument('--data-root', help='dataset folder (default: the preset\'s data/<dataset>)')
     p.add_argument('--out-dir', default='results', help='runs are written to OUT_DIR/<run_id>/ (default: results)')
     p.add_argument('--run-dir', help='use this run directory instead of OUT_DIR/<run_id>')
-    p.add_argument('--set', nargs='*', default=[], metavar='KEY=VALUE', help='config overrides, e.g. iters=100 batch_size=2 amp=bf16')
+    p.add_argument('--set', action='append', nargs='+', default=[], metavar='KEY=VALUE',
+                   help='config overrides, applied in order; repeatable, one or many per flag, e.g. --set iters=100 '
+                        'batch_size=2 --set amp=bf16 (short keys and dotted paths: see chapter 00b_overrides)')
+    p.add_argument('--own-data', nargs=3, metavar=('LABELED', 'UNLABELED', 'VAL'),
+                   help="train the preset's recipe on your own folder (DATA_ROOT/images, DATA_ROOT/masks): the labeled, "
+                        "unlabeled and validation list files of ids")
+    p.add_argument('--num-classes', type=int, help='number of classes of your own data (with --own-data)')
     p.add_argument('--device', help='cpu, cuda or cuda:N (default: cuda when available)')
+    p.add_argument('--allow-cpu', action='store_true', help='start a paper-scale run on a machine without a GPU anyway')
+    p.add_argument('--dump-config', metavar='FILE', help='write the complete config to FILE and stop (for --config)')
     p.add_argument('--no-progress', action='store_true', help='no progress bar')
     p.set_defaults(func=_cmd_train)
 
-def experiment_config(preset_name: str, split, data_root=None, overrides=()):
-    "The config that `cps-repro train` runs: a preset, its split, the data root and `key=value` overrides."
-    from cps_repro.config import preset, apply_overrides
-    cfg = preset(preset_name, split)
-    extra = list(overrides) + ([f'data_root={data_root}'] if data_root else [])
-    return apply_overrides(cfg, extra) if extra else cfg
+def own_data(cfg, root, lists, num_classes: int):
+    "`cfg`'s recipe on your own folder dataset at `root` (images/, masks/) with three list files and `num_classes`."
+    if num_classes is None or num_classes < 2: raise ValueError("--own-data needs --num-classes N (N >= 2, background included)")
+    labeled, unlabeled, val = (str(p) for p in lists)
+    data = replace(cfg.data, dataset='folder', root=str(root), num_classes=int(num_classes), labeled_list=labeled,
+                   unlabeled_list=unlabeled, val_list=val, partitions_root=None, unlabeled_from_train_aug=False)
+    return replace(cfg, name=cfg.name.replace('voc_', 'folder_', 1).replace('cityscapes_', 'folder_', 1), data=data).validate()
+
+def _writable_dir(path, flag: str) -> None:
+    "A clear error when `path` (to be created or written) is a file or not writable."
+    p = Path(path)
+    for q in (p, *p.parents):
+        if q.exists():
+            if not q.is_dir(): raise NotADirectoryError(f"{flag} {path}: {q} is a file, not a folder; choose another {flag}")
+            if not os.access(q, os.W_OK | os.X_OK): raise PermissionError(f"{flag} {path}: {q} is not writable; choose another {flag}")
+            return
+
+def check_data_root(cfg) -> None:
+    "A wrong data root is named as such (with the command that prepares the data), before the lists are looked at."
+    d = cfg.data
+    root = Path(d.root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"data root {root} does not exist (--data-root): point it at the dataset folder; "
+                                + prepare_hint(d.dataset, root))
+    finder = {'voc': voc_root, 'cityscapes': cityscapes_root}.get(d.dataset)
+    if finder is None: return
+    try: finder(root)
+    except (DataError, FileNotFoundError) as e:
+        raise FileNotFoundError(f"--data-root {root} holds no {d.dataset} dataset ({_one_line(e)})") from None
+
+def _check_checkpoint(path: Path) -> None:
+    "A checkpoint that torch cannot open (truncated, overwritten) is named before training resumes from it."
+    if path.is_file() and not zipfile.is_zipfile(path):
+        raise ValueError(f"{path} is damaged (not a complete torch checkpoint; a kill while it was written, or a copy "
+                         "that stopped?). Move it away to restart the run from its previous checkpoint, or from scratch")
 
 def _cmd_train(a) -> int:
     from cps_repro.train import train
+    if a.num_classes is not None and not a.own_data: raise ValueError("--num-classes goes with --own-data")
     if a.config:
-        from cps_repro.config import ExperimentConfig, apply_overrides
-        cfg = ExperimentConfig.from_json(Path(a.config).read_text())
-        extra = list(a.set) + ([f'data_root={a.data_root}'] if a.data_root else [])
+        cfg = load_config(a.config, split=a.split)
+        extra = [*override_pairs(a.set), *([('data_root', a.data_root)] if a.data_root else [])]
         if extra: cfg = apply_overrides(cfg, extra)
-    else: cfg = experiment_config(a.preset, a.split, a.data_root, a.set)
+    else: cfg = experiment_config(a.preset, a.split or '1_8', a.data_root, a.set)
+    if a.own_data:
+        if not a.data_root: raise ValueError("--own-data needs --data-root (the folder holding images/ and masks/)")
+        cfg = own_data(cfg, a.data_root, a.own_data, a.num_classes)
+    if a.dump_config:
+        if Path(a.dump_config).exists(): raise FileExistsError(f"{a.dump_config} exists; choose another --dump-config")
+        cfg.to_json(a.dump_config); print(f"wrote {a.dump_config}"); return 0
+    preflight(cfg, device=a.device, allow_cpu=a.allow_cpu)   # weights, paper scale without a GPU, --device: before any data
+    _writable_dir(a.run_dir or a.out_dir, '--run-dir' if a.run_dir else '--out-dir')
+    check_data_root(cfg)
+    run_dir = Path(a.run_dir or Path(a.out_dir) / cfg.run_id)
+    _check_checkpoint(run_dir / 'checkpoint.pt')
     result = train(cfg, out_dir=a.out_dir, run_dir=a.run_dir, device=a.device, progress=not a.no_progress)
     if int(os.environ.get('RANK', 0)) == 0:
         print(f"mIoU {result['miou']:.2f} (network 1, final iteration {result['iters']}); "
-              f"result: {Path(a.run_dir or Path(a.out_dir) / cfg.run_id) / 'result.json'}")
+              f"result: {Path(result.get('run_dir') or run_dir) / 'result.json'}")
     return 0
 
 # %% ../nbs/10_cli.ipynb #c005
@@ -55,30 +112,50 @@ def _add_eval(sub):
     g.add_argument('--run', help='a run directory (holds config.json and checkpoint.pt)')
     g.add_argument('--checkpoint', help='a checkpoint file written by the trainer')
     p.add_argument('--data-root', help='dataset folder, when it moved since training')
-    p.add_argument('--set', nargs='*', default=[], metavar='KEY=VALUE', help='evaluation overrides, e.g. eval.flip=true')
+    p.add_argument('--set', action='append', nargs='+', default=[], metavar='KEY=VALUE',
+                   help='evaluation overrides, repeatable, e.g. --set eval.flip=true eval_crop_size=800')
     p.add_argument('--device', help='cpu, cuda or cuda:N')
-    p.add_argument('--out', help='also write the metrics to this JSON file (must not exist)')
+    p.add_argument('--out', help='also write the metrics to this JSON file (must not exist; its folder must)')
     p.set_defaults(func=_cmd_eval)
+
+def load_checkpoint(path) -> dict:
+    "The trainer checkpoint at `path`, or an error naming the file (missing, damaged, or not a trainer checkpoint)."
+    import torch
+    path = Path(path)
+    if not path.exists(): raise FileNotFoundError(f"No checkpoint at {path}: train the run first (cps-repro train ...)")
+    try: state = torch.load(path, map_location='cpu', weights_only=False)
+    except Exception as e:
+        raise ValueError(f"{path} is not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                         "it may have been cut short by a kill or a full disk") from None
+    if not isinstance(state, dict) or not {'config', 'nets', 'iteration'} <= set(state):
+        raise ValueError(f"{path} is not a cps_repro trainer checkpoint (it lacks config/nets/iteration)")
+    return state
 
 def evaluate_checkpoint(checkpoint, data_root=None, overrides=(), device=None) -> dict:
     "Evaluate network 1 (and 2) of a trainer checkpoint on the validation set of its config."
-    import torch
-    from cps_repro.config import ExperimentConfig, apply_overrides
     from cps_repro.train import Trainer, setup_distributed
     path = Path(checkpoint)
-    if not path.exists(): raise FileNotFoundError(f"No checkpoint at {path}: train the run first (cps-repro train ...)")
-    state = torch.load(path, map_location='cpu', weights_only=False)
+    state = load_checkpoint(path)
     cfg = ExperimentConfig.from_dict(state['config'])
-    extra = list(overrides) + ([f'data_root={data_root}'] if data_root else [])
+    extra = [*override_pairs(overrides), *([('data_root', data_root)] if data_root else [])]
     if extra: cfg = apply_overrides(cfg, extra)
     tr = Trainer(cfg, run_dir=path.parent, dist_info=setup_distributed(device), progress=False)
     for n, sd in zip(tr.nets, state['nets']): n.load_state_dict(sd)
     res = tr.evaluate()
     return {'checkpoint': str(path), 'iteration': state['iteration'], **res}
 
+def _check_out_file(out) -> None:
+    "`eval --out`: fail before evaluating when the file exists or its folder does not."
+    out = Path(out)
+    if out.exists(): raise FileExistsError(f"{out} exists; choose another --out (nothing was overwritten)")
+    if not out.parent.is_dir():
+        raise FileNotFoundError(f"--out {out}: the folder {out.parent} does not exist; create it first (nothing was evaluated)")
+    _writable_dir(out.parent, '--out')
+
 def _cmd_eval(a) -> int:
     ckpt = Path(a.checkpoint) if a.checkpoint else Path(a.run) / 'checkpoint.pt'
-    if a.out and Path(a.out).exists(): raise FileExistsError(f"{a.out} exists; choose another --out (nothing was overwritten)")
+    if a.out: _check_out_file(a.out)
+    if a.device: preflight_device(a.device)
     res = evaluate_checkpoint(ckpt, a.data_root, a.set, a.device)
     if int(os.environ.get('RANK', 0)) != 0: return 0
     line = f"{ckpt} (iteration {res['iteration']}): mIoU {res['miou']:.2f}"
@@ -90,6 +167,12 @@ def _cmd_eval(a) -> int:
         out.write_text(json.dumps(res, indent=2) + '\n')
     return 0
 
+def preflight_device(device) -> None:
+    "`--device cuda` on a machine without CUDA: a message, not a torch traceback."
+    import torch
+    if str(device).startswith('cuda') and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: this machine has no CUDA GPU that PyTorch can use; use --device cpu")
+
 # %% ../nbs/10_cli.ipynb #c006
 def _add_presets(sub):
     p = sub.add_parser('presets', help='list the preset names')
@@ -98,13 +181,13 @@ def _add_presets(sub):
     p.set_defaults(func=_cmd_presets)
 
 def _cmd_presets(a) -> int:
-    from cps_repro.config import list_presets, preset
     for name in list_presets():
         if not a.verbose: print(name); continue
         try: c = preset(name, a.split)
         except ValueError as e: print(f"{name:36s} (not for split {a.split}: {e})"); continue
+        lam = getattr(c.hparams, 'weight', None)   # λ: the method's weight
         print(f"{name:36s} {c.model.backbone:13s} iters {c.train.iters:6d}  batch {c.train.batch_size}+{c.train.unlabeled_batch_size}"
-              f"  λ {c.train.cps_weight:g}  crop {c.data.crop_size}  loss {c.train.sup_loss}  eval {c.eval.mode}")
+              + (f"  λ {lam:g}" if lam is not None else '') + f"  crop {c.data.crop_size}  loss {c.train.sup_loss}  eval {c.eval.mode}")
     return 0
 
 def _add_splits(sub):
@@ -131,18 +214,43 @@ def _add_data(sub):
         a.dataset, a.root, list_file=a.list, num_classes=a.num_classes))
 
 def _add_synth(sub):
-    p = sub.add_parser('synth', help='generate a synthetic dataset in the VOC or Cityscapes layout')
-    p.add_argument('out'); p.add_argument('--layout', default='voc', choices=('voc', 'cityscapes'))
-    p.add_argument('--n', type=int, default=2000, help='training images'); p.add_argument('--n-val', type=int, help='validation images')
-    p.add_argument('--seed', type=int, default=0); p.add_argument('--size', type=int, default=96, help='image side in pixels')
-    p.set_defaults(func=lambda a: __import__('cps_repro.synthetic', fromlist=['x']).cli_synth(
-        a.out, layout=a.layout, n=a.n, seed=a.seed, size=a.size, n_val=a.n_val))
+    p = sub.add_parser('synth', help='generate a synthetic dataset in the VOC or Cityscapes layout',
+                       description='Generate a dataset of seeded synthetic scenes (images, masks, list files and the '
+                                   'partition lists) in the VOC or Cityscapes layout, with OUT/synthetic.json describing '
+                                   'it. Runs, reports and tables treat it as generated data, never as VOC/Cityscapes. '
+                                   'About 30 images per second per core at 96 px.',
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument('out', help='folder to create (must not hold another dataset)')
+    p.add_argument('--layout', default='voc', choices=('voc', 'cityscapes'), help='directory layout and list format')
+    p.add_argument('--n', type=int, default=2000, help='training (train_aug) images')
+    p.add_argument('--n-val', type=int, help='validation images (default: a quarter of --n, at least 1)')
+    p.add_argument('--seed', type=int, default=0, help='seed of the scenes: the same seed writes the same files')
+    p.add_argument('--size', type=int, default=96, help='image side in pixels')
+    p.add_argument('--no-progress', action='store_true', help='no progress bar')
+    p.set_defaults(func=_cmd_synth)
+
+def _cmd_synth(a) -> int:
+    info = synthesize(a.out, layout=a.layout, n=a.n, n_val=a.n_val, seed=a.seed, size=a.size, progress=not a.no_progress)
+    counts = info['counts']
+    print(f"wrote {counts['train']} train + {counts['val']} val synthetic scenes ({info['num_classes']} classes: "
+          f"{', '.join(info['class_names'])}; {a.size}x{a.size} px; seed {a.seed}) in the {a.layout} layout to {a.out} "
+          f"in {info['seconds']:.1f} s")
+    print(f"lists: {Path(a.out) / 'partitions'}; description: {Path(a.out) / 'synthetic.json'}")
+    return 0
 
 # %% ../nbs/10_cli.ipynb #c007
+_PRETRAIN_HELP = {'corpus_seed': 'seed of the generated pretraining corpus (target data seeds must differ)',
+                  'n': 'corpus training images', 'n_val': 'corpus held-out images (for the reported mIoU)',
+                  'size': 'image side in pixels', 'vocabulary': 'texture vocabulary of the corpus (disjoint from the targets)',
+                  'iters': 'training iterations', 'batch_size': 'images per iteration', 'lr': 'SGD learning rate',
+                  'seed': 'training seed (initialisation, sample order)', 'no_progress': 'no progress bar'}
+
 def _add_mini(sub):
-    from cps_repro.mini import add_pretrain_parser
-    add_pretrain_parser(sub.add_parser('mini', help='the CPU mini reproduction (pretrain its small backbone)')
-                        .add_subparsers(dest='mini_cmd', required=True))
+    p = add_pretrain_parser(sub.add_parser('mini', help='the CPU mini reproduction (pretrain its small backbone)')
+                            .add_subparsers(dest='mini_cmd', required=True))
+    p.formatter_class = argparse.ArgumentDefaultsHelpFormatter
+    for act in p._actions:                     # every option says what it does (defaults shown by the formatter)
+        if act.help is None and act.dest in _PRETRAIN_HELP: act.help = _PRETRAIN_HELP[act.dest]
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='cps-repro', description='Cross Pseudo Supervision (CVPR 2021), reproduced.')
@@ -150,12 +258,24 @@ def build_parser() -> argparse.ArgumentParser:
     for add in (_add_train, _add_eval, _add_presets, _add_splits, _add_data, _add_synth, _add_mini): add(sub)
     return p
 
+def _one_line(e: BaseException) -> str:
+    text = str(e).strip() or type(e).__name__
+    if isinstance(e, KeyError) and text.startswith(("'", '"')) and text.endswith(("'", '"')): text = text[1:-1]
+    return text
+
 def main(argv=None) -> int:
-    "Entry point of the `cps-repro` console script."
+    "Entry point of the `cps-repro` console script: library errors become one line on stderr (status 2)."
     args = build_parser().parse_args(argv)
+    debug = bool(os.environ.get('CPS_REPRO_DEBUG'))
     try: code = args.func(args)
-    except (FileNotFoundError, FileExistsError, ValueError, KeyError) as e:
-        print(f"cps-repro: error: {e}", file=sys.stderr); return 2
+    except KeyboardInterrupt:
+        if debug: raise
+        print("cps-repro: interrupted; run the same command again to resume from the last checkpoint", file=sys.stderr)
+        return 130
+    except (OSError, ValueError, KeyError, RuntimeError, DataError) as e:
+        if debug: raise
+        print(f"cps-repro: error: {_one_line(e)}", file=sys.stderr)
+        return 2
     return int(code or 0)
 
 # %% ../nbs/10_cli.ipynb #c008

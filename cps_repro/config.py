@@ -11,21 +11,17 @@ from dataclasses import dataclass, field, asdict
 from pathlib import Path
 from typing import Any
 
+from .data import IMAGENET_MEAN, IMAGENET_STD, TRAIN_SCALES, DATASETS
+from .partitions import COARSE_LIST_SIZES, coarse_list_file, full_split_lists
 from .splits import (TRAIN_AUG_SPLITS, FEW_LABEL_SPLITS, FULL_SPLIT, SPLITS, normalize_split,
                               split_fraction)
 
 # %% auto #0
-__all__ = ['IMAGENET_MEAN', 'IMAGENET_STD', 'OFFICIAL_SCALES', 'DATASETS', 'BACKBONES', 'AMP_MODES', 'RESULT_IRRELEVANT',
-           'COARSE_LIST_SIZES', 'SHORT_KEYS', 'CHOICE_KEYS', 'checked', 'field_problems', 'DataConfig', 'ModelConfig',
-           'OptimConfig', 'TrainConfig', 'EvalConfig', 'register_params', 'registered_methods', 'params_class',
-           'method_params', 'ExperimentConfig', 'comparable', 'coarse_list_file', 'full_split_lists', 'preset',
-           'list_presets', 'apply_overrides']
+__all__ = ['BACKBONES', 'AMP_MODES', 'RESULT_IRRELEVANT', 'checked', 'field_problems', 'DataConfig', 'ModelConfig', 'OptimConfig',
+           'TrainConfig', 'EvalConfig', 'register_params', 'registered_methods', 'params_class', 'method_params',
+           'ExperimentConfig', 'comparable']
 
 # %% ../nbs/00_config.ipynb #c008
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-OFFICIAL_SCALES = (0.5, 0.75, 1.0, 1.5, 1.75, 2.0)
-DATASETS = ('voc', 'cityscapes', 'folder')
 BACKBONES = ('resnet50', 'resnet101', 'resnet50_tv', 'resnet101_tv', 'small_resnet', 'small_resnet_s2', 'hrnet_w48')
 AMP_MODES = ('none', 'auto', 'bf16', 'fp16')
 
@@ -68,7 +64,7 @@ class DataConfig:
     num_classes: int = checked(21, 'positive')
     ignore_index: int = 255
     crop_size: int = checked(512, 'positive')
-    scales: tuple = checked(OFFICIAL_SCALES, 'positive')   # discrete random scale, one drawn per image
+    scales: tuple = checked(TRAIN_SCALES, 'positive')   # discrete random scale, one drawn per image
     flip_p: float = checked(0.5, 'probability')
     mean: tuple = IMAGENET_MEAN
     std: tuple = checked(IMAGENET_STD, 'positive')
@@ -284,83 +280,3 @@ def _full_split_problems(cfg: ExperimentConfig) -> list:
              "(e.g. preset('cityscapes_cps_hrnet_w48', 'full')), which sets them"),
             (t.method == 'supervised' or d.unlabeled_list is not None,
              f"data.split='full' with method {t.method!r} needs data.unlabeled_list: set coarse_list=3000|6000|9000")]
-
-# %% ../nbs/00_config.ipynb #c023
-COARSE_LIST_SIZES = (3000, 6000, 9000)             # the official coarse train_extra lists (recipe §6)
-
-def coarse_list_file(n) -> str:
-    "The official coarse list of `n` (3000, 6000 or 9000) train_extra images, relative to the partitions folder."
-    size = int(n) if isinstance(n, (int, str)) and not isinstance(n, bool) and str(n).strip().isdigit() else None
-    if size not in COARSE_LIST_SIZES:
-        raise ValueError(f"coarse_list={n!r}: the official coarse lists hold {', '.join(map(str, COARSE_LIST_SIZES))} "
-                         "train_extra images (3000 is the paper's setting)")
-    from cps_repro.partitions import REGISTRY
-    return next(f.relpath for f in REGISTRY if f.dataset == 'cityscapes' and f.role == f'extra_{size}')
-
-def full_split_lists(coarse_list: int = 3000) -> dict:
-    "Labeled, unlabeled and val list files of split `full`, relative to the partitions folder."
-    from cps_repro.partitions import REGISTRY
-    by_role = {f.role: f.relpath for f in REGISTRY if f.dataset == 'cityscapes' and f.split is None}
-    return {'labeled': by_role['train'], 'unlabeled': coarse_list_file(coarse_list), 'val': by_role['val']}
-
-
-def preset(name: str, split='1_8', **overrides) -> ExperimentConfig:
-    "TEMPORARY: `cps_repro.presets.preset` (kept until every front end imports it from `cps_repro.presets`)."
-    from cps_repro.presets import preset as _preset   # noqa: the presets layer is above config; removed at merge
-    return _preset(name, split, **overrides)
-
-def list_presets() -> list[str]:
-    "TEMPORARY: `cps_repro.presets.list_presets` (see `preset`)."
-    from cps_repro.presets import list_presets as _list_presets
-    return _list_presets()
-
-# %% ../nbs/00_config.ipynb #c026
-SHORT_KEYS = {'iters': ('train.iters',), 'batch_size': ('train.batch_size', 'train.unlabeled_batch_size'),
-              'crop_size': ('data.crop_size', 'eval.crop_size'), 'seed': ('train.seed',), 'amp': ('train.amp',),
-              'eval_every': ('train.eval_every',), 'checkpoint_every': ('train.checkpoint_every',),
-              'log_every': ('train.log_every',), 'data_root': ('data.root',), 'backbone': ('model.backbone',),
-              'pretrained': ('model.pretrained',), 'split': ('data.split',), 'method': ('train.method',),
-              'cps_weight': ('train.cps_weight',), 'lr_mode': ('optim.lr_mode',), 'workers': ('data.workers',),
-              'accum_steps': ('train.accum_steps',), 'teacher_checkpoint': ('model.teacher_checkpoint',), 'channels_last': ('train.channels_last',), 'compile': ('train.compile',)}
-
-def _parse_value(text: str, current):
-    if not isinstance(text, str): return text
-    t = text.strip()
-    if isinstance(current, bool): 
-        if t.lower() in ('1', 'true', 'yes', 'on'): return True
-        if t.lower() in ('0', 'false', 'no', 'off'): return False
-        raise ValueError(f"Expected a boolean, got {text!r}")
-    if isinstance(current, int): return int(t)
-    if isinstance(current, float): return float(t)
-    if isinstance(current, tuple): return tuple(json.loads(t) if t.startswith('[') else [float(v) for v in t.split(',')])
-    if current is None or isinstance(current, dict):
-        if t.lower() in ('none', 'null', ''): return None
-        try: return json.loads(t)
-        except json.JSONDecodeError: return t
-    return t
-
-CHOICE_KEYS = {'coarse_list': lambda v: {'data.unlabeled_list': coarse_list_file(v)}}
-
-def apply_overrides(cfg: ExperimentConfig, overrides) -> ExperimentConfig:
-    "A copy of `cfg` with overrides applied: a dict, or a list of `key=value` strings; validated."
-    if isinstance(overrides, (list, tuple)):
-        pairs = {}
-        for item in overrides:
-            if '=' not in item: raise ValueError(f"Override {item!r} must look like key=value (e.g. iters=100)")
-            k, v = item.split('=', 1); pairs[k.strip()] = v
-        overrides = pairs
-    overrides = {k2: v2 for k, v in overrides.items()
-                 for k2, v2 in (CHOICE_KEYS[k](v).items() if k in CHOICE_KEYS else [(k, v)])}
-    d = cfg.to_dict()
-    for key, value in overrides.items():
-        paths = SHORT_KEYS.get(key, (key,))
-        for path in paths:
-            parts = path.split('.')
-            if len(parts) != 2 or parts[0] not in _SECTIONS or parts[1] not in d[parts[0]]:
-                raise KeyError(f"Unknown config key {key!r}. Use a short key ({', '.join([*SHORT_KEYS, *CHOICE_KEYS])}) "
-                               f"or section.field with sections {', '.join(_SECTIONS)}")
-            sec, fld = parts
-            current = getattr(_SECTIONS[sec](), fld) if d[sec][fld] is None else d[sec][fld]
-            v = _parse_value(value, current)
-            d[sec][fld] = normalize_split(v) if fld == 'split' else v
-    return ExperimentConfig.from_dict(d)

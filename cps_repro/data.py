@@ -33,7 +33,7 @@ from torchvision.transforms.v2 import functional as TF
 from tqdm import tqdm
 
 from .evaluate import voc_palette
-from .partitions import city_entry_id, read_list
+from .partitions import city_entry_id, coarse_list_file, read_list
 
 # %% ../nbs/02_data.ipynb #c006
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -257,7 +257,6 @@ def cityscapes_extra_samples(data_root, coarse_list: int = 3000, list_file=None)
     """Unlabeled samples (no mask) of the coarse `train_extra` images listed by the official coarse list of
     `coarse_list` (3000, 6000 or 9000) images under `<data_root>/partitions`, or by `list_file`.
     Every entry must be a train_extra image; the listed gtCoarse labels are never read."""
-    from cps_repro.config import coarse_list_file
     root = cityscapes_root(data_root)
     path = resolve_list_file(list_file if list_file is not None else coarse_list_file(coarse_list), data_root, 'cityscapes')
     keys = _city_keys(read_entries(path), f'list {path}', path)

@@ -9,7 +9,9 @@ from __future__ import annotations
 import json, os, subprocess, sys, tempfile
 from pathlib import Path
 
-from .config import ExperimentConfig, apply_overrides, normalize_split, FEW_LABEL_SPLITS
+from .config import ExperimentConfig, normalize_split, FEW_LABEL_SPLITS
+
+from .overrides import apply_overrides
 from .presets import preset
 from .methods import paper_rows
 

@@ -10,7 +10,9 @@ import argparse, concurrent.futures, dataclasses, hashlib, json, os, subprocess,
 from dataclasses import dataclass, asdict
 from pathlib import Path
 
-from .config import ExperimentConfig, normalize_split, apply_overrides
+from .config import ExperimentConfig, normalize_split
+
+from .overrides import apply_overrides
 from .packaged import file_sha256
 from .presets import (MINI_SIZE, MINI_N_TRAIN, MINI_BACKBONE, MINI_WEIGHTS, MINI_DEVIATIONS, PAPER_METHODS,
                                mini_preset, experiment_config)

@@ -10,16 +10,10 @@ import hashlib
 from pathlib import Path
 
 import cps_repro as _package
+from .partitions import file_sha256
 
 ASSETS_DIR = Path(_package.__file__).resolve().parent / 'assets'   # cps_repro/assets/: package data
 _PREFIX, _HASH_LEN = 'asset:', 16
-
-def file_sha256(path) -> str:
-    "Hex sha256 of a file's bytes."
-    h = hashlib.sha256()
-    with open(path, 'rb') as f:
-        for chunk in iter(lambda: f.read(1 << 20), b''): h.update(chunk)
-    return h.hexdigest()
 
 def asset_path(name: str, assets_dir=None) -> Path:
     "The packaged file `name` (a clear error naming the folder when it is missing)."
@@ -49,4 +43,4 @@ def resolve_asset(value, assets_dir=None):
     return p
 
 # %% auto #0
-__all__ = ['ASSETS_DIR', 'file_sha256', 'asset_path', 'asset_ref', 'is_asset_ref', 'resolve_asset']
+__all__ = ['ASSETS_DIR', 'asset_path', 'asset_ref', 'is_asset_ref', 'resolve_asset']

@@ -6,13 +6,15 @@ Docs: https://cps-repro.github.io/cps_repro/partitions.html.md"""
 
 # %% auto #0
 __all__ = ['RATIOS', 'PINNED_COMMIT', 'OFFICIAL_REPO', 'DEFAULT_SOURCE', 'REGISTRY', 'OFFICIAL_DATASETS', 'VALID_SPLITS',
-           'read_list', 'file_sha256', 'write_id_list', 'city_entry', 'city_entry_id', 'write_city_list', 'Partition',
-           'labeled_count', 'make_partition', 'make_partitions', 'ListFile', 'registry_file', 'split_files',
-           'train_aug_ids', 'Finding', 'VerifyReport', 'verify', 'write_mini_official_lists', 'FetchError', 'fetch',
-           'cli_verify', 'cli_fetch']
+           'SYNTHETIC_MARKER', 'COARSE_LIST_SIZES', 'read_list', 'file_sha256', 'write_id_list', 'city_entry',
+           'city_entry_id', 'write_city_list', 'Partition', 'labeled_count', 'make_partition', 'make_partitions',
+           'ListFile', 'registry_file', 'split_files', 'train_aug_ids', 'Finding', 'VerifyReport', 'verify',
+           'write_mini_official_lists', 'FetchError', 'fetch', 'synthetic_marker', 'data_provenance',
+           'data_fingerprint', 'data_identity', 'cli_verify', 'cli_fetch', 'coarse_list_file', 'full_split_lists']
 
 # %% ../nbs/01_partitions.ipynb #c003
 import hashlib
+import json
 import math
 import os
 import re
@@ -27,6 +29,8 @@ from typing import Iterable, NamedTuple
 
 import torch
 from tqdm import tqdm
+
+from .splits import normalize_split
 
 # %% ../nbs/01_partitions.ipynb #c006
 def read_list(path) -> list[str]:
@@ -296,11 +300,8 @@ VALID_SPLITS = {'voc': _FRACTION_SPLITS + tuple(_FEW_LABEL.values()), 'cityscape
 def _canonical_split(dataset: str, split) -> str:
     valid = VALID_SPLITS[dataset]
     if isinstance(split, str) and split in valid: return split
-    try:
-        from cps_repro.config import normalize_split
-        split_name = normalize_split(split)
-    except (ImportError, ValueError):
-        split_name = None
+    try: split_name = normalize_split(split)
+    except ValueError: split_name = None
     if split_name not in valid:
         raise ValueError(f"unknown split {split!r} for dataset {dataset!r}; valid splits: {', '.join(valid)}")
     return split_name
@@ -441,7 +442,7 @@ def _check_structure(registry, keys: dict, root: Path, problems: list, warnings:
             problems.append(Finding(lp, f'{len(set(lab) - train_aug)} ids not in train_aug'))
         if not (lp and up): continue
         both = set(lab) & set(unl)
-        if both == {lab[-1]}:
+        if lab and both == {lab[-1]}:
             warnings.append(Finding(lp, f'its last id {lab[-1]} is also in {name(up)} (known quirk of the official '
                                         f'PseudoSeg lists, issues #20/#80; harmless: the paper uses all train_aug as unlabeled)'))
         elif both:
@@ -605,9 +606,53 @@ def fetch(root, source=None, retries: int = 3, *, datasets=None, overwrite: bool
                                           f'(check the network, or pass a local copy as source)')
                 break
     if failed:
-        raise FetchError(f'{len(failed)} of {len(registry)} list files could not be fetched from {base} '
-                         f'(the others are in place):\n  ' + '\n  '.join(failed))
+        got = sum(s in ('downloaded', 'replaced') for s in status.values())
+        have = sum(s == 'already present' for s in status.values())
+        done = (f'nothing was fetched' if not got else f'{got} fetched') + (f', {have} already in place' if have else '')
+        raise FetchError(f'{len(todo) - got} of {len(todo)} list files to fetch could not be fetched from {base} '
+                         f'({done}):\n  ' + '\n  '.join(failed))
     return status
+
+# %% ../nbs/01_partitions.ipynb #c051
+SYNTHETIC_MARKER = 'synthetic.json'
+_REGISTRY_SHA = {f.sha256: f.relpath for f in REGISTRY}
+
+def synthetic_marker(root) -> Path | None:
+    "The `synthetic.json` of a generated dataset at `root` (or of the dataset a partitions folder belongs to), else None."
+    root = Path(root)
+    for d in (root, root.parent, root.parent.parent):
+        if (d / SYNTHETIC_MARKER).is_file(): return d / SYNTHETIC_MARKER
+    return None
+
+def _official_only(message: str) -> bool:
+    "Findings that only the official files can pass (sha256, entry count, line endings)."
+    return bool(re.match(r'sha256 is |\d+ entries, expected|\d+ of \d+ line endings|\d+ CRLF line endings|'
+                         r'has a final newline|missing the final newline|with .* it does not cover|\d+ malformed lines, first: .*synth_', message))
+
+def _list_shas(lists: dict) -> dict:
+    return {role: file_sha256(p) for role, p in sorted(lists.items()) if p is not None and Path(p).is_file()}
+
+def data_provenance(root, lists: dict) -> str:
+    "'generated' (synthetic.json at `root`), 'real' (official lists verified by sha256) or 'unverified'."
+    if synthetic_marker(root) is not None and (Path(root) / SYNTHETIC_MARKER).is_file(): return 'generated'
+    shas = _list_shas({k: v for k, v in lists.items() if k in ('labeled', 'unlabeled')})
+    need = [k for k in ('labeled', 'unlabeled') if lists.get(k) is not None]
+    if need and all(k in shas and shas[k] in _REGISTRY_SHA for k in need): return 'real'
+    return 'unverified'
+
+def data_fingerprint(root, lists: dict) -> str:
+    "12 hex digits: sha256 of the list files' contents (role and sha256 of each), else of the resolved `root`."
+    shas = _list_shas(lists)
+    text = json.dumps(shas, sort_keys=True) if shas else str(Path(root).resolve())
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+def data_identity(root, lists: dict) -> dict:
+    "What `result.json` records as `data`: provenance, fingerprint, the generator's marker and each list's sha256."
+    marker = Path(root) / SYNTHETIC_MARKER
+    return {'provenance': data_provenance(root, lists), 'fingerprint': data_fingerprint(root, lists),
+            'marker': str(marker) if marker.is_file() else None,
+            'lists': {k: {'path': str(p), 'sha256': s, 'official': _REGISTRY_SHA.get(s)} for k, s in _list_shas(lists).items()
+                      for p in [lists[k]]}}
 
 # %% ../nbs/01_partitions.ipynb #c041
 def cli_verify(root, strict: bool = False) -> int:
@@ -617,6 +662,11 @@ def cli_verify(root, strict: bool = False) -> int:
     except FileNotFoundError as e:
         print(f'error: {e}')
         return 1
+    marker = synthetic_marker(root)
+    if marker is not None:   # `cps-repro synth` lists: official names, generated contents
+        report.problems = [p for p in report.problems if not _official_only(p.message)]
+        print(f'note: {root} holds the generated lists of a synthetic dataset ({marker}): their sha256, entry counts, '
+              'id format and line endings are not the official ones and are not checked; duplicates and nesting are')
     print('\n'.join(report.lines(strict)))
     return 0 if report.passed(strict) else 1
 
@@ -632,3 +682,20 @@ def cli_fetch(root, source=None, overwrite: bool = False, datasets=None) -> int:
     report = verify(root)
     print('\n'.join(line for line in report.lines() if not line.startswith('note missing')))
     return 0 if report.ok else 1
+
+# %% ../nbs/01_partitions.ipynb #c091
+COARSE_LIST_SIZES = (3000, 6000, 9000)             # the official coarse train_extra lists (recipe §6)
+
+def coarse_list_file(n) -> str:
+    "The official coarse list of `n` (3000, 6000 or 9000) train_extra images, relative to the partitions folder."
+    size = int(n) if isinstance(n, (int, str)) and not isinstance(n, bool) and str(n).strip().isdigit() else None
+    if size not in COARSE_LIST_SIZES:
+        raise ValueError(f"coarse_list={n!r}: the official coarse lists hold {', '.join(map(str, COARSE_LIST_SIZES))} "
+                         "train_extra images (3000 is the paper's setting)")
+    return next(f.relpath for f in REGISTRY if f.dataset == 'cityscapes' and f.role == f'extra_{size}')
+
+def full_split_lists(coarse_list: int = 3000) -> dict:
+    "Labeled, unlabeled and val list files of split `full`, relative to the partitions folder."
+    by_role = {f.role: f.relpath for f in REGISTRY if f.dataset == 'cityscapes' and f.split is None}
+    return {'labeled': by_role['train'], 'unlabeled': coarse_list_file(coarse_list), 'val': by_role['val']}
+

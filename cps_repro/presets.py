@@ -11,9 +11,9 @@ from typing import Callable
 
 from .packaged import ASSETS_DIR, asset_ref
 import cps_repro.methods   # registers the built-in methods and their hyperparameters
-from .config import (ExperimentConfig, DataConfig, ModelConfig, OptimConfig, TrainConfig, EvalConfig, normalize_split,
-                              method_params, apply_overrides, full_split_lists,
-                              TRAIN_AUG_SPLITS, FEW_LABEL_SPLITS, FULL_SPLIT)
+from .config import ExperimentConfig, DataConfig, ModelConfig, OptimConfig, TrainConfig, EvalConfig, normalize_split, method_params, TRAIN_AUG_SPLITS, FEW_LABEL_SPLITS, FULL_SPLIT
+from .overrides import apply_overrides, override_pairs
+from .partitions import full_split_lists
 
 # %% auto #0
 __all__ = ['OFFICIAL_TRAIN_SIZE', 'OFFICIAL_EPOCHS', 'FEW_LABEL_EPOCHS', 'OFFICIAL_N_LABELED', 'CPS_WEIGHT',
@@ -184,5 +184,5 @@ def preset(name: str, split='1_8', **overrides) -> ExperimentConfig:
 def experiment_config(preset_name: str, split, data_root=None, overrides=()) -> ExperimentConfig:
     "The config that `cps-repro train` runs: a preset, its split, the data root and `key=value` overrides."
     cfg = preset(preset_name, split)
-    extra = list(overrides) + ([f'data_root={data_root}'] if data_root else [])
+    extra = [*override_pairs(overrides), *([('data_root', data_root)] if data_root else [])]
     return apply_overrides(cfg, extra) if extra else cfg

@@ -19,9 +19,10 @@ from .config import FEW_LABEL_SPLITS, TRAIN_AUG_SPLITS, normalize_split
 # %% auto #0
 __all__ = ['PAPER_TABLE_FILES', 'TABLE_ALIASES', 'TABLE_TITLES', 'PAPER_COLUMNS', 'METHOD_LABELS', 'BACKBONE_LABELS',
            'SPLIT_LABELS', 'SPLIT_ORDER', 'TABLE_SPLITS', 'PAPER_TABLES', 'MINI_NOTE', 'REQUIRED_KEYS',
-           'RESULT_COLUMNS', 'DASH', 'MINUS', 'METHOD_ORDER', 'table_name', 'paper_numbers', 'method_label',
-           'backbone_label', 'split_label', 'is_mini_run', 'table_for', 'result_row', 'load_results', 'seed_stats',
-           'signed', 'ours_text', 'cell_text', 'paper_table', 'mini_table', 'latex_escape', 'to_markdown', 'to_latex',
+           'RESULT_COLUMNS', 'GENERATED_TABLE', 'MARK_NOTES', 'DASH', 'MINUS', 'METHOD_ORDER', 'GENERATED_NOTE',
+           'table_name', 'paper_numbers', 'method_label', 'backbone_label', 'split_label', 'is_mini_run', 'table_for',
+           'run_provenance', 'run_marks', 'table_notes', 'result_row', 'load_results', 'seed_stats', 'signed',
+           'ours_text', 'cell_text', 'paper_table', 'mini_table', 'latex_escape', 'to_markdown', 'to_latex',
            'write_table', 'NoRunsError', 'save_figure', 'figure5_self_training', 'colorize', 'figure6_qualitative',
            'run_history', 'figure7_overlap']
 
@@ -107,7 +108,30 @@ def table_for(dataset: str, split, backbone: str, mini: bool = False) -> str | N
 REQUIRED_KEYS = ('dataset', 'split', 'backbone', 'method', 'seed', 'miou')
 RESULT_COLUMNS = ('run_id', 'preset', 'dataset', 'split', 'n_labeled', 'n_unlabeled', 'backbone', 'method', 'seed',
                   'iters', 'miou', 'miou_net2', 'best_miou', 'best_iter', 'overlap', 'pixel_acc', 'wall_seconds',
-                  'device', 'mini', 'table', 'data_root', 'history', 'run_dir', 'path')
+                  'device', 'mini', 'table', 'fits', 'provenance', 'pretrained', 'marks', 'data_root', 'history',
+                  'run_dir', 'path')
+GENERATED_TABLE = 'generated'      # the `table` of a non-mini run on generated data: in no paper table unless asked
+MARK_NOTES = {'‡': 'generated data (a synthetic dataset written by `cps-repro synth`), not the dataset of the table',
+              '†': 'data not verified by the official lists (an older result.json without data provenance, or your own lists)',
+              '*': 'backbone trained from random initialisation (pretrained=none), a deviation from the paper'}
+
+def run_provenance(result: dict) -> str:
+    "'real', 'generated' or 'unverified': `result['data']['provenance']`, inferred for results written before it existed."
+    data = result.get('data')
+    if isinstance(data, dict) and data.get('provenance'): return str(data['provenance'])
+    if is_mini_run(result): return 'generated'
+    root = ((result.get('config') or {}).get('data') or {}).get('root')
+    if root and (Path(root) / 'synthetic.json').is_file(): return 'generated'
+    return 'unverified'
+
+def run_marks(provenance: str, pretrained) -> str:
+    "The marks of one run in a paper table (see `MARK_NOTES`)."
+    return ({'generated': '‡', 'unverified': '†'}.get(provenance, '') + ('*' if pretrained == 'none' else ''))
+
+def table_notes(table) -> str:
+    "The notes on the marks a paper table (`paper_table`'s wide frame or its text) uses; '' when none."
+    text = table if isinstance(table, str) else table.to_string()
+    return '\n'.join(f"{m} {note}" for m, note in MARK_NOTES.items() if m in text)
 
 def result_row(result: dict, path) -> dict:
     "One `load_results` row from the parsed `result.json` at `path`; ValueError naming the file and key when unusable."
@@ -121,7 +145,12 @@ def result_row(result: dict, path) -> dict:
     mini = is_mini_run(result)
     cfg = result.get('config') or {}
     row = {k: result.get(k) for k in RESULT_COLUMNS}
-    row.update(split=split, miou=miou, mini=mini, table=table_for(result['dataset'], split, result['backbone'], mini),
+    fits = table_for(result['dataset'], split, result['backbone'], mini)
+    provenance = run_provenance(result)
+    pretrained = (cfg.get('model') or {}).get('pretrained')
+    row.update(split=split, miou=miou, mini=mini, fits=fits, provenance=provenance, pretrained=pretrained,
+               table=GENERATED_TABLE if provenance == 'generated' and fits in PAPER_TABLES else fits,
+               marks=run_marks(provenance, pretrained) if fits in PAPER_TABLES else '',
                preset=result.get('preset') or cfg.get('name'), run_id=result.get('run_id') or path.parent.name,
                data_root=(cfg.get('data') or {}).get('root'), history=list(result.get('history') or []),
                run_dir=str(path.parent), path=str(path))
@@ -142,10 +171,12 @@ def load_results(results_dir) -> pd.DataFrame:
             warnings.warn(f"Skipping {path}: expected a JSON object, got {type(result).__name__}."); continue
         try: row = result_row(result, path)
         except ValueError as e: warnings.warn(f"Skipping {e}"); continue
-        if row['run_id'] in seen:
-            warnings.warn(f"Skipping {path}: run {row['run_id']} was already loaded from {seen[row['run_id']]} "
+        data = result.get('data') if isinstance(result.get('data'), dict) else {}
+        key = (row['run_id'], data.get('fingerprint') or row['data_root'])   # the same run id on other data is another run
+        if key in seen:
+            warnings.warn(f"Skipping {path}: run {row['run_id']} was already loaded from {seen[key]} "
                           "(the same run copied twice would count twice)."); continue
-        seen[row['run_id']] = path
+        seen[key] = path
         rows.append(row)
     return pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
 
@@ -171,16 +202,16 @@ def signed(x: float) -> str:
     r = round(float(x), 2) + 0.0
     return f"{MINUS if r < 0 else '+'}{abs(r):.2f}"
 
-def ours_text(mean: float, std: float, n: int) -> str:
-    "`72.91 ± 0.29 (n=3)`; `75.00 (n=1)` for one run; `—` for none."
+def ours_text(mean: float, std: float, n: int, marks: str = '') -> str:
+    "`72.91 ± 0.29 (n=3)`; `75.00 (n=1)` for one run; `—` for none; `marks` (see `MARK_NOTES`) appended."
     if not n: return DASH
-    return f"{mean:.2f} (n={n})" if n == 1 or pd.isna(std) else f"{mean:.2f} ± {std:.2f} (n={n})"
+    return (f"{mean:.2f} (n={n})" if n == 1 or pd.isna(std) else f"{mean:.2f} ± {std:.2f} (n={n})") + (marks or '')
 
-def cell_text(paper: float, mean: float, std: float, n: int) -> str:
+def cell_text(paper: float, mean: float, std: float, n: int, marks: str = '') -> str:
     "One cell of a paper table: `paper | ours | delta`, with `—` for a missing number."
     p = DASH if pd.isna(paper) else f"{paper:.2f}"
     d = signed(mean - paper) if n and not pd.isna(paper) else DASH
-    return f"{p} | {ours_text(mean, std, n)} | {d}"
+    return f"{p} | {ours_text(mean, std, n, marks)} | {d}"
 
 def _row_order(paper: pd.DataFrame, ours: pd.DataFrame) -> list:
     "Supervised rows first, then the paper's rows in its order, then our other (method, backbone) pairs."
@@ -190,15 +221,26 @@ def _row_order(paper: pd.DataFrame, ours: pd.DataFrame) -> list:
     rows += [r for r in dict.fromkeys(zip(ours.method, ours.backbone)) if r not in rows]
     return rows
 
-def paper_table(results, table: str, long: bool = False) -> pd.DataFrame:
+def _marks_of(runs: pd.DataFrame) -> str:
+    "The marks of a group of runs, in `MARK_NOTES` order."
+    have = set(''.join(m or '' for m in runs.get('marks', pd.Series(dtype=str)).fillna('')))
+    return ''.join(m for m in MARK_NOTES if m in have)
+
+def paper_table(results, table: str, long: bool = False, include_generated: bool = False) -> pd.DataFrame:
     """The paper's `table` with our runs beside it: rows method × backbone, columns splits (`1/16 (662)` ...),
-    cells `paper | mean ± std (n) | delta`. `long=True`: one row per cell with numeric columns instead."""
+    cells `paper | mean ± std (n) | delta`. `long=True`: one row per cell with numeric columns instead.
+
+    Runs on generated data are left out unless `include_generated`; every cell with a run that is not a verified
+    real-data run from ImageNet weights carries a mark (`MARK_NOTES`, printed under the table by `table_notes`)."""
     t = table_name(table)
     paper = paper_numbers(t)
     runs = _as_results(results)
-    runs = runs[runs['table'] == t]
-    ours = seed_stats(runs.assign(method=runs.method.map(method_label), backbone=runs.backbone.map(backbone_label),
-                                  split=runs.split.map(split_label)), ['method', 'backbone', 'split'])
+    fits = runs['fits'] if 'fits' in runs.columns else runs['table']
+    runs = runs[(runs['table'] == t) | ((fits == t) & include_generated)]
+    runs = runs.assign(method=runs.method.map(method_label), backbone=runs.backbone.map(backbone_label),
+                       split=runs.split.map(split_label))
+    ours = seed_stats(runs, ['method', 'backbone', 'split'])
+    marks = {k: _marks_of(g) for k, g in runs.groupby(['method', 'backbone', 'split'], sort=False)} if len(runs) else {}
     n_labeled = dict(zip(paper.split, paper.n_labeled))
     cells = []
     for method, backbone in _row_order(paper, ours):
@@ -209,11 +251,11 @@ def paper_table(results, table: str, long: bool = False) -> pd.DataFrame:
             pv = p.item() if len(p) else math.nan
             cells.append({'table': t, 'method': method, 'backbone': backbone, 'split': split,
                           'n_labeled': n_labeled.get(split), 'paper': pv, 'mean': mean, 'std': std, 'n': n,
-                          'delta': mean - pv if n else math.nan})
+                          'delta': mean - pv if n else math.nan, 'marks': marks.get((method, backbone, split), '')})
     tidy = pd.DataFrame(cells)
     if long: return tidy
     tidy['column'] = [f"{s} ({n})" for s, n in zip(tidy.split, tidy.n_labeled)]
-    tidy['cell'] = [cell_text(r.paper, r.mean, r.std, r.n) for r in tidy.itertuples()]
+    tidy['cell'] = [cell_text(r.paper, r.mean, r.std, r.n, r.marks) for r in tidy.itertuples()]
     wide = tidy.pivot(index=['method', 'backbone'], columns='column', values='cell')
     wide = wide.loc[list(dict.fromkeys(zip(tidy.method, tidy.backbone))), list(dict.fromkeys(tidy.column))]
     wide.columns.name = None
@@ -305,18 +347,24 @@ def write_table(df: pd.DataFrame, out_dir, name: str, caption: str | None = None
 class NoRunsError(ValueError):
     "No run fits the figure; the message says which runs are needed."
 
+GENERATED_NOTE = '(generated data, not the paper\'s datasets)'
+
 def _figure_runs(results, methods) -> tuple[pd.DataFrame, str]:
-    "Runs of `methods` on real data (note '') or, when there are none, the mini runs (note = MINI_NOTE)."
+    """Runs of `methods` on real data (note ''); when there are none, the runs on generated data (note
+    GENERATED_NOTE), then the mini runs (note = MINI_NOTE). Generated data is never labelled with a dataset's name."""
     runs = _as_results(results)
     runs = runs[runs.method.isin(methods)]
     real = runs[runs['table'].isin(PAPER_TABLES)]
     if len(real): return real, ''
+    generated = runs[runs['table'] == GENERATED_TABLE]
+    if len(generated): return generated, GENERATED_NOTE
     mini = runs[runs['table'] == 'mini']
     if len(mini): return mini, MINI_NOTE
     raise NoRunsError(f"no finished run of the methods {sorted(methods)} (real data or CPU mini reproduction)")
 
 def _group_title(table: str, backbone: str) -> str:
-    where = {'table1': 'VOC', 'table2': 'Cityscapes', 'table3': 'VOC 1,464', 'mini': 'generated data'}.get(table, table)
+    where = {'table1': 'VOC', 'table2': 'Cityscapes', 'table3': 'VOC 1,464', 'mini': 'generated data',
+             GENERATED_TABLE: 'generated data'}.get(table, table)
     return f"{where}, {backbone_label(backbone)}"
 
 def _title(text: str, note: str) -> str:
@@ -344,7 +392,8 @@ def _figure_legend(fig, axes) -> None:
     handles, labels = max((ax.get_legend_handles_labels() for ax in axes), key=lambda hl: len(hl[1]))
     for ax in axes:
         if ax.get_legend(): ax.get_legend().remove()
-    if handles: fig.legend(handles, labels, loc='outside right upper', title='Method', frameon=False)
+    # right of the panels, centred: 'outside right upper' put the legend beside the figure title, which it overlapped
+    if handles: fig.legend(handles, labels, loc='outside right center', title='Method', frameon=False)
 
 def figure5_self_training(results, methods=('supervised', 'self_training', 'cps', 'cps_cutmix')):
     "Bar chart of mIoU per split (mean ± std over seeds, dots = runs): self-training vs. CPS; returns the Figure."

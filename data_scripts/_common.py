@@ -142,8 +142,10 @@ def _fetch_to_part(url: str, part: Path, retries: int, backoff: float, timeout: 
             raise DownloadError(f'cannot download {url}: {err}')
         attempt += 1
         if attempt > retries:
-            raise DownloadError(f'cannot download {url}: {err} (after {attempt} attempts; the partial file {part} '
-                                f'is kept and the next run resumes it)')
+            size = part.stat().st_size if part.is_file() else 0
+            kept = (f'the partial file {part} ({size:,} bytes) is kept and the next run resumes it' if size else
+                    'nothing was downloaded')
+            raise DownloadError(f'cannot download {url}: {err} (after {attempt} attempts; {kept})')
         wait = backoff * 2 ** (attempt - 1)
         log(f'  {type(err).__name__}: {err}; retrying in {wait:.0f} s (attempt {attempt + 1} of {retries + 1})')
         time.sleep(wait)

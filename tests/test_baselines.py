@@ -17,7 +17,7 @@ from cps_repro.methods.gct import (
     dc_targets, flaw_ground_truth, frozen, gct_rampup_iters, gct_losses, gct_after_step, gct_extra_optimizers,
     build_gct)
 from cps_repro.methods import StepContext, get_method, paper_rows
-from cps_repro.config import apply_overrides
+from cps_repro.overrides import apply_overrides
 from cps_repro.presets import preset
 from cps_repro.models import deeplabv3plus, count_parameters
 from cps_repro.synthetic import synthesize

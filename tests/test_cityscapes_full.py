@@ -8,8 +8,9 @@ import pytest
 import torch
 
 import cps_repro.data as data_mod
-from cps_repro.config import (COARSE_LIST_SIZES, apply_overrides, coarse_list_file, full_split_lists, normalize_split,
-                              ExperimentConfig)
+from cps_repro.config import normalize_split, ExperimentConfig
+from cps_repro.partitions import COARSE_LIST_SIZES, coarse_list_file, full_split_lists
+from cps_repro.overrides import apply_overrides
 from cps_repro.presets import FULL_METHODS, list_presets, official_iters, preset
 from cps_repro.data import (DataError, DataNotFoundError, SegmentationDataset, TrainTransform, cityscapes_extra_samples,
                             cityscapes_paths)

@@ -1,7 +1,7 @@
 import json
 import pytest
-from cps_repro.config import (ExperimentConfig, normalize_split, apply_overrides, TRAIN_AUG_SPLITS, FEW_LABEL_SPLITS,
-                              OptimConfig)
+from cps_repro.config import ExperimentConfig, normalize_split, TRAIN_AUG_SPLITS, FEW_LABEL_SPLITS, OptimConfig
+from cps_repro.overrides import apply_overrides
 from cps_repro.presets import preset, list_presets, official_iters
 
 

@@ -589,3 +589,11 @@ def test_scripts_run_as_commands(script, flags):
     assert r.returncode == 0, r.stderr
     for f in flags:
         assert f in r.stdout
+
+
+def test_download_unreachable_says_nothing_was_kept_when_nothing_arrived(tmp_path):
+    "The message claimed a `.part` file 'is kept' when none existed (issue 12, item 14)."
+    with pytest.raises(DownloadError) as err:
+        download('http://127.0.0.1:9/x.tar', tmp_path / 'x.tar', md5(b''), retries=1, backoff=0, timeout=2, progress=False,
+                 log=lambda *a: None)
+    assert 'nothing was downloaded' in str(err.value) and 'is kept' not in str(err.value)

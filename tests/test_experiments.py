@@ -8,7 +8,19 @@ import pytest
 from cps_repro.synthetic import synthesize
 
 REPO = Path(__file__).resolve().parents[1]
-TINY = dict(iters=2, batch_size=2, crop_size=32, workers=0, extra=['eval_every=2', 'checkpoint_every=2'])
+TINY0 = dict(iters=2, batch_size=2, crop_size=32, eval_crop_size=48, workers=0, extra=['eval_every=2', 'checkpoint_every=2'])
+
+
+@pytest.fixture(scope='module')
+def weights(tmp_path_factory):
+    "A resnet50 backbone file in the format `pretrained=` loads (random values: the plumbing, not the numbers)."
+    from cps_repro.models import build_backbone, save_backbone
+    return str(save_backbone(build_backbone('resnet50'), tmp_path_factory.mktemp('w') / 'resnet50_v1c.pth'))
+
+
+@pytest.fixture(scope='module')
+def TINY(weights):
+    return {**TINY0, 'pretrained': weights}
 
 
 @pytest.fixture(scope='module')
@@ -36,15 +48,16 @@ def _results(out_dir):
     return [json.loads(p.read_text()) for p in Path(out_dir).glob('*/result.json')]
 
 
-def test_exp_voc_runs_the_1_8_partition_from_papermills_integer(voc_root, tmp_path):
+def test_exp_voc_runs_the_1_8_partition_from_papermills_integer(voc_root, tmp_path, TINY):
     # `-p split 1_8` arrives as the integer 18
     _run('exp_voc', tmp_path, data_root=str(voc_root), out_dir=str(tmp_path / 'results'), split=18, method='cps', **TINY)
     (r,) = _results(tmp_path / 'results')
     assert (r['dataset'], r['split'], r['method'], r['backbone'], r['iters']) == ('voc', '1_8', 'cps', 'resnet50', 2)
     assert r['n_labeled'] == 6 and r['n_labeled'] + r['n_unlabeled'] == 48 and 0 <= r['miou'] <= 100
+    assert r['config']['eval']['crop_size'] == 48 and r['config']['data']['crop_size'] == 32   # separate keys
 
 
-def test_exp_cityscapes_runs_on_a_generated_cityscapes_folder(city_root, tmp_path):
+def test_exp_cityscapes_runs_on_a_generated_cityscapes_folder(city_root, tmp_path, TINY):
     _run('exp_cityscapes', tmp_path, data_root=str(city_root), out_dir=str(tmp_path / 'results'), split='1_4',
          method='cps_cutmix', **TINY)
     (r,) = _results(tmp_path / 'results')
@@ -52,13 +65,13 @@ def test_exp_cityscapes_runs_on_a_generated_cityscapes_folder(city_root, tmp_pat
     assert r['config']['train']['sup_loss'] == 'ohem'
 
 
-def test_exp_voc_few_uses_all_train_aug_as_unlabeled(voc_root, tmp_path):
+def test_exp_voc_few_uses_all_train_aug_as_unlabeled(voc_root, tmp_path, TINY):
     _run('exp_voc_few', tmp_path, data_root=str(voc_root), out_dir=str(tmp_path / 'results'), split=732, **TINY)
     (r,) = _results(tmp_path / 'results')
     assert r['split'] == '732' and r['n_unlabeled'] == 48 and r['config']['hparams']['weight'] == 0.1
 
 
-def test_exp_self_training_runs_both_stages_and_cps(voc_root, tmp_path):
+def test_exp_self_training_runs_both_stages_and_cps(voc_root, tmp_path, TINY):
     _run('exp_self_training', tmp_path, data_root=str(voc_root), out_dir=str(tmp_path / 'results'), split='1_4',
          cps_methods=['cps'], **TINY)
     by_method = {r['method']: r for r in _results(tmp_path / 'results')}
@@ -67,8 +80,53 @@ def test_exp_self_training_runs_both_stages_and_cps(voc_root, tmp_path):
 
 
 @pytest.mark.parametrize('name,dataset', [('exp_voc', 'voc'), ('exp_cityscapes', 'cityscapes'), ('exp_voc_few', 'voc')])
-def test_missing_dataset_stops_with_the_prepare_command(tmp_path, name, dataset):
+def test_missing_dataset_stops_with_the_prepare_command(tmp_path, name, dataset, weights):
     with pytest.raises(pm.PapermillExecutionError) as e:
-        _run(name, tmp_path, data_root=str(tmp_path / 'no_data'), out_dir=str(tmp_path / 'results'))
+        _run(name, tmp_path, data_root=str(tmp_path / 'no_data'), out_dir=str(tmp_path / 'results'), pretrained=weights,
+             allow_cpu=True)
     assert f'data_scripts/prepare_{dataset}.py' in str(e.value)
     assert not (tmp_path / 'results').exists()
+
+
+# ---- a user's first hour (issue 12) -------------------------------------------------------------------------------
+def test_literal_papermill_command_without_weights_stops_in_seconds(tmp_path):
+    "`papermill nbs/exp_voc.ipynb OUT -p split 1_8` with no weights stops naming the file (before any data is read)."
+    with pytest.raises(pm.PapermillExecutionError) as e:
+        _run('exp_voc', tmp_path, split=18)
+    assert 'weights/resnet50_v1c.pth' in str(e.value) and 'Preparing the data' in str(e.value)
+
+
+def test_paper_scale_on_a_cpu_points_to_the_mini_notebook(tmp_path):
+    import torch
+    if torch.cuda.is_available(): pytest.skip('this machine has a GPU')
+    with pytest.raises(pm.PapermillExecutionError) as e:
+        _run('exp_voc', tmp_path, split=18, pretrained='none')
+    assert 'exp_mini' in str(e.value) and 'allow_cpu' in str(e.value)
+
+
+@pytest.mark.parametrize('param,value,msg', [('method', 'x', 'Unknown method'), ('backbone', 'resnet18', 'Unknown backbone')])
+def test_unknown_method_or_backbone_is_named(tmp_path, param, value, msg):
+    with pytest.raises(pm.PapermillExecutionError) as e:
+        _run('exp_voc', tmp_path, **{param: value})
+    assert msg in str(e.value) and 'Unknown preset' not in str(e.value)
+
+
+def test_relative_paths_resolve_from_the_project_root_when_run_from_nbs(tmp_path, weights):
+    "Jupyter runs a notebook in nbs/: `data_root='data/...'` still means the folder at the repository root."
+    out = tmp_path / 'o.ipynb'
+    with pytest.raises(pm.PapermillExecutionError) as e:
+        pm.execute_notebook(str(REPO / 'nbs' / 'exp_voc.ipynb'), str(out), kernel_name='python3', progress_bar=False,
+                            cwd=str(REPO / 'nbs'), parameters=dict(data_root='data/no_such_dataset_here', pretrained=weights,
+                                                                    allow_cpu=True))
+    assert str(REPO / 'data' / 'no_such_dataset_here') in str(e.value) and '/nbs/data' not in str(e.value)
+
+
+def test_parameters_cells_are_all_visible_to_papermill():
+    "`papermill --help-notebook` lists every parameter (a comment with '=' used to hide `extra`)."
+    import ast
+    from papermill.translators import PythonTranslator
+    for nb in sorted((REPO / 'nbs').glob('exp_*.ipynb')) + [REPO / 'nbs' / 'paper_tables.ipynb', REPO / 'nbs' / 'paper_figures.ipynb']:
+        cell = next(c for c in json.loads(nb.read_text())['cells'] if 'parameters' in c['metadata'].get('tags', []))
+        src = ''.join(cell['source'])
+        names = [t.id for n in ast.parse(src).body if isinstance(n, ast.Assign) for t in n.targets]
+        assert [p.name for p in PythonTranslator.inspect({'source': src})] == names, nb.name

@@ -422,8 +422,10 @@ def test_fetch_source_missing_file_and_unreachable(mini, tmp_path):
     with pytest.raises(FetchError, match=r'1 of 31 .*\n.*val\.txt.*after 1 attempt at'):
         fetch(tmp_path / 'a', source=src, registry=reg, backoff=0, progress=False)
     assert len(all_files(tmp_path / 'a')) == 30
-    with pytest.raises(FetchError, match='the other 30 files were not tried'):
+    with pytest.raises(FetchError, match='the other 30 files were not tried') as err:
         fetch(tmp_path / 'b', source='http://127.0.0.1:9/', registry=reg, retries=1, backoff=0, progress=False)
+    # offline: the message says nothing was fetched (it used to say "2 of 31 ... the others are in place")
+    assert str(err.value).startswith('31 of 31 list files to fetch') and 'nothing was fetched' in str(err.value)
     assert not (tmp_path / 'b').exists() or all_files(tmp_path / 'b') == []
 
 
@@ -443,3 +445,27 @@ def test_fetch_permissions_are_readable(mini, tmp_path):
     p = tmp_path / 'dst' / CITY / 'train.txt'
     expected = next(f.sha256 for f in reg if f.relpath == f'{CITY}/train.txt')
     assert p.stat().st_mode & 0o444 == 0o444 and file_sha256(p) == expected
+
+
+def test_splits_verify_accepts_the_lists_that_synth_writes(tmp_path, capsys):
+    from cps_repro.synthetic import synthesize
+    from cps_repro.partitions import cli_verify
+    synthesize(tmp_path / 'syn', n=24, n_val=8, size=32, progress=False)
+    assert cli_verify(tmp_path / 'syn' / 'partitions') == 0           # used to crash with an IndexError
+    out = capsys.readouterr().out
+    assert 'generated lists of a synthetic dataset' in out and '-> OK' in out
+
+
+def test_data_identity_provenance_and_fingerprint(tmp_path, mini):
+    from cps_repro.partitions import data_identity, split_files
+    from cps_repro.synthetic import synthesize
+    syn = tmp_path / 'syn'
+    synthesize(syn, n=24, n_val=8, size=32, progress=False)
+    lists = split_files('voc', '1_8', syn / 'partitions')
+    a = data_identity(syn, lists)
+    assert a['provenance'] == 'generated' and a['marker'].endswith('synthetic.json') and len(a['fingerprint']) == 12
+    syn2 = tmp_path / 'syn2'
+    synthesize(syn2, n=24, n_val=8, size=32, seed=1, progress=False)
+    assert data_identity(syn2, split_files('voc', '1_8', syn2 / 'partitions'))['fingerprint'] != a['fingerprint']
+    src, reg = mini                                   # lists whose sha256 is not the registry's: unverified
+    assert data_identity(src, split_files('voc', '1_8', src))['provenance'] == 'unverified'

@@ -19,7 +19,7 @@ IDS = ['2007_000033', '2007_000042', '2007_000061']
 
 # ---- hand-made runs ---------------------------------------------------------------------------------------------
 def write_run(out, method, miou, seed=0, dataset='voc', split='1_8', backbone='resnet50', preset=None, n_labeled=1323,
-              data_root='data/voc', history=None, predictions=None, name=None):
+              data_root='data/voc', history=None, predictions=None, name=None, provenance='real', pretrained='w.pth'):
     "A result.json with the trainer's fields (+ optional predictions/<id>.png palette PNGs); returns the run folder."
     preset = preset or f'{dataset}_{method}_{backbone}'
     run_id = name or f'{preset}_{split}_seed{seed}_abcd1234'
@@ -35,7 +35,9 @@ def write_run(out, method, miou, seed=0, dataset='voc', split='1_8', backbone='r
            'best_miou': max(h['miou'] for h in history) if history else None, 'best_iter': 20,
            'eval': {'network': 'net1', 'mode': 'whole'}, 'wall_seconds': 3.0, 'device': 'cpu',
            'package_version': '0.1.0', 'torch_version': '2', 'git_commit': None, 'finished_at': '2026-01-01T00:00:00+00:00',
-           'history': history, 'config': {'name': preset, 'data': {'dataset': dataset, 'root': str(data_root), 'split': split}}}
+           'history': history, 'config': {'name': preset, 'data': {'dataset': dataset, 'root': str(data_root), 'split': split},
+                                          'model': {'backbone': backbone, 'pretrained': pretrained}}}
+    if provenance is not None: res['data'] = {'provenance': provenance, 'fingerprint': 'abcdef123456'}
     (d / 'result.json').write_text(json.dumps(res))
     for image_id, cls in (predictions or {}).items():
         save_png(np.where(_box(), cls, 0), d / 'predictions' / f'{image_id}.png')
@@ -307,3 +309,53 @@ def test_papermill_runs_both_report_notebooks(results_dir, tmp_path):
     assert '72.90 ± 0.30 (n=3)' in (out / 'table1.csv').read_text()
     for name in ('figure5_self_training', 'figure6_qualitative', 'figure7_overlap'):
         for ext in ('png', 'pdf'): assert (out / f'{name}.{ext}').stat().st_size > 1000
+
+
+# ---- provenance: generated data never shows as a paper measurement (issue 12, item 7) ------------------------------
+def test_generated_runs_stay_out_of_the_paper_tables_unless_asked(tmp_path):
+    from cps_repro.report import GENERATED_TABLE, table_notes
+    write_run(tmp_path, 'cps', 73.0, seed=0)
+    write_run(tmp_path, 'cps', 0.0, seed=1, provenance='generated')          # a 4-iteration synthetic run
+    t = paper_table(tmp_path, 'table1')
+    assert cell(t, 'CPS w/o CutMix', 'R50', '1/8 (1323)') == '73.20 | 73.00 (n=1) | −0.20'
+    t = paper_table(tmp_path, 'table1', include_generated=True)
+    assert cell(t, 'CPS w/o CutMix', 'R50', '1/8 (1323)').startswith('73.20 | 36.50 ± 51.62 (n=2)‡')
+    assert 'synthetic' in table_notes(t)
+    assert set(load_results(tmp_path).table) == {'table1', GENERATED_TABLE}
+
+
+def test_old_results_without_provenance_are_marked_and_synthetic_roots_detected(tmp_path):
+    syn = tmp_path / 'syn'; syn.mkdir(); (syn / 'synthetic.json').write_text('{}')
+    write_run(tmp_path / 'r', 'cps', 70.0, seed=0, provenance=None)
+    write_run(tmp_path / 'r', 'cps', 1.0, seed=1, provenance=None, data_root=syn)
+    write_run(tmp_path / 'r', 'cps', 71.0, seed=2, pretrained='none')
+    r = load_results(tmp_path / 'r').set_index('seed')
+    assert r.provenance.to_dict() == {0: 'unverified', 1: 'generated', 2: 'real'}
+    assert r.marks.to_dict() == {0: '†', 1: '‡', 2: '*'}
+    assert cell(paper_table(tmp_path / 'r', 'table1'), 'CPS w/o CutMix', 'R50', '1/8 (1323)').endswith('(n=2)†* | −2.70')
+
+
+def test_figures_never_call_generated_data_voc(tmp_path):
+    from cps_repro.report import figure7_overlap
+    write_run(tmp_path, 'cps', 10.0, provenance='generated')
+    fig = figure7_overlap(tmp_path)
+    titles = [ax.get_title() for ax in fig.axes] + [fig._suptitle.get_text() if fig._suptitle else '']
+    assert not any('VOC' in t for t in titles) and any('generated data' in t for t in titles)
+
+
+def test_figure5_legend_does_not_overlap_the_title(results_dir):
+    fig = figure5_self_training(results_dir)
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    canvas = FigureCanvasAgg(fig); canvas.draw(); r = canvas.get_renderer()
+    legend, title = fig.legends[0].get_window_extent(r), fig._suptitle.get_window_extent(r)
+    assert not legend.overlaps(title)
+
+
+def test_the_same_run_id_on_other_data_is_not_a_duplicate(tmp_path):
+    "Mini runs of data seeds 0 and 1 share run ids (issue 12, item 8): they are different runs."
+    write_run(tmp_path / 'data_seed0', 'cps', 40.0, data_root='data/mini_seed0', provenance=None, name='mini_cps_1_16_seed0_x')
+    write_run(tmp_path / 'data_seed1', 'cps', 41.0, data_root='data/mini_seed1', provenance=None, name='mini_cps_1_16_seed0_x')
+    assert len(load_results(tmp_path)) == 2
+    with pytest.warns(UserWarning, match='copied twice'):
+        write_run(tmp_path / 'copy', 'cps', 40.0, data_root='data/mini_seed0', provenance=None, name='mini_cps_1_16_seed0_x')
+        assert len(load_results(tmp_path)) == 2

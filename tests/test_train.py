@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn as nn
 
-from cps_repro.config import apply_overrides
+from cps_repro.overrides import apply_overrides
 from cps_repro.presets import preset
 import dataclasses
 from cps_repro.methods import method_names
