@@ -5,12 +5,13 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.cps_repro_installed
 
-.PHONY: venv test test-nbs test-py check-sync export clean-nbs demo readme help
+.PHONY: venv test test-nbs test-py check-sync export clean-nbs demo readme help docs browser
 
 help:
 	@echo "make test   - create $(VENV) if absent, install cps_repro with its dev extras, run the whole test suite"
 	@echo "make demo   - the CPU mini reproduction on generated data (about 10 minutes on 2 cores), its table and figures"
 	@echo "make export - notebooks -> cps_repro/ (nbdev-export) and README.md from nbs/index.ipynb"
+	@echo "make docs   - the documentation site from the committed notebooks into _docs/ (open _docs/index.html)"
 
 venv: $(STAMP)
 
@@ -41,7 +42,18 @@ test-nbs: venv
 test-py: venv
 	$(BIN)/python -m pytest -q -n 2 --durations=15
 
-test: check-sync test-nbs test-py
+# The site test (tests/test_docs.py) opens the pages in headless Chromium: Debian's package, installed when missing.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	    else echo "no chromium and no way to install it (needs root and apt-get): tests/test_docs.py will skip its browser test"; fi; }
+
+# The documentation site (Sphinx + MyST-NB, docs/conf.py) built from the committed notebooks, nothing executed.
+docs: venv
+	$(BIN)/python tools/build_docs.py
+
+test: check-sync test-nbs browser test-py
 
 # The CPU mini reproduction at 1/16 labels, one seed, both cores: supervised, CPS and CPS+CutMix (about 10 minutes),
 # then the tables and figures built from its results. DEMO_ITERS=20 makes a quick plumbing check.
