@@ -27,6 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 NBS = ROOT / 'nbs'
 DPI = 72
 TIMEOUT = 900                       # seconds per cell, as [tool.nbdev] cell_timeout
+LARGE_KIB = 600                     # a notebook above this size gets a note (figures too large)
 SKIP_PREFIXES = ('exp_',)           # papermill templates stay unexecuted
 class Code(str):
     "A parameter value written as Python code rather than as a literal."
@@ -267,7 +268,9 @@ def main(argv=None) -> int:
             out = (a.out_dir / path.name) if a.out_dir else path
             if a.out_dir: a.out_dir.mkdir(parents=True, exist_ok=True)
             write(fresh, out)
-            print(f"wrote {out} ({dt:.0f} s, {out.stat().st_size / 1024:.0f} KiB)", flush=True)
+            kib = out.stat().st_size / 1024
+            big = f"; over {LARGE_KIB} KiB: smaller figures (figsize) would keep the repository small" if kib > LARGE_KIB else ''
+            print(f"wrote {out} ({dt:.0f} s, {kib:.0f} KiB{big})", flush=True)
     total = time.perf_counter() - t_all
     print(f"{len(paths) - len(failed)} of {len(paths)} notebooks {'match' if a.check else 'executed'} in {total:.0f} s"
           + (f"; failed: {', '.join(failed)}" if failed else ''))
