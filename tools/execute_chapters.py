@@ -13,7 +13,7 @@ absolute path becomes relative, temporary folders become `<tmp>`, memory address
 goes through nbdev-clean (which keeps outputs), so the sync check `make check-sync` leaves it unchanged.
 
 `--check` executes each notebook into memory and compares it with the committed file cell by cell: text outputs must
-be equal once durations (`1.2 s`, `350 ms`, `0:00:03`) are masked; PNG figures must have the same size and differ by at
+be equal once durations (`1.2 s`, `350 ms`, `0:00:03`, `'seconds': 6.4`, `wall_seconds=3`) are masked; PNG figures must have the same size and differ by at
 most `--image-tolerance` in mean absolute value (0-255 scale). A notebook without any output fails the check.
 The papermill notebooks paper_tables and paper_figures run on the committed mini results (`PARAMETERS` below), with an
 `injected-parameters` cell after their `parameters` cell that says so, as papermill would.
@@ -50,6 +50,7 @@ except ImportError: pass
 """
 DIRECTIVE = re.compile(r'^\s*#\|\s*(.*?)\s*$')
 DURATION = re.compile(r'\b\d+(?:[.,]\d+)?\s?(?:ms|µs|us|ns|s|sec|secs|seconds?|min|minutes?|h|hours?)\b|\b\d+:\d\d(?::\d\d)?\b')
+TIMING_FIELD = re.compile(r'''((?:['"]|\b)(?:\w*seconds|\w*_secs?|elapsed|wall_time|runtime)['"]?\s*[:=]\s*)\d+(?:\.\d+)?''')
 ADDRESS = re.compile(r' at 0x[0-9a-fA-F]+|0x[0-9a-fA-F]{8,}')
 PROGRESS = re.compile(r'\r|\d+%\|')
 
@@ -191,11 +192,16 @@ def _png(data: str):
     return np.asarray(Image.open(io.BytesIO(base64.b64decode(data))).convert('RGB'), dtype=np.float64)
 
 
+def _mask(text: str) -> str:
+    "Text with durations masked: `3.2 s`, `0:01:05`, and values of fields named like `seconds` / `elapsed`."
+    return DURATION.sub('<t>', TIMING_FIELD.sub(r'\1<t>', text))
+
+
 def _compare_output(a, b, tol) -> str | None:
     if a.get('output_type') != b.get('output_type'): return f"output type {a.get('output_type')} != {b.get('output_type')}"
     if a.get('output_type') == 'stream':
         if a.get('name') != b.get('name'): return f"stream {a.get('name')} != {b.get('name')}"
-        ta, tb = DURATION.sub('<t>', _text(a['text'])), DURATION.sub('<t>', _text(b['text']))
+        ta, tb = _mask(_text(a['text'])), _mask(_text(b['text']))
         return None if ta == tb else f"{a['name']} text differs:\n    committed: {ta[:300]!r}\n    fresh:     {tb[:300]!r}"
     if a.get('output_type') == 'error': return f"error {a.get('ename')}"
     da, db = a.get('data', {}), b.get('data', {})
@@ -209,7 +215,7 @@ def _compare_output(a, b, tol) -> str | None:
         elif k.startswith('image/'):
             continue                         # svg/jpeg: not produced by the prelude's settings; compared by presence
         elif k.startswith('text/') or k == 'application/javascript':
-            ta, tb = DURATION.sub('<t>', _text(da[k])), DURATION.sub('<t>', _text(db[k]))
+            ta, tb = _mask(_text(da[k])), _mask(_text(db[k]))
             if ta != tb: return f"{k} differs:\n    committed: {ta[:300]!r}\n    fresh:     {tb[:300]!r}"
         elif da[k] != db[k]: return f"{k} differs"
     return None
