@@ -5,12 +5,13 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.cps_repro_installed
 
-.PHONY: venv test lint-imports test-nbs test-py check-sync export clean-nbs demo readme help
+.PHONY: venv test lint-imports test-nbs test-py check-sync export clean-nbs demo readme help docs browser
 
 help:
 	@echo "make test   - create $(VENV) if absent, install cps_repro with its dev extras, run the whole test suite"
 	@echo "make demo   - the CPU mini reproduction on generated data (about 10 minutes on 2 cores), its table and figures"
 	@echo "make export - notebooks -> cps_repro/ (nbdev-export) and README.md from nbs/index.ipynb"
+	@echo "make docs   - the documentation site from the committed notebooks into _docs/ (open _docs/index.html)"
 
 venv: $(STAMP)
 
@@ -27,9 +28,9 @@ export: venv
 # The library must be exactly what the notebooks export, the notebooks must be clean and the README must be
 # nbs/index.ipynb: re-run the generators and fail if anything changed.
 check-sync: venv
-	@before=$$(cat nbs/*.ipynb cps_repro/*.py README.md 2>/dev/null | sha256sum); \
+	@before=$$(cat nbs/*.ipynb cps_repro/*.py cps_repro/methods/*.py README.md 2>/dev/null | sha256sum); \
 	$(BIN)/nbdev-export && $(BIN)/nbdev-clean && $(BIN)/python tools/readme.py; \
-	after=$$(cat nbs/*.ipynb cps_repro/*.py README.md 2>/dev/null | sha256sum); \
+	after=$$(cat nbs/*.ipynb cps_repro/*.py cps_repro/methods/*.py README.md 2>/dev/null | sha256sum); \
 	if [ "$$before" != "$$after" ]; then \
 	  echo "ERROR: nbdev-export / nbdev-clean / README generation changed files: the library, notebooks or README were out of sync."; \
 	  echo "       Review 'git diff', run the tests and commit the result."; exit 1; fi; \
@@ -44,7 +45,20 @@ test-py: venv
 lint-imports: venv
 	$(BIN)/lint-imports
 
-test: check-sync lint-imports test-nbs test-py
+# The site test (tests/test_docs.py) opens the pages in headless Chromium: Debian's package, installed when missing.
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	    else echo "no chromium and no way to install it (needs root and apt-get): tests/test_docs.py will skip its browser test"; fi; }
+
+# The documentation site (Sphinx + MyST-NB, docs/conf.py) built from the committed notebooks, nothing executed.
+docs: venv
+	$(BIN)/python tools/build_docs.py
+
+# The chapters are executed with a real kernel and compared with their committed outputs by tests/test_chapters_executed.py
+# (the cells nbdev-test runs); `make test-nbs` stays for a quick in-process run of the chapters.
+test: check-sync lint-imports browser test-py
 
 # The CPU mini reproduction at 1/16 labels, one seed, both cores: supervised, CPS and CPS+CutMix (about 10 minutes),
 # then the tables and figures built from its results. DEMO_ITERS=20 makes a quick plumbing check.

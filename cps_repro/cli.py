@@ -14,6 +14,7 @@ from .config import ExperimentConfig
 from .presets import experiment_config, list_presets, preset
 from .data import DataError, cityscapes_root, prepare_hint, voc_root
 from .mini import add_pretrain_parser
+from .predict import add_predict_parser
 from .overrides import apply_overrides, load_config, override_pairs, preflight
 from .synthetic import synthesize
 
@@ -255,7 +256,7 @@ def _add_mini(sub):
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog='cps-repro', description='Cross Pseudo Supervision (CVPR 2021), reproduced.')
     sub = p.add_subparsers(dest='command', required=True)
-    for add in (_add_train, _add_eval, _add_presets, _add_splits, _add_data, _add_synth, _add_mini): add(sub)
+    for add in (_add_train, _add_eval, _add_presets, _add_splits, _add_data, _add_synth, _add_mini, add_predict_parser): add(sub)
     return p
 
 def _one_line(e: BaseException) -> str:
