@@ -100,7 +100,8 @@ def _cmd_train(a) -> int:
     check_data_root(cfg)
     run_dir = Path(a.run_dir or Path(a.out_dir) / cfg.run_id)
     _check_checkpoint(run_dir / 'checkpoint.pt')
-    result = train(cfg, out_dir=a.out_dir, run_dir=a.run_dir, device=a.device, progress=not a.no_progress)
+    result = train(cfg, out_dir=a.out_dir, run_dir=a.run_dir, device=a.device, progress=not a.no_progress,
+                   allow_cpu=a.allow_cpu)
     if int(os.environ.get('RANK', 0)) == 0:
         print(f"mIoU {result['miou']:.2f} (network 1, final iteration {result['iters']}); "
               f"result: {Path(result.get('run_dir') or run_dir) / 'result.json'}")

@@ -222,7 +222,7 @@ class ExperimentConfig:
     def run_id(self) -> str:
         return f"{self.name}_{self.data.split}_seed{self.train.seed}_{self.fingerprint}"
 
-RESULT_IRRELEVANT = {'data': ('root', 'workers', 'partitions_root')}   # where the data is and how it is read
+RESULT_IRRELEVANT = {'data': ('workers',)}   # how the data is read; where it is (data.root) is part of the run's identity
 
 def comparable(d: dict) -> dict:
     "A config dict without the `RESULT_IRRELEVANT` fields: what must agree for two configs to be the same run."

@@ -14,6 +14,7 @@ from .config import ExperimentConfig, normalize_split, FEW_LABEL_SPLITS
 from .overrides import apply_overrides
 from .presets import preset
 from .methods import paper_rows
+from .train import train
 
 # %% auto #0
 __all__ = ['PREPARE_COMMANDS', 'TABLE_OF', 'METHOD_ROW', 'CELL_NOTEBOOKS', 'TABLE_METHODS', 'TABLE_BACKBONES', 'WEIGHT_FILES',
@@ -103,11 +104,10 @@ def torchrun_command(config_path, out_dir, gpus: int) -> list[str]:
     return [sys.executable, '-m', 'torch.distributed.run', '--standalone', f'--nproc_per_node={int(gpus)}',
             '-m', 'cps_repro.cli', 'train', '--config', str(config_path), '--out-dir', str(out_dir)]
 
-def run_experiment(cfg: ExperimentConfig, out_dir='results', gpus: int = 1, progress: bool = True) -> dict:
+def run_experiment(cfg: ExperimentConfig, out_dir='results', gpus: int = 1, progress: bool = True, allow_cpu: bool = False) -> dict:
     "Train `cfg` (resuming its run directory when it exists) and return its result."
-    from cps_repro.train import train
     out_dir = Path(out_dir)
-    if gpus <= 1: return train(cfg, out_dir=out_dir, progress=progress)
+    if gpus <= 1: return train(cfg, out_dir=out_dir, progress=progress, allow_cpu=allow_cpu)
     out_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.NamedTemporaryFile('w', suffix='.json', dir=out_dir, delete=False) as f: f.write(cfg.to_json())
     try: subprocess.run(torchrun_command(f.name, out_dir, gpus), check=True)

@@ -234,7 +234,7 @@ _FEW_LABEL = {'1-16': '92', '1-8': '183', '1-4': '366', '1-2': '732'}
 _VOC_DIR, _CITY_DIR = 'pascal_voc/subset_train_aug', 'city/config_new'
 
 def _registry() -> tuple[ListFile, ...]:
-    # (entries, sha256) facts, recipe §6 / shared/reference/partitions/README.md
+    # (entries, sha256) facts, recipe §6
     voc_lab = {'1-16': (662, '7dada8ccc5eb6309b4b81e172dfc24f0d83ea72078675083778ca10487182748'),
                '1-8': (1323, 'df63f50a798512c3befb5364052733bd8bc169f609e034e9f55b5853798ead10'),
                '1-4': (2646, '62c450787069b36d88ea7bb35895a808885720ae833bae8b9c81775731062ea1'),

@@ -15,6 +15,9 @@ import torch.nn as nn
 
 from . import __version__
 from .config import ExperimentConfig
+from .loaders import resolve_lists
+from .overrides import preflight
+from .partitions import data_identity
 from .data import IMAGENET_MEAN, IMAGENET_STD, to_device
 from .evaluate import evaluate, predict, save_predictions
 from .loaders import TrainData, build_data as build_loaders
@@ -106,6 +109,7 @@ class Trainer:
         self.device, self.progress = self.dist.device, progress
         self.run_dir = Path(run_dir) if run_dir is not None else Path(out_dir) / cfg.run_id
         self.method = get_method(cfg.train.method)
+        self.data_identity = data_identity(cfg.data.root, resolve_lists(cfg))   # provenance + fingerprint (result.json)
         t = cfg.train
         if t.batch_size % self.dist.world_size or t.unlabeled_batch_size % self.dist.world_size:
             raise ValueError(f"batch sizes {t.batch_size}+{t.unlabeled_batch_size} must divide by the {self.dist.world_size} processes")
@@ -325,8 +329,13 @@ class Trainer(Trainer):
         if self.dist.is_main: prepare_run_dir(self.run_dir, cfg)
         if self.dist.distributed: dist.barrier()
         if result_path.exists():
+            old = json.loads(result_path.read_text())
+            old_fp, fp = (old.get('data') or {}).get('fingerprint'), self.data_identity['fingerprint']
+            if old_fp is not None and old_fp != fp:
+                raise ValueError(f"{result_path} is the result of this config on other data (data fingerprint {old_fp}, "
+                                 f"this data {fp}); nothing was overwritten: give another out_dir (--out-dir) for this data")
             if self.dist.is_main: print(f"{self.run_dir} is finished already; its result.json is kept as it is.")
-            return json.loads(result_path.read_text())
+            return old
         resumed = self.resume()
         if self.dist.is_main:
             trim_metrics(self.run_dir / 'metrics.jsonl', self.it)
@@ -377,9 +386,14 @@ class Trainer(Trainer):
                'wall_seconds': round(self.wall, 2), 'device': device_name(self.device), 'world_size': self.dist.world_size,
                'package_version': __version__, 'torch_version': torch.__version__, 'git_commit': git_commit(),
                'finished_at': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
+               'pretrained': cfg.model.pretrained, 'data': self.data_identity,
                'history': self.history, 'config': cfg.to_dict()}
         return out
 
-def train(cfg: ExperimentConfig, out_dir='results', run_dir=None, device=None, progress=True) -> dict:
-    "Train one experiment and return its result (also written to `<run dir>/result.json`)."
+def train(cfg: ExperimentConfig, out_dir='results', run_dir=None, device=None, progress=True, allow_cpu: bool = False) -> dict:
+    """Train one experiment and return its result (also written to `<run dir>/result.json`).
+
+    `preflight` runs first: a paper backbone without its ImageNet weights, a paper-scale run on a CPU (unless
+    `allow_cpu`) or a missing GPU stop here, before any data is read."""
+    preflight(cfg, device, allow_cpu=allow_cpu)
     return Trainer(cfg, out_dir=out_dir, run_dir=run_dir, device=device, progress=progress).fit()

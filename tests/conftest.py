@@ -15,6 +15,6 @@ SHARED = REPO.parent / 'shared'
 
 @pytest.fixture
 def shared_dir():
-    "The project's ../shared folder (reference data); tests using it skip in a user's clone."
-    if not SHARED.is_dir(): pytest.skip('../shared is not present (only on the developers\' machines)')
+    "The project's reference-data folder beside the repository; tests using it skip in a user's clone."
+    if not SHARED.is_dir(): pytest.skip('the reference-data folder beside the repository is not present (only on the developers\' machines)')
     return SHARED

@@ -296,7 +296,7 @@ def test_build_train_aug_rule():
 
 def test_voc_fetches_partitions_from_a_source(voc_archives, tmp_path, capsys):
     if not SHARED_PARTITIONS.is_dir():
-        pytest.skip('../shared/reference/partitions is not present')
+        pytest.skip('the reference copy of the official lists (outside the repository) is not present')
     root = tmp_path / 'data'
     rc = prepare_voc.main(voc_args(voc_archives, root, '--partitions-source', str(SHARED_PARTITIONS)))
     out = capsys.readouterr().out
@@ -572,7 +572,7 @@ def test_cityscapes_builtin_table_matches_cityscapesscripts():
 # ------------------------------------------------------------------------------------------------ partitions, CLIs
 def test_fetch_partitions_wrapper(tmp_path, capsys):
     if not SHARED_PARTITIONS.is_dir():
-        pytest.skip('../shared/reference/partitions is not present')
+        pytest.skip('the reference copy of the official lists (outside the repository) is not present')
     root = tmp_path / 'partitions'
     assert fetch_partitions.main([str(root), '--source', str(SHARED_PARTITIONS), '--datasets', 'cityscapes']) == 0
     assert (root / 'city/config_new/train.txt').is_file() and not (root / 'pascal_voc').exists()

@@ -328,7 +328,7 @@ def test_verify_empty_and_absent_root(tmp_path, capsys):
     assert cli_verify(tmp_path / 'absent') == 1
 
 
-# ---------------------------------------------------------------- verify on the miniature (no ../shared needed)
+# ---------------------------------------------------------------- verify on the miniature (no reference data needed)
 
 def test_mini_lists_verify(mini):
     root, reg = mini

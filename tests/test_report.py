@@ -106,7 +106,7 @@ def test_paper_numbers_are_the_package_csv_exactly(table):
 @pytest.mark.parametrize('table', ['table1', 'table2', 'table3'])   # the headline number has no reference file
 def test_package_copy_matches_the_shared_reference(table):
     ref = SHARED / 'reference' / 'paper_tables' / PAPER_TABLE_FILES[table]
-    if not ref.is_file(): pytest.skip('../shared/reference/paper_tables is not present')
+    if not ref.is_file(): pytest.skip('the reference copy of the paper tables (outside the repository) is not present')
     pd.testing.assert_frame_equal(paper_numbers(table), pd.read_csv(ref, dtype={'split': str}))
 
 

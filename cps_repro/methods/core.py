@@ -16,6 +16,7 @@ import torch.nn as nn
 from ..config import ExperimentConfig, register_params
 from ..losses import cross_entropy, ohem_cross_entropy
 from ..models import deeplabv3plus, make_cps_pair
+from ..overrides import NO_PRETRAINED
 from ..packaged import resolve_asset
 
 # %% auto #0
@@ -91,7 +92,8 @@ def supervised_loss(logits: torch.Tensor, target: torch.Tensor, cfg: ExperimentC
 def model_kwargs(cfg: ExperimentConfig) -> dict:
     "Keyword arguments of `deeplabv3plus` for `cfg` (classes, output stride, pretrained file or packaged asset, head widths)."
     m = cfg.model
-    return dict(num_classes=cfg.data.num_classes, output_stride=m.output_stride, pretrained=resolve_asset(m.pretrained), **m.head)
+    return dict(num_classes=cfg.data.num_classes, output_stride=m.output_stride, 
+                pretrained=None if m.pretrained in (None, NO_PRETRAINED) else resolve_asset(m.pretrained), **m.head)
 
 def one_network(cfg: ExperimentConfig, model_kw: dict) -> list:
     "Build hook of single-network methods: one DeepLabv3+ from the (seeded) global generator."
