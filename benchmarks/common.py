@@ -141,7 +141,7 @@ class SyntheticStream:
 
 def synthetic_data(batch_l: int, batch_u: int, crop: int, num_classes: int, pin: bool, seed: int = 0):
     "A `TrainData` of synthetic streams: labeled, two unlabeled, no validation set."
-    from cps_repro.train import TrainData
+    from cps_repro.loaders import TrainData
     return TrainData(SyntheticStream(batch_l, crop, num_classes, True, seed, pin),
                      SyntheticStream(batch_u, crop, num_classes, False, seed + 1, pin),
                      SyntheticStream(batch_u, crop, num_classes, False, seed + 2, pin),
@@ -150,18 +150,27 @@ def synthetic_data(batch_l: int, batch_u: int, crop: int, num_classes: int, pin:
 def bench_config(method: str, backbone: str, crop: int, batch_l: int, batch_u: int, amp: str = 'none',
                  channels_last: bool = False, num_classes: int = 21, output_stride: int | None = None,
                  cutmix_mask: str = 'box', seed: int = 0, sup_loss: str = 'ce', compile: bool = False):
-    "The experiment config of one benchmarked step: the paper's VOC recipe (`sup_loss='ohem'`: Cityscapes' supervised loss) at the given sizes, no pretrained file."
-    from cps_repro.config import ExperimentConfig
+    """The experiment config of one benchmarked step: the paper's VOC recipe (`sup_loss='ohem'`: Cityscapes' supervised
+    loss) at the given sizes, no pretrained file. λ (`hparams.weight`) is the paper's VOC value of CPS (1.5) and
+    CPS+CutMix (1.0); `cutmix_mask` is `hparams.mask` of the methods that have one."""
+    import dataclasses
+    import cps_repro.methods  # noqa: F401  (registers every method's hyperparameters)
+    from cps_repro.config import ExperimentConfig, ModelConfig, TrainConfig
     from cps_repro.overrides import apply_overrides
-    cfg = apply_overrides(ExperimentConfig(name=f'bench_{method}'), {'train.sup_loss': sup_loss,
-        'train.method': method, 'model.backbone': backbone,
+    # train.method and model.backbone build a preset (refused as overrides): set them in the sections themselves
+    base = ExperimentConfig(name=f'bench_{method}', train=TrainConfig(method=method), model=ModelConfig(backbone=backbone))
+    cfg = apply_overrides(base, {'train.sup_loss': sup_loss,
         'model.output_stride': output_stride or (4 if backbone.startswith('small_resnet') else 16), 'model.pretrained': None,
         'data.crop_size': crop, 'eval.crop_size': crop, 'data.num_classes': num_classes, 'data.workers': 0,
         'train.batch_size': batch_l, 'train.unlabeled_batch_size': batch_u, 'train.amp': amp,
-        'train.channels_last': channels_last, 'train.compile': compile, 'train.cutmix_mask': cutmix_mask, 'train.seed': seed,
-        'train.cps_weight': {'cps': 1.5, 'cps_cutmix': 1.0}.get(method, 0.0),
+        'train.channels_last': channels_last, 'train.compile': compile, 'train.seed': seed,
         'train.iters': 10**6, 'train.eval_every': 10**6, 'train.checkpoint_every': 10**6, 'train.log_every': 10**6})
-    return cfg
+    # the method's hyperparameters: a second call, once cfg.hparams is the method's dataclass
+    have = {f.name for f in dataclasses.fields(cfg.hparams)} if dataclasses.is_dataclass(cfg.hparams) else set()
+    hp = {}
+    if method in ('cps', 'cps_cutmix') and 'weight' in have: hp['hparams.weight'] = {'cps': 1.5, 'cps_cutmix': 1.0}[method]
+    if 'mask' in have: hp['hparams.mask'] = cutmix_mask
+    return apply_overrides(cfg, hp) if hp else cfg
 
 
 # ---- output -------------------------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 """What is left of the lean training step, as a `Trainer` subclass, so that the benchmark can time it beside the
-library's step in one process. The library has adopted the fused optimizer (`train.optimizer_kwargs`), the pinned
-non-blocking CutMix boxes (`train.cutmix_masks`) and `max(dim=1).indices` pseudo labels (`losses.pseudo_labels`);
+library's step in one process. The library has adopted the fused optimizer (`train.build_optimizer`), the pinned
+non-blocking CutMix boxes (`methods.cps_cutmix.cutmix_masks`) and `max(dim=1).indices` pseudo labels (`losses.pseudo_labels`);
 one part remains a proposal (variant token `lean` or `lean:infer` in bench_step.py):
 
 * `infer`  the four CutMix teacher passes under `torch.inference_mode()` instead of `torch.no_grad()` (no version
@@ -18,27 +18,31 @@ import torch
 
 from cps_repro.cutmix import mix
 from cps_repro.losses import cps_loss
-from cps_repro.train import Trainer, StepContext, cps_cutmix_losses, cutmix_masks, supervised_loss
+from cps_repro.methods import StepContext, supervised_loss
+from cps_repro.methods.cps import cps_weight
+from cps_repro.methods.cps_cutmix import cps_cutmix_losses, cutmix_masks
+from cps_repro.train import Trainer
 
 PARTS = ('infer',)
 
 
 def make_cps_cutmix_losses(parts: frozenset):
-    "`train.cps_cutmix_losses` with the chosen parts."
+    "`methods.cps_cutmix.cps_cutmix_losses` with the chosen parts (same forwards, terms and order)."
     no_grad = torch.inference_mode if 'infer' in parts else torch.no_grad
-    def losses(ctx: StepContext, labeled: dict, unlabeled: dict, unlabeled2: dict) -> dict:
-        u0, u1 = unlabeled['image'], unlabeled2['image']
+    def losses(ctx: StepContext, batch: dict) -> dict:
+        u0, u1 = batch['unlabeled']['image'], batch['unlabeled2']['image']
         mask = cutmix_masks(ctx, u0.shape[0], u0.shape[2], u0.shape[3], u0.device)
         with no_grad():
             t1 = mix(ctx.forward(0, u0), ctx.forward(0, u1), mask)
             t2 = mix(ctx.forward(1, u0), ctx.forward(1, u1), mask)
         x_mix = mix(u0, u1, mask)
         s1, s2 = ctx.forward(0, x_mix), ctx.forward(1, x_mix)
-        cps = cps_loss(s1, s2, target_logits1=t1, target_logits2=t2, ignore_index=ctx.cfg.data.ignore_index)
-        y = labeled['label']
-        return {'sup1': (supervised_loss(ctx.forward(0, labeled['image']), y, ctx.cfg), 1.0),
-                'sup2': (supervised_loss(ctx.forward(1, labeled['image']), y, ctx.cfg), 1.0),
-                'cps': (cps, ctx.cps_weight())}
+        cps = ctx.term(cps_loss(s1, s2, target_logits1=t1, target_logits2=t2, ignore_index=ctx.cfg.data.ignore_index),
+                       cps_weight(ctx))
+        xl, y = batch['labeled']['image'], batch['labeled']['label']
+        sup1 = ctx.term(supervised_loss(ctx.forward(0, xl), y, ctx.cfg))
+        sup2 = ctx.term(supervised_loss(ctx.forward(1, xl), y, ctx.cfg))
+        return {'sup1': sup1, 'sup2': sup2, 'cps': cps}
     return losses
 
 class LeanTrainer(Trainer):

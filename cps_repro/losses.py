@@ -129,8 +129,8 @@ def cps_loss(logits1: Tensor, logits2: Tensor, target_logits1: Tensor | None = N
 def sigmoid_rampup(it: float, length: float) -> float:
     """Sigmoid-shaped ramp-up weight `exp(-5 (1 - t)^2)`, `t = clip(it / length, 0, 1)`; 1.0 when `length <= 0`.
 
-    Not part of the official CPS recipe (constant λ); used by the Mean Teacher / GCT baselines and as a documented
-    deviation in the mini recipe."""
+    Not part of the official CPS recipe (constant λ); used by the GCT baseline's consistency weight and by CPS's optional
+    `hparams.rampup` (off in the paper presets). Mean Teacher keeps a constant weight."""
     if length <= 0:
         return 1.0
     t = min(max(float(it) / float(length), 0.0), 1.0)

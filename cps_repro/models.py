@@ -186,7 +186,7 @@ BACKBONES = MappingProxyType({
                                  head=(32, 16, 32), aspp_rates=(1, 2, 3), scale_rates=False),
     'small_resnet_s2': BackboneSpec('small_resnet_s2', 'basic', (1, 1, 1, 1), 'deep', 8, (16, 32, 48, 64),
                                     "the project's own small_resnet_s2 backbone file (the mini recipe ships "
-                                    "`cps_repro/data/small_resnet_s2_pretrained.pt`; any file saved by `save_backbone` "
+                                    "`cps_repro/assets/small_resnet_s2_pretrained.pt`; any file saved by `save_backbone` "
                                     "from a small_resnet_s2 model fits)",
                                     "the packaged file, or `cps-repro mini pretrain` to regenerate it",
                                     head=(32, 16, 32), aspp_rates=(1, 2, 3), scale_rates=False, stem_stride=2),

@@ -15,16 +15,16 @@ import pandas as pd
 
 import cps_repro
 from .config import FEW_LABEL_SPLITS, TRAIN_AUG_SPLITS, normalize_split
+from .methods import method_label as registry_label, paper_rows
 
 # %% auto #0
-__all__ = ['PAPER_TABLE_FILES', 'TABLE_ALIASES', 'TABLE_TITLES', 'PAPER_COLUMNS', 'METHOD_LABELS', 'BACKBONE_LABELS',
-           'SPLIT_LABELS', 'SPLIT_ORDER', 'TABLE_SPLITS', 'PAPER_TABLES', 'MINI_NOTE', 'REQUIRED_KEYS',
-           'RESULT_COLUMNS', 'GENERATED_TABLE', 'MARK_NOTES', 'DASH', 'MINUS', 'METHOD_ORDER', 'GENERATED_NOTE',
-           'table_name', 'paper_numbers', 'method_label', 'backbone_label', 'split_label', 'is_mini_run', 'table_for',
-           'run_provenance', 'run_marks', 'table_notes', 'result_row', 'load_results', 'seed_stats', 'signed',
-           'ours_text', 'cell_text', 'paper_table', 'mini_table', 'latex_escape', 'to_markdown', 'to_latex',
-           'write_table', 'NoRunsError', 'save_figure', 'figure5_self_training', 'colorize', 'figure6_qualitative',
-           'run_history', 'figure7_overlap']
+__all__ = ['PAPER_TABLE_FILES', 'TABLE_ALIASES', 'TABLE_TITLES', 'PAPER_COLUMNS', 'BACKBONE_LABELS', 'SPLIT_LABELS',
+           'SPLIT_ORDER', 'TABLE_SPLITS', 'PAPER_TABLES', 'MINI_NOTE', 'REQUIRED_KEYS', 'RESULT_COLUMNS',
+           'GENERATED_TABLE', 'MARK_NOTES', 'DASH', 'MINUS', 'GENERATED_NOTE', 'table_name', 'paper_numbers',
+           'method_label', 'backbone_label', 'split_label', 'is_mini_run', 'table_for', 'run_provenance', 'run_marks',
+           'table_notes', 'result_row', 'load_results', 'seed_stats', 'signed', 'ours_text', 'cell_text', 'paper_table',
+           'mini_table', 'latex_escape', 'to_markdown', 'to_latex', 'write_table', 'NoRunsError', 'save_figure',
+           'figure5_self_training', 'colorize', 'figure6_qualitative', 'run_history', 'figure7_overlap']
 
 # %% ../nbs/09_report.ipynb #c005
 PAPER_TABLE_FILES = {'table1': 'table1_voc.csv', 'table2': 'table2_cityscapes.csv', 'table3': 'table3_pseudoseg_voc.csv',
@@ -67,8 +67,6 @@ def paper_numbers(table: str) -> pd.DataFrame:
     return df[list(PAPER_COLUMNS)]
 
 # %% ../nbs/09_report.ipynb #c009
-METHOD_LABELS = {'supervised': 'Supervised', 'cps': 'CPS w/o CutMix', 'cps_cutmix': 'CPS w/ CutMix',
-                 'mean_teacher': 'MT', 'self_training': 'Self-training'}
 BACKBONE_LABELS = {'resnet50': 'R50', 'resnet50_tv': 'R50', 'resnet101': 'R101', 'resnet101_tv': 'R101', 'hrnet_w48': 'HRNet-W48'}
 SPLIT_LABELS = {'1_16': '1/16', '1_8': '1/8', '1_4': '1/4', '1_2': '1/2',
                 '92': '1/16', '183': '1/8', '366': '1/4', '732': '1/2', 'full': 'full'}
@@ -78,8 +76,8 @@ PAPER_TABLES = tuple(PAPER_TABLE_FILES)
 MINI_NOTE = '(CPU mini reproduction on generated data)'
 
 def method_label(method: str) -> str:
-    "The paper's name of one of our methods (unknown methods keep their own name)."
-    return METHOD_LABELS.get(method, method)
+    "The paper's row name of a method (its registered label when the paper has no row; unknown methods keep their name)."
+    return paper_rows().get(method) or registry_label(method)
 
 def backbone_label(backbone: str) -> str:
     "The paper's name of a backbone (`resnet101` -> `R101`); others keep their own name."
@@ -262,8 +260,6 @@ def paper_table(results, table: str, long: bool = False, include_generated: bool
     return wide.reset_index().rename(columns={'method': 'Method', 'backbone': 'Backbone'})
 
 # %% ../nbs/09_report.ipynb #c023
-METHOD_ORDER = tuple(METHOD_LABELS)
-
 def _count_label(values) -> str:
     "The labeled count(s) of a column's runs: `16`, or `16/18` when runs differ."
     vals = sorted({int(v) for v in values if v is not None and not pd.isna(v)})
@@ -274,7 +270,8 @@ def mini_table(results, long: bool = False) -> pd.DataFrame:
     runs = _as_results(results)
     runs = runs[runs['table'] == 'mini']
     splits = [s for s in TRAIN_AUG_SPLITS + FEW_LABEL_SPLITS if s in set(runs.split)]
-    methods = [m for m in METHOD_ORDER if m in set(runs.method)] + sorted(set(runs.method) - set(METHOD_ORDER))
+    order = tuple(paper_rows())   # the registry's order: supervised first, then the paper's rows
+    methods = [m for m in order if m in set(runs.method)] + sorted(set(runs.method) - set(order))
     stats = seed_stats(runs, ['method', 'split'])
     counts = {s: _count_label(runs[runs.split == s].n_labeled) for s in splits}
     tidy = pd.DataFrame([{'method': method_label(m), 'split': SPLIT_LABELS[s] if s in TRAIN_AUG_SPLITS else s,
