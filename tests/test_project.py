@@ -81,3 +81,19 @@ def test_jupyter_lab_starts_from_the_environment():
     if not exe.exists(): import pytest; pytest.skip('jupyterlab is not installed in this environment')
     out = subprocess.run([str(exe), '--version'], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0 and out.stdout.strip().startswith('4.')
+
+
+def test_no_citation_of_files_outside_the_repository():
+    "Every 'recipe §N' points to the recipe chapter; nothing cites a document a user's clone does not have."
+    r = subprocess.run([sys.executable, str(REPO / 'tools/cite_recipe.py'), '--check'], capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-2000:]
+
+
+def test_import_layers_contract_is_declared_and_kept():
+    "The import-linter layers contract lives in pyproject.toml and holds (an upward import fails with its name)."
+    cfg = tomllib.loads((REPO / 'pyproject.toml').read_text())
+    contracts = cfg['tool']['importlinter']['contracts']
+    assert any(c['type'] == 'layers' for c in contracts) and not any(c.get('ignore_imports') for c in contracts)
+    exe = Path(sys.executable).parent / 'lint-imports'
+    r = subprocess.run([str(exe)], capture_output=True, text=True, cwd=REPO)
+    assert r.returncode == 0 and 'broken' in r.stdout and '0 broken' in r.stdout, r.stdout[-3000:]
