@@ -140,14 +140,15 @@ def build_cases(a, variants: list[Variant], device: torch.device, tmp: Path) -> 
             cfg = bench_config('supervised', batch_l=a.batch_l, batch_u=a.batch_u, **kw)
             split = cls(cfg, run_dir=tmp / v.name / 'split_ref', device=str(device), progress=False, data=data,
                         nets=nets_for(v, 'supervised', cfg))
-            split.method = dataclasses.replace(split.method, losses=split_losses, unlabeled_streams=1)
+            split.method = dataclasses.replace(split.method, losses=split_losses, views=('labeled', 'unlabeled'))
             cases.append(Case(v, 'split_ref', a.batch_l + a.batch_u, split))
     for c in cases: c.run = make_unit(c, device, a)
     return cases
 
-def split_losses(ctx, labeled: dict, unlabeled: dict, unlabeled2=None) -> dict:
+def split_losses(ctx, batch: dict) -> dict:
     "Reference `split_ref`: one network, CPS's two forwards (B_l and B_u images) with CE on both, no CPS term."
-    from cps_repro.train import supervised_loss
+    from cps_repro.methods import supervised_loss
+    labeled, unlabeled = batch['labeled'], batch['unlabeled']
     y = labeled['label']
     return {'sup': (supervised_loss(ctx.forward(0, labeled['image']), y, ctx.cfg), 1.0),
             'sup_u': (supervised_loss(ctx.forward(0, unlabeled['image']), y[: unlabeled['image'].shape[0]], ctx.cfg), 1.0)}
@@ -155,7 +156,7 @@ def split_losses(ctx, labeled: dict, unlabeled: dict, unlabeled2=None) -> dict:
 def make_unit(c: Case, device: torch.device, a):
     "The callable timed for case `c` (the full trainer step, or one no-grad forward for `fwd_ref`)."
     from cps_repro.data import to_device
-    from cps_repro.train import StepContext
+    from cps_repro.methods import StepContext
     tr, v = c.trainer, c.variant
     if c.name == 'fwd_ref':
         b = next(tr.data.unlabeled)

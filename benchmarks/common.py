@@ -147,6 +147,10 @@ def synthetic_data(batch_l: int, batch_u: int, crop: int, num_classes: int, pin:
                      SyntheticStream(batch_u, crop, num_classes, False, seed + 2, pin),
                      None, 1000, 1000)
 
+# The benchmarks hand the trainer `synthetic_data`, never a list file; explicit list paths (that do not exist) keep the
+# trainer's data bookkeeping (`loaders.resolve_lists`, `partitions.data_identity`) off the official partition lookup.
+SYNTHETIC_LISTS = 'benchmark-synthetic-streams'
+
 def bench_config(method: str, backbone: str, crop: int, batch_l: int, batch_u: int, amp: str = 'none',
                  channels_last: bool = False, num_classes: int = 21, output_stride: int | None = None,
                  cutmix_mask: str = 'box', seed: int = 0, sup_loss: str = 'ce', compile: bool = False):
@@ -164,7 +168,8 @@ def bench_config(method: str, backbone: str, crop: int, batch_l: int, batch_u: i
         'data.crop_size': crop, 'eval.crop_size': crop, 'data.num_classes': num_classes, 'data.workers': 0,
         'train.batch_size': batch_l, 'train.unlabeled_batch_size': batch_u, 'train.amp': amp,
         'train.channels_last': channels_last, 'train.compile': compile, 'train.seed': seed,
-        'train.iters': 10**6, 'train.eval_every': 10**6, 'train.checkpoint_every': 10**6, 'train.log_every': 10**6})
+        'train.iters': 10**6, 'train.eval_every': 10**6, 'train.checkpoint_every': 10**6, 'train.log_every': 10**6,
+        **{f'data.{k}_list': f'{SYNTHETIC_LISTS}/{k}.txt' for k in ('labeled', 'unlabeled', 'val')}})
     # the method's hyperparameters: a second call, once cfg.hparams is the method's dataclass
     have = {f.name for f in dataclasses.fields(cfg.hparams)} if dataclasses.is_dataclass(cfg.hparams) else set()
     hp = {}

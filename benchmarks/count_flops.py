@@ -5,7 +5,7 @@ device: no compute, no GPU, seconds on a CPU. Counted: convolutions, matrix prod
 
 Two tables: one image's forward and forward+backward through DeepLabv3+ on each backbone (the deep 3x3 stem of the
 paper's ResNets), and one training iteration of each method at the given batch through the library's own loss
-functions (`train.get_method(...).losses`) plus one backward, for both networks. MFU = counted FLOPs per step /
+functions (`methods.get_method(...).losses`) plus one backward, for both networks. MFU = counted FLOPs per step /
 step time / the device's peak (H200/H100 SXM: 989 TFLOP/s dense bf16; 67 TFLOP/s fp32 without TF32).
 
     python benchmarks/count_flops.py --backbones resnet50,resnet101 --crop 512 --batch 8
@@ -42,16 +42,17 @@ def image_flops(backbone: str, crop: int, num_classes: int = 21, output_stride: 
 def step_flops(method: str, backbone: str, crop: int, batch_l: int, batch_u: int, num_classes: int = 21,
                output_stride: int | None = None) -> dict:
     "FLOPs of one training iteration of `method` (forward passes of the library's loss function + one backward)."
-    from cps_repro.train import StepContext, build_networks, get_method
+    from cps_repro.methods import StepContext, get_method
+    from cps_repro.train import build_networks
     cfg = bench_config(method, backbone, crop, batch_l, batch_u, num_classes=num_classes, output_stride=output_stride)
     nets = [n.to(device='meta') for n in build_networks(cfg, torch.device('cpu'))]
     spec = get_method(method)
     img = lambda b: torch.empty(b, 3, crop, crop, device='meta')
     lab = {'image': img(batch_l), 'label': torch.zeros(batch_l, crop, crop, device='meta', dtype=torch.long)}
-    unl = [{'image': img(batch_u)} for _ in range(spec.unlabeled_streams)] + [None, None]
-    ctx = StepContext(nets, cfg, 0, torch.Generator(), None)
+    batch = {v: lab if v == 'labeled' else {'image': img(batch_u)} for v in spec.views}
+    ctx = StepContext(nets, cfg, 0, torch.Generator(), None, names=spec.nets)
     with FlopCounterMode(display=False) as fc:
-        terms = spec.losses(ctx, lab, unl[0], unl[1])
+        terms = spec.losses(ctx, batch)
         sum(w * v for v, w in terms.values()).backward()
     images = batch_l + batch_u * spec.unlabeled_streams
     return dict(method=method, backbone=backbone, crop=crop, batch=f"{batch_l}+" + '+'.join([str(batch_u)] * spec.unlabeled_streams)

@@ -60,7 +60,8 @@ def trace_step(method: str, backbone: str, crop: int, batch_l: int, batch_u: int
     """Run `method`'s loss function on the meta device for one micro-batch of `batch_l` + `batch_u` images: bytes saved
     for backward per forward call, the calls each loss term needs, and the model state."""
     from cps_repro.models import count_parameters
-    from cps_repro.train import StepContext, build_networks, get_method
+    from cps_repro.methods import StepContext, get_method
+    from cps_repro.train import build_networks
     cfg = bench_config(method, backbone, crop, batch_l, batch_u, num_classes=num_classes, output_stride=output_stride)
     nets = [n.to(device='meta', dtype=dtype) for n in build_networks(cfg, torch.device('cpu'))]
     spec = get_method(method)
@@ -74,16 +75,16 @@ def trace_step(method: str, backbone: str, crop: int, batch_l: int, batch_u: int
         return t
     class Ctx(StepContext):
         def forward(self, k, x):
-            calls.append(dict(net=k, images=int(x.shape[0]), saved={}, open=True, out=None))
+            calls.append(dict(net=self.index(k), images=int(x.shape[0]), saved={}, open=True, out=None))
             out = super().forward(k, x)
             calls[-1].update(open=False, out=out)
             return out
     img = lambda b: torch.empty(b, 3, crop, crop, device='meta', dtype=dtype)
     lab = {'image': img(batch_l), 'label': torch.zeros(batch_l, crop, crop, device='meta', dtype=torch.long)}
-    unl = [{'image': img(batch_u)} for _ in range(spec.unlabeled_streams)] + [None, None]
-    ctx = Ctx(nets, cfg, 0, torch.Generator(), None)
+    batch = {v: lab if v == 'labeled' else {'image': img(batch_u)} for v in spec.views}
+    ctx = Ctx(nets, cfg, 0, torch.Generator(), None, names=spec.nets)
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
-        terms = spec.losses(ctx, lab, unl[0], unl[1])
+        terms = spec.losses(ctx, batch)
     grad_calls = [c for c in calls if c['out'] is not None and c['out'].grad_fn is not None]
     needs = {}
     for name, (v, _) in terms.items():

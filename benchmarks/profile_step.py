@@ -4,7 +4,7 @@ terms, backward, optimizer) and operator groups (convolution, batch norm, upsamp
 shares of the step's CPU time, plus the top operators by self time.
 
 The phases are `record_function` ranges this script wraps around the trainer's own functions (nothing in the
-package changes): `Trainer.next_batches`, every `StepContext.forward`, the method's loss function minus its forwards,
+package changes): `Trainer.next_batch`, every `StepContext.forward`, the method's loss function minus its forwards,
 `Tensor.backward`, and the optimizer/scheduler steps.
 
     python benchmarks/profile_step.py --backbone small_resnet --crop 128 --batch 8 --methods supervised,cps,cps_cutmix
@@ -36,16 +36,15 @@ GROUPS = [
     ('copies / cat / layout', r'copy_|cat|to_copy|_to_copy|contiguous|clone|pin_memory|empty_like|stack|narrow|slice'),
     ('elementwise / reductions', r'add|mul|sub|div|sum|mean|where|masked_fill|fill_|zero_|ne|eq|lt|ge|gt|le|bitwise|exp|log|pow|clamp|neg|rsqrt|sqrt|var'),
 ]
-PHASES = ('data: next_batches + copy', 'forward passes', 'loss terms (no forwards)', 'backward', 'optimizer + scheduler')
+PHASES = ('data: next_batch + copy', 'forward passes', 'loss terms (no forwards)', 'backward', 'optimizer + scheduler')
 
 
 def instrument(trainer) -> None:
     "Wrap the trainer's functions in record_function ranges (this instance / class only, for the profile)."
-    from cps_repro import train as T
-    nb = trainer.next_batches
-    def next_batches():
+    nb = trainer.next_batch
+    def next_batch():
         with record_function(PHASES[0]): return nb()
-    trainer.next_batches = next_batches
+    trainer.next_batch = next_batch
     losses = trainer.method.losses
     def wrapped_losses(*args, **kw):
         with record_function('method losses'): return losses(*args, **kw)
@@ -64,7 +63,7 @@ def instrument(trainer) -> None:
 class _Patched:
     "StepContext.forward and Tensor.backward wrapped in ranges for the duration of a `with` block."
     def __enter__(self):
-        from cps_repro.train import StepContext
+        from cps_repro.methods import StepContext
         self.fwd, self.bwd = StepContext.forward, torch.Tensor.backward
         fwd, bwd = self.fwd, self.bwd
         def forward(ctx, k, x):
@@ -74,7 +73,7 @@ class _Patched:
         StepContext.forward, torch.Tensor.backward = forward, backward
         return self
     def __exit__(self, *exc):
-        from cps_repro.train import StepContext
+        from cps_repro.methods import StepContext
         StepContext.forward, torch.Tensor.backward = self.fwd, self.bwd
 
 

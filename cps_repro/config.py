@@ -134,6 +134,7 @@ class EvalConfig:
     flip: bool = False
     scales: tuple = checked((1.0,), 'positive')
     save_predictions: int = checked(8, 'non_negative')   # network 1's predictions on the first N validation images (Figure 6)
+    checkpoint_iters: tuple = checked((), 'positive')    # also evaluate at these iterations: the official checkpoint range (presets)
 
     @property
     def resolved_stride(self) -> int: return self.stride or math.ceil(self.crop_size * 2 / 3)

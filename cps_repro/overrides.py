@@ -11,7 +11,7 @@ from dataclasses import fields, is_dataclass, replace
 from pathlib import Path
 from typing import Any, Union, get_args, get_origin, get_type_hints
 
-from .config import ExperimentConfig, normalize_split
+from .config import ExperimentConfig, normalize_split, params_class
 from .partitions import coarse_list_file
 
 # %% auto #0
@@ -34,7 +34,7 @@ PRESET_KEYS = {
                   "`preset(name, '{v}')` (Python) or `-p split {v}` (experiment notebooks)",
     'train.method': "the method builds the preset (λ, loss, networks): pick the preset of that method, e.g. "
                     "`--preset voc_{v}` (cps-repro train), `preset('voc_{v}', split)` (Python) or `-p method {v}` (notebooks)",
-    'model.backbone': "the backbone builds the preset: pick the preset of that backbone, e.g. `--preset voc_cps_{v}` "
+    'model.backbone': "the backbone builds the preset: pick the preset of that backbone (`cps-repro presets` lists them), e.g. `--preset voc_cps_{v}` "
                       "(cps-repro train), `preset('voc_cps_{v}', split)` (Python) or `-p backbone {v}` (notebooks)",
     'data.dataset': "the dataset builds the preset (classes, crop, schedule, evaluation): pick a preset of that "
                     "dataset (`cps-repro presets`: voc_*, cityscapes_*, folder_*) or run its experiment notebook",
@@ -207,8 +207,11 @@ def _complete(obj, d, where: str, path: Path) -> dict:
     if unknown: raise KeyError(f"{path}: unknown key(s) {', '.join((where + '.' if where else '') + u for u in unknown)}")
     for name in names:
         key = f"{where}.{name}" if where else name
-        if hints.get(name) is Any:            # e.g. a method's hyperparameters: their class depends on another field
-            if name in d: out[name] = d[name]
+        if hints.get(name) is Any:            # the method's hyperparameters: their class depends on train.method
+            if name in d:
+                method = d['train'].get('method') if isinstance(d.get('train'), dict) else None
+                cls = params_class(method) if name == 'hparams' and isinstance(method, str) else None
+                out[name] = _complete(cls(), d[name], key, path) if cls is not None and isinstance(d[name], dict) else d[name]
             continue
         if name not in d:
             raise KeyError(f"{path}: missing {'section' if is_dataclass(getattr(obj, name)) else 'key'} {key!r}. A config file "

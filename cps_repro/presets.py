@@ -17,9 +17,10 @@ from .partitions import full_split_lists
 
 # %% auto #0
 __all__ = ['OFFICIAL_TRAIN_SIZE', 'OFFICIAL_EPOCHS', 'FEW_LABEL_EPOCHS', 'OFFICIAL_N_LABELED', 'CPS_WEIGHT',
-           'FEW_LABEL_CPS_WEIGHT', 'FULL_SUPERVISED_EPOCHS', 'FULL_SUPERVISED_BATCH', 'PAPER_BACKBONES', 'FULL_METHODS',
-           'PAPER_METHODS', 'MINI_SIZE', 'MINI_N_TRAIN', 'MINI_BACKBONE', 'MINI_WEIGHTS_ASSET', 'MINI_WEIGHTS',
-           'MINI_DEVIATIONS', 'official_iters', 'mini_preset', 'register_preset', 'list_presets', 'preset',
+           'FEW_LABEL_CPS_WEIGHT', 'FULL_SUPERVISED_EPOCHS', 'FULL_SUPERVISED_BATCH', 'OFFICIAL_EVAL_EPOCHS',
+           'OFFICIAL_SNAPSHOT_EVERY', 'PAPER_BACKBONES', 'FULL_METHODS', 'PAPER_METHODS', 'MINI_SIZE', 'MINI_N_TRAIN',
+           'MINI_BACKBONE', 'MINI_WEIGHTS_ASSET', 'MINI_WEIGHTS', 'MINI_DEVIATIONS', 'official_iters',
+           'official_epochs', 'official_checkpoint_iters', 'mini_preset', 'register_preset', 'list_presets', 'preset',
            'experiment_config']
 
 # %% ../nbs/15_presets.ipynb #c015
@@ -47,6 +48,26 @@ def official_iters(dataset: str, split: str, batch: int = 8) -> int:
     max_samples = max(n // ratio, n - n // ratio)
     return (max_samples // batch) * OFFICIAL_EPOCHS[dataset][split]
 
+# %% ../nbs/15_presets.ipynb #p900
+OFFICIAL_EVAL_EPOCHS = {'voc': (20, 34), 'cityscapes': (110, 137)}   # script.sh's `-e` range of 0-indexed epoch files (recipe §5)
+OFFICIAL_SNAPSHOT_EVERY = {'voc': 1, 'cityscapes': 5}               # an epoch file every N epochs (and the last epoch's)
+
+def official_epochs(dataset: str, split: str) -> int:
+    "Epochs of the official schedule for one dataset/split (recipe §4)."
+    split = normalize_split(split)
+    if split == FULL_SPLIT: return FULL_SUPERVISED_EPOCHS
+    return FEW_LABEL_EPOCHS if split in FEW_LABEL_SPLITS else OFFICIAL_EPOCHS[dataset][split]
+
+def official_checkpoint_iters(dataset: str, split: str, iters: int | None = None) -> tuple:
+    """Iterations at which the official checkpoints that `script.sh` evaluates were saved: the end of every saved epoch
+    inside its `-e` range (VOC 1/8: epochs 20-33 of 34, 14 checkpoints; Cityscapes 1/8: 110-136 of 137, 7)."""
+    n_ep = official_epochs(dataset, split)
+    per = (iters if iters is not None else official_iters(dataset, split)) / n_ep
+    lo, hi = OFFICIAL_EVAL_EPOCHS[dataset]
+    every = OFFICIAL_SNAPSHOT_EVERY[dataset]
+    epochs = [e for e in range(lo, min(hi, n_ep)) if e % every == 0 or e == n_ep - 1]
+    return tuple(round((e + 1) * per) for e in epochs)
+
 # %% ../nbs/15_presets.ipynb #c018
 PAPER_BACKBONES = ('resnet50', 'resnet101', 'hrnet_w48')   # hrnet_w48: the full-label Cityscapes experiment
 FULL_METHODS = ('supervised', 'cps', 'cps_cutmix')         # methods with a cityscapes_<method>_hrnet_w48 preset
@@ -68,6 +89,7 @@ def _paper_preset(dataset: str, method: str, backbone: str, split: str) -> Exper
     train = TrainConfig(method=method, iters=iters, sup_loss='ce' if voc else 'ohem',
                         eval_every=max(iters // 10, 1), checkpoint_every=2000)
     ev = EvalConfig(mode='whole', crop_size=512) if voc else EvalConfig(mode='sliding', crop_size=800)  # stride ceil(800·2/3) = 534
+    ev = dataclasses.replace(ev, checkpoint_iters=official_checkpoint_iters(dataset, split, iters))   # the official range (08b)
     notes = (f"Official recipe ({'VOC' if voc else 'Cityscapes'}, {method}, {backbone}, split {split}): "
              f"{iters} iterations of {train.batch_size} labeled + {train.unlabeled_batch_size} unlabeled images; "
              f"effective lr 0.0025 / wd {optim.weight_decay:g} (= nominal lr {optim.nominal_lr:g} / wd 1e-4 with the 1/{optim.gpus_official} loss scale)."
@@ -102,7 +124,8 @@ def _full_preset(dataset: str, method: str, backbone: str) -> ExperimentConfig:
     data = dataclasses.replace(base.data, split=FULL_SPLIT, labeled_list=lists['labeled'], val_list=lists['val'],
                                unlabeled_list=None if method == 'supervised' else lists['unlabeled'])
     train = dataclasses.replace(base.train, iters=iters, eval_every=max(iters // 10, 1))
-    return dataclasses.replace(base, data=data, train=train, notes=_full_notes(method, backbone, iters, lists)).validate()
+    ev = dataclasses.replace(base.eval, checkpoint_iters=official_checkpoint_iters('cityscapes', FULL_SPLIT, iters))
+    return dataclasses.replace(base, data=data, train=train, eval=ev, notes=_full_notes(method, backbone, iters, lists)).validate()
 
 # %% ../nbs/15_presets.ipynb #c019b
 MINI_SIZE = 32          # image side (px) of the mini data and the crop

@@ -23,8 +23,8 @@ __all__ = ['PAPER_TABLE_FILES', 'TABLE_ALIASES', 'TABLE_TITLES', 'PAPER_COLUMNS'
            'GENERATED_TABLE', 'MARK_NOTES', 'DASH', 'MINUS', 'GENERATED_NOTE', 'table_name', 'paper_numbers',
            'method_label', 'backbone_label', 'split_label', 'is_mini_run', 'table_for', 'run_provenance', 'run_marks',
            'table_notes', 'result_row', 'load_results', 'seed_stats', 'signed', 'ours_text', 'cell_text', 'paper_table',
-           'mini_table', 'latex_escape', 'to_markdown', 'to_latex', 'write_table', 'NoRunsError', 'save_figure',
-           'figure5_self_training', 'colorize', 'figure6_qualitative', 'run_history', 'figure7_overlap']
+           'checkpoint_table', 'mini_table', 'latex_escape', 'to_markdown', 'to_latex', 'write_table', 'NoRunsError',
+           'save_figure', 'figure5_self_training', 'colorize', 'figure6_qualitative', 'run_history', 'figure7_overlap']
 
 # %% ../nbs/09_report.ipynb #c005
 PAPER_TABLE_FILES = {'table1': 'table1_voc.csv', 'table2': 'table2_cityscapes.csv', 'table3': 'table3_pseudoseg_voc.csv',
@@ -107,7 +107,7 @@ REQUIRED_KEYS = ('dataset', 'split', 'backbone', 'method', 'seed', 'miou')
 RESULT_COLUMNS = ('run_id', 'preset', 'dataset', 'split', 'n_labeled', 'n_unlabeled', 'backbone', 'method', 'seed',
                   'iters', 'miou', 'miou_net2', 'best_miou', 'best_iter', 'overlap', 'pixel_acc', 'wall_seconds',
                   'device', 'mini', 'table', 'fits', 'provenance', 'pretrained', 'marks', 'data_root', 'history',
-                  'run_dir', 'path')
+                  'run_dir', 'path', 'range_best_miou', 'range_best_iter', 'range_checkpoints')
 GENERATED_TABLE = 'generated'      # the `table` of a non-mini run on generated data: in no paper table unless asked
 MARK_NOTES = {'‡': 'generated data (a synthetic dataset written by `cps-repro synth`), not the dataset of the table',
               '†': 'data not verified by the official lists (an older result.json without data provenance, or your own lists)',
@@ -152,6 +152,9 @@ def result_row(result: dict, path) -> dict:
                preset=result.get('preset') or cfg.get('name'), run_id=result.get('run_id') or path.parent.name,
                data_root=(cfg.get('data') or {}).get('root'), history=list(result.get('history') or []),
                run_dir=str(path.parent), path=str(path))
+    rng = result.get('official_range') or {}
+    row.update(range_best_miou=rng.get('best_miou'), range_best_iter=rng.get('best_iter'),
+               range_checkpoints=rng.get('evaluated', 0) if rng else 0)
     return row
 
 def load_results(results_dir) -> pd.DataFrame:
@@ -258,6 +261,31 @@ def paper_table(results, table: str, long: bool = False, include_generated: bool
     wide = wide.loc[list(dict.fromkeys(zip(tidy.method, tidy.backbone))), list(dict.fromkeys(tidy.column))]
     wide.columns.name = None
     return wide.reset_index().rename(columns={'method': 'Method', 'backbone': 'Backbone'})
+
+# %% ../nbs/09_report.ipynb #r501
+def checkpoint_table(results, table: str, include_generated: bool = False) -> pd.DataFrame:
+    """For each cell of the paper's `table` with runs that evaluated the official checkpoint range: the paper's number,
+    our **final** checkpoint (mean ± std over seeds, what `paper_table` shows) and the **best of the official range**
+    (mean ± std of each run's best), with the number of checkpoints evaluated per run."""
+    t = table_name(table)
+    runs = _as_results(results)
+    if 'range_best_miou' not in runs.columns: runs = runs.assign(range_best_miou=math.nan, range_checkpoints=0)
+    fits = runs['fits'] if 'fits' in runs.columns else runs['table']
+    runs = runs[((runs['table'] == t) | ((fits == t) & include_generated)) & runs.range_best_miou.notna()]
+    cols = ['method', 'backbone', 'split', 'paper', 'final (ours)', 'best of official range (ours)', 'checkpoints per run']
+    if runs.empty: return pd.DataFrame(columns=cols)
+    runs = runs.assign(method=runs.method.map(method_label), backbone=runs.backbone.map(backbone_label),
+                       split=runs.split.map(split_label))
+    paper = paper_numbers(t)
+    rows = []
+    for (m, b, s), g in runs.groupby(['method', 'backbone', 'split'], sort=False):
+        fm, fs, n = g.miou.mean(), g.miou.std(), len(g)
+        bm, bs = g.range_best_miou.astype(float).mean(), g.range_best_miou.astype(float).std()
+        p = paper[(paper.method == m) & (paper.backbone == b) & (paper.split == s)].miou
+        rows.append({'method': m, 'backbone': b, 'split': s, 'paper': f"{p.item():.2f}" if len(p) else DASH,
+                     'final (ours)': ours_text(fm, fs, n), 'best of official range (ours)': ours_text(bm, bs, n),
+                     'checkpoints per run': '/'.join(str(int(c)) for c in sorted(set(g.range_checkpoints)))})
+    return pd.DataFrame(rows, columns=cols)
 
 # %% ../nbs/09_report.ipynb #c023
 def _count_label(values) -> str:

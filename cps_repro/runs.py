@@ -16,7 +16,7 @@ from .config import ExperimentConfig, comparable
 
 # %% auto #0
 __all__ = ['atomic_torch_save', 'rng_state', 'set_rng_state', 'NonFiniteLossError', 'first_non_finite', 'git_commit',
-           'device_name', 'json_safe', 'prepare_run_dir', 'trim_metrics']
+           'device_name', 'json_safe', 'prepare_run_dir', 'trim_metrics', 'official_range']
 
 # %% ../nbs/08b_runs.ipynb #c035
 def atomic_torch_save(obj, path: Path) -> None:
@@ -87,3 +87,15 @@ def trim_metrics(path: Path, upto_iter: int) -> None:
     if not path.exists(): return
     keep = [l for l in path.read_text().splitlines() if l.strip() and json.loads(l)['iter'] <= upto_iter]
     path.write_text(''.join(l + '\n' for l in keep))
+
+# %% ../nbs/08b_runs.ipynb #r091
+def official_range(history: list, checkpoint_iters) -> dict | None:
+    """Network 1's mIoU at the official checkpoint range `checkpoint_iters` (from the run's evaluation `history`):
+    the evaluated iterations, their mIoU, and the best of them; None when the config has no range (mini recipe)."""
+    its = sorted(set(int(i) for i in checkpoint_iters))
+    if not its: return None
+    rows = {r['iter']: r['miou'] for r in history if r['iter'] in its}
+    if not rows: return {'iters': its, 'evaluated': 0, 'miou': [], 'best_miou': None, 'best_iter': None}
+    best = max(rows, key=lambda i: (rows[i], -i))
+    return {'iters': its, 'evaluated': len(rows), 'miou': [rows[i] for i in sorted(rows)],
+            'best_miou': rows[best], 'best_iter': best}

@@ -23,7 +23,7 @@ from .evaluate import evaluate, predict, save_predictions
 from .loaders import TrainData, build_data as build_loaders
 from .distributed import DistInfo, setup_distributed, average_gradients, broadcast_parameters, GradientReducer
 from .runs import (atomic_torch_save, rng_state, set_rng_state, NonFiniteLossError, first_non_finite, git_commit,
-                            device_name, json_safe, prepare_run_dir, trim_metrics)
+                            device_name, json_safe, prepare_run_dir, trim_metrics, official_range)
 from .methods import get_method, StepContext, amp_dtype, autocast, micro_batches, model_kwargs
 
 # %% auto #0
@@ -109,7 +109,8 @@ class Trainer:
         self.device, self.progress = self.dist.device, progress
         self.run_dir = Path(run_dir) if run_dir is not None else Path(out_dir) / cfg.run_id
         self.method = get_method(cfg.train.method)
-        self.data_identity = data_identity(cfg.data.root, resolve_lists(cfg))   # provenance + fingerprint (result.json)
+        # provenance + fingerprint of the data (result.json); data handed in by the caller is identified by its root alone
+        self.data_identity = data_identity(cfg.data.root, resolve_lists(cfg) if data is None else {})
         t = cfg.train
         if t.batch_size % self.dist.world_size or t.unlabeled_batch_size % self.dist.world_size:
             raise ValueError(f"batch sizes {t.batch_size}+{t.unlabeled_batch_size} must divide by the {self.dist.world_size} processes")
@@ -349,7 +350,8 @@ class Trainer(Trainer):
                 self._pending.append((self.it + 1, self.step()))
                 pbar.update(1)
                 done = self.it == t.iters
-                evaluate_now, save_now = done or self.it % t.eval_every == 0, done or self.it % t.checkpoint_every == 0
+                evaluate_now = done or self.it % t.eval_every == 0 or self.it in cfg.eval.checkpoint_iters
+                save_now = done or self.it % t.checkpoint_every == 0
                 if done or evaluate_now or save_now or self.it % t.log_every == 0: self.flush_logs(writer, pbar)
                 if evaluate_now: last_res = self.record_evaluation(writer)
                 if save_now:
@@ -387,6 +389,7 @@ class Trainer(Trainer):
                'package_version': __version__, 'torch_version': torch.__version__, 'git_commit': git_commit(),
                'finished_at': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
                'pretrained': cfg.model.pretrained, 'data': self.data_identity,
+               'official_range': official_range(self.history, cfg.eval.checkpoint_iters),
                'history': self.history, 'config': cfg.to_dict()}
         return out
 

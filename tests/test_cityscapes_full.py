@@ -60,7 +60,9 @@ def test_full_is_refused_for_voc_with_the_valid_splits():
     with pytest.raises(ValueError, match='only for Cityscapes') as e:
         preset('voc_cps', 'full')
     assert '732' in str(e.value)
-    with pytest.raises(ValueError, match='needs data.labeled_list'):
+    switched = preset('voc_supervised', '1_8'); switched.data.split = 'full'   # a VOC preset switched to 'full'
+    with pytest.raises(ValueError, match='needs data.labeled_list'): switched.validate()
+    with pytest.raises(ValueError, match='cannot be overridden'):
         apply_overrides(preset('voc_supervised', '1_8'), ['split=full'])
     with pytest.raises(ValueError, match='only for Cityscapes'):
         official_iters('voc', 'full')
@@ -105,8 +107,8 @@ def test_coarse_list_override_picks_the_official_list():
 
 def test_full_split_without_lists_is_a_clear_error():
     c = preset('cityscapes_cps', '1_8')
-    with pytest.raises(ValueError, match=r"preset\('cityscapes_cps_hrnet_w48', 'full'\)"):
-        apply_overrides(c, ['split=full'])
+    c.data.split = 'full'                                  # a Table-2 preset switched to 'full'
+    with pytest.raises(ValueError, match=r"preset\('cityscapes_cps_hrnet_w48', 'full'\)"): c.validate()
     d = preset('cityscapes_cps_hrnet_w48', 'full').to_dict(); d['data']['unlabeled_list'] = None
     with pytest.raises(ValueError, match='coarse_list'):
         ExperimentConfig.from_dict(d)
@@ -162,6 +164,8 @@ def test_trainer_reads_every_label_and_the_coarse_images(city_root):
 # -- the notebook ---------------------------------------------------------------------------------------------------
 
 def _run(tmp_path, **params):
+    "The notebook at tiny size: random init (`pretrained='none'`), allowed on CPU, a small evaluation window."
+    params = {'pretrained': 'none', 'allow_cpu': True, 'eval_crop_size': 32, **params}
     out = tmp_path / 'exp_cityscapes_full.out.ipynb'
     pm.execute_notebook(str(REPO / 'nbs' / 'exp_cityscapes_full.ipynb'), str(out), parameters=params,
                         kernel_name='python3', progress_bar=False, cwd=str(tmp_path))

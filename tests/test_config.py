@@ -65,8 +65,9 @@ def test_unknown_preset_and_keys_are_clear_errors():
     with pytest.raises(ValueError, match='boolean'): apply_overrides(preset('mini_cps'), ['channels_last=maybe'])
 
 
-def test_run_id_changes_with_the_config_but_not_with_the_data_root():
+def test_run_id_changes_with_the_config_and_the_data_but_not_with_the_worker_count():
     a = preset('mini_cps', '1_16')
-    assert apply_overrides(a, ['data_root=/elsewhere', 'workers=3']).run_id == a.run_id
+    assert apply_overrides(a, ['workers=3']).run_id == a.run_id
+    assert apply_overrides(a, ['data_root=/elsewhere']).run_id != a.run_id     # other data: another run (issue 12)
     assert apply_overrides(a, ['iters=10']).run_id != a.run_id
     assert apply_overrides(a, ['seed=1']).run_id != a.run_id

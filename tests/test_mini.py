@@ -126,14 +126,14 @@ def test_exp_mini_runs_end_to_end_at_tiny_size(tmp_path):
     pm.execute_notebook(str(REPO / 'nbs' / 'exp_mini.ipynb'), str(tmp_path / 'exp_mini.out.ipynb'), parameters=params,
                         kernel_name='python3', progress_bar=False, cwd=str(tmp_path))
     import pandas as pd
-    table = pd.read_csv(out / 'mini_table.csv')
+    table = pd.read_csv(out / 'data_seed0' / 'mini_table.csv')
     assert sorted(zip(table.method, table.split)) == [('cps', '1_16'), ('cps_cutmix', '1_16'), ('supervised', '1_16'), ('supervised', 'full')]
     results = [json.loads(p.read_text()) for p in (out / 'data_seed0').glob('*/result.json')]
     assert len(results) == 4 and all(r['iters'] == 2 and r['backbone'] == MINI_BACKBONE for r in results)
     full = next(r for r in results if r["n_labeled"] == 128)
     assert full['method'] == 'supervised' and full['config']['data']['labeled_list'].endswith('train_aug.txt')
     assert all(resolve_asset(r['config']['model']['pretrained']) == MINI_WEIGHTS for r in results)
-    assert (out / 'mini_figure.png').stat().st_size > 1000 and (out / 'mini_summary.csv').exists()
+    assert (out / 'data_seed0' / 'mini_figure.png').stat().st_size > 1000 and (out / 'data_seed0' / 'mini_summary.csv').exists()
 
 
 def test_exp_mini_refuses_the_pretraining_seed(tmp_path):

@@ -37,7 +37,7 @@ def test_values_parse_by_the_declared_type_not_the_current_value(tmp_path):
 
 
 @pytest.mark.parametrize('over,msg', [('iters=abc', 'iters=abc: expected an integer'), ('iters=0', 'iters'),
-                                      ('batch_size=0', 'batch sizes'), ('cps_weight=-1', 'cps_weight'),
+                                      ('batch_size=0', 'batch_size'), ('cps_weight=-1', 'cps_weight'),
                                       ('cps_weight=nan', 'finite'), ('optim.lr=inf', 'finite'), ('channels_last=maybe', 'boolean'),
                                       ('iters', 'key=value'), ('=3', 'no key')])
 def test_bad_values_name_the_key(over, msg):

@@ -291,3 +291,33 @@ def test_backward_per_term_gives_the_gradients_of_one_backward(data_root, tmp_pa
     assert len(g1) == len(g2) > 0   # equal up to summation order: relative to each gradient's scale
     assert all(float((a - b).abs().max()) <= 1e-5 * float(a.abs().max()) + 1e-9 for a, b in zip(g1, g2))
     assert set(l1) == set(l2) and all(torch.allclose(l1[k], l2[k]) for k in l1)
+
+
+def test_official_checkpoint_range_is_evaluated_and_recorded(data_root, tmp_path):
+    "Issue 14 item 4: the iterations of `eval.checkpoint_iters` are evaluated too; result.json keeps final and best."
+    cfg = tiny(data_root, 'supervised', iters=4, eval_every=4, **{'eval.checkpoint_iters': '1,3'})
+    res = train(cfg, out_dir=tmp_path, progress=False)
+    assert [r['iter'] for r in res['history']] == [1, 3, 4]
+    rng = res['official_range']
+    assert rng['iters'] == [1, 3] and rng['evaluated'] == 2 and rng['best_miou'] == max(r['miou'] for r in res['history'][:2])
+    assert res['miou'] == res['history'][-1]['miou'] and res['data']['provenance'] == 'generated'
+    assert train(tiny(data_root, 'supervised', iters=4, eval_every=4), out_dir=tmp_path, progress=False)['official_range'] is None
+
+
+def test_paper_presets_evaluate_the_official_checkpoint_range():
+    from cps_repro.presets import official_checkpoint_iters, official_iters
+    voc, city = preset('voc_cps', '1_8'), preset('cityscapes_cps', '1_8')
+    assert len(voc.eval.checkpoint_iters) == 14 and voc.eval.checkpoint_iters[-1] == voc.train.iters
+    assert len(city.eval.checkpoint_iters) == 7 and city.eval.checkpoint_iters == official_checkpoint_iters('cityscapes', '1_8')
+    assert preset('mini_cps', '1_16').eval.checkpoint_iters == ()
+
+
+def test_same_config_on_other_data_is_another_run(data_root, tmp_path):
+    "Issue 12 item 6: another data root gives another run id; a finished result on other data is never returned."
+    other = tmp_path / 'other'
+    synthesize(other, layout='voc', n=64, n_val=8, seed=4, size=32, progress=False, border_ignore=0)
+    a, b = tiny(data_root, 'supervised', iters=2), tiny(other, 'supervised', iters=2)
+    assert a.run_id != b.run_id
+    ra = train(a, out_dir=tmp_path / 'out', progress=False)
+    rb = train(b, out_dir=tmp_path / 'out', progress=False)
+    assert ra['data']['fingerprint'] != rb['data']['fingerprint'] and ra['run_id'] != rb['run_id']
