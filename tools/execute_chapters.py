@@ -35,8 +35,8 @@ class Code(str):
 
 _TMP_OUT = Code("__import__('tempfile').mkdtemp(prefix='reports_')")     # written tables/figures go to a scratch folder
 PARAMETERS = {                      # values injected after the `parameters` cell (paths relative to nbs/)
-    'paper_tables.ipynb': {'results_dir': 'mini_results', 'out_dir': _TMP_OUT},
-    'paper_figures.ipynb': {'results_dir': 'mini_results', 'out_dir': _TMP_OUT},
+    'paper_tables.ipynb': {'results_dir': 'nbs/mini_results', 'out_dir': _TMP_OUT},
+    'paper_figures.ipynb': {'results_dir': 'nbs/mini_results', 'out_dir': _TMP_OUT},
 }
 PRELUDE = f"""\
 import random as _r, numpy as _np
