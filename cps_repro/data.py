@@ -385,8 +385,9 @@ class TrainTransform:
         return dict(flip=flip, scale=scale, size=(sh, sw), pad=(pw // 2, ph // 2, pw - pw // 2, ph - ph // 2),
                     top=top, left=left)
 
-    def __call__(self, image: torch.Tensor, mask: torch.Tensor | None, generator: torch.Generator):
-        p = self.draw(*image.shape[-2:], generator)
+    @staticmethod
+    def flip_resize(image: torch.Tensor, mask: torch.Tensor | None, p: dict):
+        "The drawn flip and rescale `p` applied to the image (bilinear) and its mask (nearest), before any crop."
         img = tv_tensors.Image(image)
         msk = None if mask is None else tv_tensors.Mask(mask)
         if p['flip']:
@@ -394,6 +395,11 @@ class TrainTransform:
             if msk is not None: msk = TF.horizontal_flip(msk)
         img = TF.resize(img, list(p['size']), interpolation=InterpolationMode.BILINEAR, antialias=False)
         if msk is not None: msk = TF.resize(msk, list(p['size']), interpolation=InterpolationMode.NEAREST)
+        return img, msk
+
+    def __call__(self, image: torch.Tensor, mask: torch.Tensor | None, generator: torch.Generator):
+        p = self.draw(*image.shape[-2:], generator)
+        img, msk = self.flip_resize(image, mask, p)
         (sh, sw), (pl, pt, _, _), (ch, cw), top, left = p['size'], p['pad'], self.crop_size, p['top'], p['left']
         y0, y1 = max(top, pt), min(top + ch, pt + sh)            # the image rows and columns inside the crop,
         x0, x1 = max(left, pl), min(left + cw, pl + sw)          # in the coordinates of the padded image

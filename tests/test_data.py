@@ -310,13 +310,7 @@ class ReferenceTrainTransform:
 
     def __call__(self, image, mask, generator):
         t, p = self.t, self.t.draw(*image.shape[-2:], generator)
-        img = tv_tensors.Image(image)
-        msk = None if mask is None else tv_tensors.Mask(mask)
-        if p['flip']:
-            img = TF.horizontal_flip(img)
-            if msk is not None: msk = TF.horizontal_flip(msk)
-        img = TF.resize(img, list(p['size']), interpolation=InterpolationMode.BILINEAR, antialias=False)
-        if msk is not None: msk = TF.resize(msk, list(p['size']), interpolation=InterpolationMode.NEAREST)
+        img, msk = t.flip_resize(image, mask, p)            # shared by both orders: what differs is below
         img = normalize(img, t.mean, t.std)
         if any(p['pad']):
             img = TF.pad(img, list(p['pad']), fill=0.0)
