@@ -61,13 +61,13 @@ docs: venv
 test: check-sync lint-imports browser test-py
 
 # The CPU mini reproduction at 1/16 labels, one seed, both cores: supervised, CPS and CPS+CutMix (about 10 minutes),
-# then the tables and figures built from its results. DEMO_ITERS=20 makes a quick plumbing check.
+# then the tables and figures built from its results. DEMO_ITERS=20 makes a quick plumbing check (default: the recipe's).
 DEMO ?= demo_out
-DEMO_ITERS ?= 2000
+DEMO_ITERS ?=
 demo: venv
 	@mkdir -p $(DEMO)
 	$(BIN)/papermill nbs/exp_mini.ipynb $(DEMO)/exp_mini.ipynb -y "splits: ['1_16']" -y "seeds: [0]" \
-	  -y "full_ceiling: false" -p iters $(DEMO_ITERS) -p out_dir $(DEMO)/results -p data_root $(DEMO)/data
+	  -y "full_ceiling: false" -y "self_training: []" $(if $(DEMO_ITERS),-p iters $(DEMO_ITERS)) -p out_dir $(DEMO)/results -p data_root $(DEMO)/data
 	$(BIN)/papermill nbs/paper_tables.ipynb $(DEMO)/paper_tables.ipynb -p results_dir $(DEMO)/results -p out_dir $(DEMO)/reports
 	$(BIN)/papermill nbs/paper_figures.ipynb $(DEMO)/paper_figures.ipynb -p results_dir $(DEMO)/results -p out_dir $(DEMO)/reports
 	@echo ""

@@ -16,11 +16,13 @@ from .overrides import apply_overrides
 from .packaged import file_sha256
 from .presets import (MINI_SIZE, MINI_N_TRAIN, MINI_BACKBONE, MINI_WEIGHTS, MINI_DEVIATIONS, PAPER_METHODS,
                                mini_preset, experiment_config)
+from .report import SPLIT_LABELS, method_label    # the names the paper tables use
 
 # %% auto #0
-__all__ = ['MINI_SPLITS', 'RUN_COST', 'PretrainConfig', 'ensure_dataset', 'pretrain_experiment', 'weights_sha256',
-           'pretrain_backbone', 'as_list', 'MiniJob', 'mini_job', 'mini_jobs', 'run_job', 'run_jobs', 'results_table',
-           'paired_gains', 'summarize', 'plot_table', 'summary_markdown', 'add_pretrain_parser', 'main']
+__all__ = ['MINI_SPLITS', 'RUN_COST', 'TARGET_SPLITS', 'CPS_METHODS', 'PretrainConfig', 'ensure_dataset', 'pretrain_experiment',
+           'weights_sha256', 'pretrain_backbone', 'as_list', 'MiniJob', 'mini_job', 'mini_jobs', 'run_job', 'run_jobs',
+           'results_table', 'export_results', 'history_table', 'paired_gains', 'summarize', 'plot_table',
+           'summary_markdown', 'overlap_trend', 'check_targets', 'targets_markdown', 'add_pretrain_parser', 'main']
 
 # %% ../nbs/11_mini.ipynb #c005
 # the recipe itself (MINI_* constants, MINI_DEVIATIONS, mini_preset) lives in the presets layer (chapter 15_presets)
@@ -139,6 +141,7 @@ class MiniJob:
     args: tuple                 # the `cps-repro train ...` arguments
     cfg: ExperimentConfig
     out_dir: str
+    needs: tuple = ()           # run ids that must finish first (self-training's supervised teacher)
 
     @property
     def run_dir(self) -> Path: return Path(self.out_dir) / self.cfg.run_id
@@ -146,22 +149,37 @@ class MiniJob:
     def cost(self) -> float: return RUN_COST.get(self.method, 1.0) * self.cfg.train.iters
 
 def mini_job(method: str, split, seed: int, data_root, out_dir, iters: int | None = None, overrides=()) -> MiniJob:
-    "The run of `method` on `split` ('full' allowed) with `seed`, as `cps-repro train` arguments and config."
+    """The run of `method` on `split` ('full' allowed) with `seed`, as `cps-repro train` arguments and config.
+    Offline self-training (Figure 5) is taught by the supervised run of the same split, seed and overrides: its
+    `teacher_checkpoint` is that run's `checkpoint.pt`, and the job `needs` that run."""
     method, split, seed = _method(method), normalize_split(split), _seed(seed)
     sets = ['seed=' + str(seed)] + ([f'iters={int(iters)}'] if iters is not None else []) + list(overrides)
+    needs = ()
+    if method == 'self_training':
+        teacher = mini_job('supervised', split, seed, data_root, out_dir, iters, overrides)
+        sets.append(f"teacher_checkpoint={teacher.run_dir / 'checkpoint.pt'}")
+        needs = (teacher.cfg.run_id,)
     cfg = experiment_config(f'mini_{method}', split, str(data_root), sets)   # 'full': the ceiling's own split label
     args = ('train', '--preset', f'mini_{method}', '--split', split, '--data-root', str(data_root),
             '--run-dir', str(Path(out_dir) / cfg.run_id), '--no-progress', '--set', *sets)   # the directory we read back
-    return MiniJob(method, split, seed, args, cfg, str(out_dir))
+    return MiniJob(method, split, seed, args, cfg, str(out_dir), needs)
 
 def mini_jobs(methods, splits, seeds, data_root, out_dir, iters: int | None = None, full_ceiling: bool = True,
-              overrides=()) -> list[MiniJob]:
-    "Every run of the table (supervised ceiling on 'full' per seed when `full_ceiling`), most expensive first."
+              overrides=(), self_training=()) -> list[MiniJob]:
+    """Every run of the table (supervised ceiling on 'full' per seed when `full_ceiling`), plus offline self-training
+    and its supervised teacher on the splits in `self_training` (Figure 5); the longest chains first."""
     methods, splits, seeds = as_list(methods, _method), as_list(splits, normalize_split), as_list(seeds, _seed)
+    st_splits = as_list(self_training, normalize_split) if self_training not in ((), [], None, '') else []
+    if 'full' in st_splits: raise ValueError("self_training on split 'full' has no unlabeled images; use 1_16, 1_8, 1_4 or 1_2")
     cells = [(m, s) for s in splits for m in methods if s != 'full']
+    cells += [c for s in st_splits for c in (('supervised', s), ('self_training', s))]
     if full_ceiling or 'full' in splits: cells.append(('supervised', 'full'))
+    cells = list(dict.fromkeys(cells))
     jobs = [mini_job(m, s, k, data_root, out_dir, iters, overrides) for m, s in cells for k in seeds]
-    return sorted(jobs, key=lambda j: -j.cost)
+    after = {}                                       # a teacher's priority includes the runs waiting for it
+    for j in jobs:
+        for n in j.needs: after[n] = after.get(n, 0.0) + j.cost
+    return sorted(jobs, key=lambda j: -(j.cost + after.get(j.cfg.run_id, 0.0)))
 
 # %% ../nbs/11_mini.ipynb #c015
 def _child_env(threads: int = 1) -> dict:
@@ -184,17 +202,26 @@ def run_job(job: MiniJob, log_dir=None) -> dict:
     return json.loads(result_path.read_text())
 
 def run_jobs(jobs, workers: int = 2, log_dir=None, progress=print) -> list[dict]:
-    "Run `jobs` with `workers` single-thread processes side by side; results in the order of `jobs`."
+    """Run `jobs` with `workers` single-thread processes side by side, in the list's order, each once the runs it
+    `needs` have finished; results in the order of `jobs`."""
     if workers < 1: raise ValueError(f"workers={workers} must be >= 1")
-    t0, done = time.perf_counter(), 0
+    ids = {j.cfg.run_id for j in jobs}
+    missing = sorted({n for j in jobs for n in j.needs if n not in ids})
+    if missing: raise ValueError(f"runs {missing} are needed (self-training teachers) but not in the job list; "
+                                 "build the list with mini_jobs(..., self_training=...), which adds them")
+    t0, finished, results = time.perf_counter(), set(), [None] * len(jobs)
+    waiting, running = list(range(len(jobs))), {}
     with concurrent.futures.ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = {pool.submit(run_job, j, log_dir): i for i, j in enumerate(jobs)}
-        results = [None] * len(jobs)
-        for fut in concurrent.futures.as_completed(futures):
-            i = futures[fut]; results[i] = fut.result(); done += 1
-            j, r = jobs[i], results[i]
-            if progress: progress(f"[{done}/{len(jobs)} {time.perf_counter() - t0:6.0f} s] {j.method:10s} {j.split:5s} seed {j.seed}: "
-                                  f"mIoU {r['miou']:.2f} ({r['wall_seconds']:.0f} s)")
+        while waiting or running:
+            for i in [i for i in waiting if set(jobs[i].needs) <= finished][:workers - len(running)]:
+                running[pool.submit(run_job, jobs[i], log_dir)] = i; waiting.remove(i)
+            if not running: raise RuntimeError(f"runs {[jobs[i].cfg.run_id for i in waiting]} wait for each other")
+            done, _ = concurrent.futures.wait(running, return_when=concurrent.futures.FIRST_COMPLETED)
+            for fut in done:
+                i = running.pop(fut); results[i] = fut.result(); finished.add(jobs[i].cfg.run_id)
+                j, r = jobs[i], results[i]
+                if progress: progress(f"[{len(finished)}/{len(jobs)} {time.perf_counter() - t0:6.0f} s] {j.method:13s} "
+                                      f"{j.split:5s} seed {j.seed}: mIoU {r['miou']:.2f} ({r['wall_seconds']:.0f} s)")
     return results
 
 # %% ../nbs/11_mini.ipynb #c017
@@ -209,12 +236,34 @@ def results_table(jobs, results, data_seed: int | None = None):
     return df.sort_values(['split', 'method', 'seed'], key=lambda c: c.map(order) if c.name == 'split'
                           else c.map(morder) if c.name == 'method' else c).reset_index(drop=True)
 
-def paired_gains(table, split: str, method: str) -> list:
-    "`method` − supervised mIoU on `split`, one value per training seed that both have run."
+def export_results(runs_dir, dest, root) -> list:
+    """Copy every `result.json` under `runs_dir` to `dest/<run_id>/result.json` with the absolute paths under `root`
+    (the project root) written relative to it, so that the copies read the same in any clone; the written paths.
+    `paper_tables` and `paper_figures` read such a folder like a results folder."""
+    runs_dir, dest, prefix = Path(runs_dir), Path(dest), str(Path(root).resolve()) + os.sep
+    written = []
+    for src in sorted(runs_dir.rglob('result.json')):
+        text = src.read_text(encoding='utf-8')
+        run_id = json.loads(text).get('run_id') or src.parent.name
+        out = dest / run_id / 'result.json'
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text.replace(prefix, ''), encoding='utf-8'); written.append(out)
+    if not written: raise FileNotFoundError(f"no result.json under {runs_dir}: run exp_mini first")
+    return written
+
+def history_table(jobs, results, data_seed: int | None = None):
+    "A DataFrame with one row per evaluation of every run: method, split, seed, iter, miou, miou_net2, overlap, data_seed."
+    import pandas as pd
+    rows = [dict(method=j.method, split=j.split, seed=j.seed, iter=h['iter'], miou=h.get('miou'), miou_net2=h.get('miou_2'),
+                 overlap=h.get('overlap'), data_seed=data_seed) for j, r in zip(jobs, results) for h in r.get('history') or []]
+    return pd.DataFrame(rows, columns=['method', 'split', 'seed', 'iter', 'miou', 'miou_net2', 'overlap', 'data_seed'])
+
+def paired_gains(table, split: str, method: str, baseline: str = 'supervised') -> list:
+    "`method` − `baseline` mIoU on `split`, one value per training seed that both have run."
     runs = table[table.split == split]
-    sup = runs[runs.method == 'supervised'].set_index('seed')['miou']
+    base = runs[runs.method == baseline].set_index('seed')['miou']
     mine = runs[runs.method == method].set_index('seed')['miou']
-    return [mine[s] - sup[s] for s in mine.index if s in sup.index]
+    return [mine[s] - base[s] for s in mine.index if s in base.index]
 
 def summarize(table):
     "Mean and standard deviation of mIoU per (split, method), and the mean gain over supervised on the same seeds."
@@ -251,7 +300,6 @@ def _pm(mean, std, sign: str = '') -> str:
 
 def summary_markdown(table) -> str:
     "A table's summary as markdown: per split and method, seeds, mIoU mean ± sd, paired gain over supervised, median s per run."
-    from cps_repro.report import SPLIT_LABELS, method_label     # the names the paper tables use
     s = summarize(table)
     n_labeled = table.groupby('split')['n_labeled'].first()
     seconds = table.groupby(['split', 'method'])['wall_seconds'].median()
@@ -262,6 +310,59 @@ def summary_markdown(table) -> str:
         lines.append(f"| {SPLIT_LABELS.get(r.split, r.split)} ({n_labeled[r.split]}) | "
                      f"{method_label(r.method)} | {r.n_seeds} | {_pm(r.miou_mean, r.miou_std)} | "
                      f"{gain} | {seconds[(r.split, r.method)]:.0f} |")
+    return '\n'.join(lines)
+
+# %% ../nbs/11_mini.ipynb #c017u
+TARGET_SPLITS = ('1_16', '1_8', '1_4')
+CPS_METHODS = ('cps', 'cps_cutmix')
+
+def _mean_sd(x) -> tuple:
+    import statistics
+    return (sum(x) / len(x) if x else float('nan'), statistics.stdev(x) if len(x) > 1 else float('nan'))
+
+def overlap_trend(history) -> dict:
+    "Mean overlap of the two networks (object pixels) at each run's first and final evaluation, over CPS-type runs."
+    h = history[history.method.isin(CPS_METHODS) & history.overlap.notna()].sort_values('iter')
+    runs = h.groupby(['method', 'split', 'seed'])['overlap']
+    first, last = runs.first(), runs.last()
+    return dict(runs=len(first), first=first.mean(), final=last.mean(), rising=int((last > first).sum()))
+
+def check_targets(table, history=None):
+    """The miniature's targets checked on a table of runs (and its evaluation history for Figure 7): one row per
+    target with the claim, the target, what was measured and whether it holds (None when its runs are missing)."""
+    import pandas as pd
+    rows = []
+    def add(claim, target, measured, holds): rows.append(dict(claim=claim, target=target, measured=measured, holds=holds))
+    d = paired_gains(table, '1_16', 'cps_cutmix'); m, sd = _mean_sd(d)
+    add('CutMix helps at 1/16', 'CPS+CutMix − supervised ≥ +3', _pm(m, sd, '+') if d else 'not run', bool(m >= 3) if d else None)
+    d = paired_gains(table, '1_16', 'cps_cutmix', 'cps'); m, sd = _mean_sd(d)
+    add('CutMix helps at 1/16', 'CPS+CutMix − CPS ≥ +1 and > 2 sd of the paired differences',
+        _pm(m, sd, '+') if d else 'not run', bool(m >= 1 and m > 2 * sd) if len(d) > 1 else None)
+    diffs = [(g, m_, s) for s in TARGET_SPLITS for m_ in CPS_METHODS for g in paired_gains(table, s, m_)]
+    if diffs:
+        g, m_, s = min(diffs)
+        add('no run collapses', 'every CPS / CPS+CutMix run ≥ its supervised run − 0.5',
+            f"lowest {g:+.2f} ({method_label(m_)} at {SPLIT_LABELS.get(s, s)}; {len(diffs)} runs)", bool(g >= -0.5))
+    else: add('no run collapses', 'every CPS / CPS+CutMix run ≥ its supervised run − 0.5', 'not run', None)
+    gains = {s: _mean_sd(paired_gains(table, s, 'cps_cutmix'))[0] for s in TARGET_SPLITS}
+    known = all(v == v for v in gains.values())
+    add('gains shrink as labels grow', 'CPS+CutMix − supervised: 1/16 ≥ 1/8 ≥ 1/4, and 1/16 > 1/4',
+        ' → '.join(f"{v:+.2f}" for v in gains.values()) if known else 'not run',
+        bool(gains['1_16'] >= gains['1_8'] >= gains['1_4'] and gains['1_16'] > gains['1_4']) if known else None)
+    d = paired_gains(table, '1_8', 'cps', 'self_training'); m, sd = _mean_sd(d)
+    add('CPS beats offline self-training (Figure 5)', 'CPS − self-training at 1/8 > 0',
+        _pm(m, sd, '+') if d else 'not run', bool(m > 0) if d else None)
+    t = overlap_trend(history) if history is not None and len(history) else dict(runs=0)
+    add('the two networks converge (Figure 7)', 'overlap at the final evaluation > at the first, mean over CPS runs',
+        f"{100 * t['first']:.1f}% → {100 * t['final']:.1f}% (rises in {t['rising']} of {t['runs']} runs)" if t['runs'] else 'not run',
+        bool(t['final'] > t['first']) if t['runs'] else None)
+    return pd.DataFrame(rows, columns=['claim', 'target', 'measured', 'holds'])
+
+def targets_markdown(targets) -> str:
+    "`check_targets`'s frame as a markdown table (✓ holds, ✗ does not, — not run)."
+    mark = {True: '✓', False: '✗', None: '—'}
+    lines = ['| claim | target | measured | holds |', '|---|---|---|---|']
+    lines += [f"| {r.claim} | {r.target} | {r.measured} | {mark[r.holds]} |" for r in targets.itertuples()]
     return '\n'.join(lines)
 
 # %% ../nbs/11_mini.ipynb #c021

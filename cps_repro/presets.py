@@ -19,7 +19,7 @@ from .partitions import full_split_lists
 __all__ = ['OFFICIAL_TRAIN_SIZE', 'OFFICIAL_EPOCHS', 'FEW_LABEL_EPOCHS', 'OFFICIAL_N_LABELED', 'CPS_WEIGHT',
            'FEW_LABEL_CPS_WEIGHT', 'FULL_SUPERVISED_EPOCHS', 'FULL_SUPERVISED_BATCH', 'OFFICIAL_EVAL_EPOCHS',
            'OFFICIAL_SNAPSHOT_EVERY', 'PAPER_BACKBONES', 'FULL_METHODS', 'PAPER_METHODS', 'MINI_SIZE', 'MINI_N_TRAIN',
-           'MINI_BACKBONE', 'MINI_WEIGHTS_ASSET', 'MINI_WEIGHTS', 'MINI_DEVIATIONS', 'official_iters',
+           'MINI_ITERS', 'MINI_BACKBONE', 'MINI_WEIGHTS_ASSET', 'MINI_WEIGHTS', 'MINI_DEVIATIONS', 'official_iters',
            'official_epochs', 'official_checkpoint_iters', 'mini_preset', 'register_preset', 'list_presets', 'preset',
            'experiment_config']
 
@@ -130,6 +130,7 @@ def _full_preset(dataset: str, method: str, backbone: str) -> ExperimentConfig:
 # %% ../nbs/15_presets.ipynb #c019b
 MINI_SIZE = 32          # image side (px) of the mini data and the crop
 MINI_N_TRAIN = 2000     # train_aug pool: 1/16 = 125 labeled images
+MINI_ITERS = 2000       # iterations of every mini run
 MINI_BACKBONE = 'small_resnet_s2'   # stride-2 stem: layer1 and the decoder at 16x16 on 32 px images
 MINI_WEIGHTS_ASSET = f'{MINI_BACKBONE}_pretrained.pt'   # packaged; regenerate with `python -m cps_repro.mini pretrain`
 MINI_WEIGHTS = ASSETS_DIR / MINI_WEIGHTS_ASSET
@@ -142,10 +143,13 @@ MINI_DEVIATIONS = {
                'instead of ResNet-50/101',
     'pretraining': 'backbone pretrained by the project on a disjoint generated corpus (other seed, texture vocabulary '
                    "'pretrain', 3000 images, full labels, 1500 iterations; `python -m cps_repro.mini pretrain`) instead of ImageNet",
-    'schedule': '2,000 iterations, SGD lr 0.02 / wd 1e-4 (effective = nominal, no loss scale), poly 0.9, instead of ~40k iterations '
+    'schedule': f'{MINI_ITERS:,} iterations, SGD lr 0.02 / wd 1e-4 (effective = nominal, no loss scale), poly 0.9, instead of ~40k iterations '
                 'at effective lr 0.0025 / wd 4e-4',
     'augmentation': 'flip only (scale 1.0): the images are the crop size',
-    'cutmix': 'half-image mask (one random half from the second batch) instead of 3 boxes: box masks do not beat supervised at 32 px',
+    'cutmix': 'half-image mask (one random half from the second batch) instead of 3 boxes: box masks do not beat supervised at 32 px; '
+              'λ 1.5 (plain CPS\'s VOC value) instead of the official CutMix 1.0, which tied plain CPS at 1/16',
+    'λ ramp-up': 'plain CPS ramps λ up over the first 40% of iterations (sigmoid, exp(-5(1-t)²)); the paper uses none. '
+                 'Without it one CPS run of three at 1/4 never learned two classes (the two networks confirmed each other)',
     'evaluation': 'whole image at 32 px; mIoU of network 1 over all 5 classes',
     'full-label ceiling': "split 'full' trains supervised on every train_aug image (data.labeled_list = train_aug.txt); "
                           'the paper has no such row',
@@ -162,9 +166,9 @@ def mini_preset(method: str, split) -> ExperimentConfig:
     data = DataConfig(dataset='voc', root='data/mini', split=split, num_classes=5, crop_size=MINI_SIZE,
                       scales=(1.0,), workers=0, **lists)
     optim = OptimConfig(lr=0.02, weight_decay=1e-4, nominal_lr=0.02, nominal_weight_decay=1e-4, gpus_official=1)
-    hparams = {'cps': method_params('cps', weight=1.5),
-               'cps_cutmix': method_params('cps_cutmix', weight=1.0, mask='half')}.get(method) or method_params(method)
-    train = TrainConfig(method=method, iters=2000, batch_size=8, unlabeled_batch_size=8,
+    hparams = {'cps': method_params('cps', weight=1.5, rampup=0.4),
+               'cps_cutmix': method_params('cps_cutmix', weight=1.5, mask='half')}.get(method) or method_params(method)
+    train = TrainConfig(method=method, iters=MINI_ITERS, batch_size=8, unlabeled_batch_size=8,
                         amp='none', eval_every=250, checkpoint_every=250, log_every=10)
     model = ModelConfig(backbone=MINI_BACKBONE, output_stride=4, pretrained=asset_ref(MINI_WEIGHTS_ASSET))
     return ExperimentConfig(name=f"mini_{method}", data=data, model=model, optim=optim, train=train,

@@ -10,7 +10,8 @@ from cps_repro.presets import preset
 from cps_repro.config import normalize_split
 from cps_repro.mini import (MINI_BACKBONE, MINI_DEVIATIONS, MINI_WEIGHTS, PretrainConfig, as_list, ensure_dataset, mini_job, mini_jobs,
                             mini_preset, pretrain_backbone, results_table, summarize,
-                            summary_markdown)
+                            summary_markdown, run_jobs, check_targets, targets_markdown, history_table, export_results,
+                            paired_gains)
 from cps_repro.models import deeplabv3plus
 from cps_repro.packaged import resolve_asset
 
@@ -18,12 +19,12 @@ REPO = Path(__file__).resolve().parents[1]
 torch.set_num_threads(1)
 
 
-@pytest.mark.parametrize('method,lam', [('supervised', 0.0), ('cps', 1.5), ('cps_cutmix', 1.0)])
-def test_mini_preset_is_the_documented_recipe(method, lam):
+@pytest.mark.parametrize('method,lam,ramp', [('supervised', 0.0, 0), ('cps', 1.5, 0.4), ('cps_cutmix', 1.5, 0)])
+def test_mini_preset_is_the_documented_recipe(method, lam, ramp):
     c = mini_preset(method, '1/16')
     assert (c.data.split, c.data.crop_size, c.data.num_classes, c.data.scales) == ('1_16', 32, 5, (1.0,))
     assert (c.train.iters, c.train.batch_size, c.train.unlabeled_batch_size, getattr(c.hparams, 'weight', 0.0)) == (2000, 8, 8, lam)
-    assert getattr(c.hparams, 'mask', 'half') == 'half' and getattr(c.hparams, 'rampup', 0) == 0
+    assert getattr(c.hparams, 'mask', 'half') == 'half' and getattr(c.hparams, 'rampup', 0) == ramp
     assert (c.optim.resolved(), c.model.backbone, c.model.output_stride) == ((0.02, 1e-4, 1.0), MINI_BACKBONE, 4)
     assert resolve_asset(c.model.pretrained) == MINI_WEIGHTS and c.model.pretrained.startswith('asset:')
     assert preset(f'mini_{method}', 18).to_dict() == mini_preset(method, '1_8').to_dict()   # papermill's 18 = 1_8
@@ -105,6 +106,71 @@ def test_summary_pairs_the_gain_by_seed(tmp_path):
     assert md[3] == '| 1/16 (1) | CPS w/o CutMix | 2 | 44.50 ± 2.12 | +2.50 ± 0.71 | 1 |' and md[2].startswith('| 1/16 (1) | Supervised | 2 | 42.00 ± 2.83 |  |')
     one = summary_markdown(table[table.seed == 0]).splitlines()
     assert one[3] == '| 1/16 (1) | CPS w/o CutMix | 1 | 43.00 | +3.00 | 1 |'   # one seed: no sd
+
+
+def test_self_training_is_taught_by_the_supervised_run_of_its_split_and_seed(tmp_path):
+    jobs = mini_jobs(['supervised', 'cps'], '1_16', [0, 1], 'd', tmp_path / 'o', iters=5, full_ceiling=False, self_training='1_8')
+    st = [j for j in jobs if j.method == 'self_training']
+    assert {(j.split, j.seed) for j in st} == {('1_8', 0), ('1_8', 1)}
+    for j in st:
+        (teacher,) = [t for t in jobs if (t.method, t.split, t.seed) == ('supervised', j.split, j.seed)]
+        assert j.needs == (teacher.cfg.run_id,) and j.cfg.model.teacher_checkpoint == str(teacher.run_dir / 'checkpoint.pt')
+        assert jobs.index(teacher) < jobs.index(j)        # a teacher starts before the runs that wait for it
+    assert len({j.cfg.run_id for j in jobs}) == len(jobs) == 2 * 2 + 2 * 2
+    with pytest.raises(ValueError, match='unlabeled'): mini_jobs('cps', '1_16', 0, 'd', 'o', self_training='full')
+
+
+def test_run_jobs_starts_a_run_only_after_the_runs_it_needs(tmp_path, monkeypatch):
+    import threading, time
+    jobs = mini_jobs('supervised', '1_16', [0, 1], 'd', tmp_path / 'o', iters=5, full_ceiling=False, self_training='1_16')
+    done, lock = set(), threading.Lock()
+    def fake(job, log_dir=None):
+        with lock: assert set(job.needs) <= done, f"{job.cfg.run_id} started before {job.needs}"
+        time.sleep(0.05 if job.method == 'supervised' else 0.0)
+        with lock: done.add(job.cfg.run_id)
+        return dict(miou=1.0, wall_seconds=0.0)
+    monkeypatch.setattr(mini, 'run_job', fake)
+    results = run_jobs(jobs, workers=2, progress=None)
+    assert len(done) == len(jobs) == 4 and all(r['miou'] == 1.0 for r in results)
+    with pytest.raises(ValueError, match='not in the job list'):
+        run_jobs([j for j in jobs if j.method == 'self_training'], progress=None)
+
+
+def _table(rows):
+    import pandas as pd
+    return pd.DataFrame([dict(method=m, split=s, seed=k, miou=v) for m, s, k, v in rows])
+
+
+def test_check_targets_measures_each_claim_and_says_what_is_missing():
+    import pandas as pd
+    good = _table([(m, s, k, base + extra + 0.1 * k) for s, base, gains in
+                   [('1_16', 30, (0, 2.5, 4.0)), ('1_8', 34, (0, 2.0, 3.0)), ('1_4', 37, (0, 1.0, 1.5))]
+                   for m, extra in zip(('supervised', 'cps', 'cps_cutmix'), gains) for k in range(3)]
+                  + [('self_training', '1_8', k, 35.0) for k in range(3)])
+    hist = pd.DataFrame([dict(method='cps', split='1_16', seed=0, iter=i, overlap=o) for i, o in [(10, 0.7), (20, 0.6), (30, 0.8)]])
+    t = check_targets(good, hist)
+    assert t.holds.tolist() == [True, True, True, True, True, True], t
+    assert t.measured[0] == '+4.00 ± 0.00' and '70.0% → 80.0%' in t.measured[5]
+    bad = good.copy()
+    bad.loc[(bad.method == 'cps') & (bad.split == '1_4') & (bad.seed == 1), 'miou'] -= 5     # one collapsed run
+    bad.loc[(bad.method == 'cps_cutmix') & (bad.split == '1_4'), 'miou'] += 4               # the gain grows at 1/4
+    t = check_targets(bad, hist.assign(overlap=hist.overlap[::-1].values))
+    assert t.holds.tolist() == [True, True, False, False, True, False]
+    assert 'lowest -4.00 (CPS w/o CutMix at 1/4' in t.measured[2]
+    t = check_targets(good[good.split == '1_16'])                    # no self-training, no history, one split
+    assert t.holds.tolist()[:2] == [True, True] and t.holds.tolist()[3:] == [None, None, None]
+    assert 'not run' in t.measured[5] and '| — |' in targets_markdown(t) and '| ✓ |' in targets_markdown(t)
+    assert paired_gains(good, '1_8', 'cps', 'self_training') == pytest.approx([1.0, 1.1, 1.2])
+
+
+def test_export_results_writes_paths_relative_to_the_project_root(tmp_path):
+    run = tmp_path / 'runs' / 'x' / 'mini_cps_1_16_seed0_abc'
+    run.mkdir(parents=True)
+    (run / 'result.json').write_text(json.dumps({'run_id': 'mini_cps_1_16_seed0_abc', 'config': {'data': {'root': str(tmp_path / 'data' / 'mini')}}}))
+    (out,) = export_results(tmp_path / 'runs', tmp_path / 'exported', tmp_path)
+    assert out == tmp_path / 'exported' / 'mini_cps_1_16_seed0_abc' / 'result.json'
+    assert json.loads(out.read_text())['config']['data']['root'] == 'data/mini'
+    with pytest.raises(FileNotFoundError, match='exp_mini'): export_results(tmp_path / 'exported2', tmp_path / 'e', tmp_path)
 
 
 def _notebook(name):
