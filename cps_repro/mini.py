@@ -14,15 +14,16 @@ from .config import ExperimentConfig, normalize_split
 
 from .overrides import apply_overrides
 from .packaged import file_sha256
-from .presets import (MINI_SIZE, MINI_N_TRAIN, MINI_BACKBONE, MINI_WEIGHTS, MINI_DEVIATIONS, PAPER_METHODS,
+from .presets import (MINI_SIZE, MINI_N_TRAIN, MINI_ITERS, MINI_BACKBONE, MINI_WEIGHTS, MINI_DEVIATIONS, PAPER_METHODS,
                                mini_preset, experiment_config)
-from .report import SPLIT_LABELS, method_label    # the names the paper tables use
+from .report import SPLIT_LABELS, method_label, paper_numbers    # the names and numbers the paper tables use
 
 # %% auto #0
 __all__ = ['MINI_SPLITS', 'RUN_COST', 'TARGET_SPLITS', 'CPS_METHODS', 'PretrainConfig', 'ensure_dataset', 'pretrain_experiment',
            'weights_sha256', 'pretrain_backbone', 'as_list', 'MiniJob', 'mini_job', 'mini_jobs', 'run_job', 'run_jobs',
            'results_table', 'export_results', 'history_table', 'paired_gains', 'summarize', 'plot_table',
-           'summary_markdown', 'overlap_trend', 'check_targets', 'targets_markdown', 'add_pretrain_parser', 'main']
+           'summary_markdown', 'overlap_trend', 'check_targets', 'targets_markdown', 'paper_comparison_markdown',
+           'probes_markdown', 'add_pretrain_parser', 'main']
 
 # %% ../nbs/11_mini.ipynb #c005
 # the recipe itself (MINI_* constants, MINI_DEVIATIONS, mini_preset) lives in the presets layer (chapter 15_presets)
@@ -321,11 +322,14 @@ def _mean_sd(x) -> tuple:
     return (sum(x) / len(x) if x else float('nan'), statistics.stdev(x) if len(x) > 1 else float('nan'))
 
 def overlap_trend(history) -> dict:
-    "Mean overlap of the two networks (object pixels) at each run's first and final evaluation, over CPS-type runs."
+    """Mean overlap of the two networks (object pixels) over CPS-type runs at each run's first evaluation, its lowest
+    and its final one; how many runs end above their first and above their lowest evaluation."""
     h = history[history.method.isin(CPS_METHODS) & history.overlap.notna()].sort_values('iter')
     runs = h.groupby(['method', 'split', 'seed'])['overlap']
-    first, last = runs.first(), runs.last()
-    return dict(runs=len(first), first=first.mean(), final=last.mean(), rising=int((last > first).sum()))
+    first, low, last = runs.first(), runs.min(), runs.last()
+    per_method = {m: (first[m].mean(), last[m].mean()) for m in CPS_METHODS if m in first.index.get_level_values(0)}
+    return dict(runs=len(first), first=first.mean(), lowest=low.mean(), final=last.mean(),
+                rising=int((last > first).sum()), above_lowest=int((last > low).sum()), per_method=per_method)
 
 def check_targets(table, history=None):
     """The miniature's targets checked on a table of runs (and its evaluation history for Figure 7): one row per
@@ -354,15 +358,65 @@ def check_targets(table, history=None):
         _pm(m, sd, '+') if d else 'not run', bool(m > 0) if d else None)
     t = overlap_trend(history) if history is not None and len(history) else dict(runs=0)
     add('the two networks converge (Figure 7)', 'overlap at the final evaluation > at the first, mean over CPS runs',
-        f"{100 * t['first']:.1f}% → {100 * t['final']:.1f}% (rises in {t['rising']} of {t['runs']} runs)" if t['runs'] else 'not run',
+        f"first {100 * t['first']:.1f}% → lowest {100 * t['lowest']:.1f}% → final {100 * t['final']:.1f}% (final above first in "
+        f"{t['rising']} of {t['runs']} runs, above its lowest in {t['above_lowest']}); first → final per method: "
+        + ', '.join(f"{method_label(m)} {100 * a:.1f}% → {100 * b:.1f}%" for m, (a, b) in t['per_method'].items())
+        if t['runs'] else 'not run',
         bool(t['final'] > t['first']) if t['runs'] else None)
     return pd.DataFrame(rows, columns=['claim', 'target', 'measured', 'holds'])
 
 def targets_markdown(targets) -> str:
-    "`check_targets`'s frame as a markdown table (✓ holds, ✗ does not, — not run)."
+    """`check_targets`'s frame as a markdown table (✓ holds, ✗ does not, — not run); a dict {column title: frame}
+    gives one measured column per frame (e.g. per data seed)."""
     mark = {True: '✓', False: '✗', None: '—'}
-    lines = ['| claim | target | measured | holds |', '|---|---|---|---|']
-    lines += [f"| {r.claim} | {r.target} | {r.measured} | {mark[r.holds]} |" for r in targets.itertuples()]
+    if not isinstance(targets, dict):
+        lines = ['| claim | target | measured | holds |', '|---|---|---|---|']
+        return '\n'.join(lines + [f"| {r.claim} | {r.target} | {r.measured} | {mark[r.holds]} |" for r in targets.itertuples()])
+    frames = list(targets.values())
+    lines = ['| claim | target | ' + ' | '.join(map(str, targets)) + ' |', '|---|---|' + '---|' * len(frames)]
+    for i, r in frames[0].iterrows():
+        lines.append(f"| {r.claim} | {r.target} | " + ' | '.join(f"{t.measured[i]} {mark[t.holds[i]]}" for t in frames) + ' |')
+    return '\n'.join(lines)
+
+def paper_comparison_markdown(table) -> str:
+    """The paper's Table 1 (VOC, ResNet-50) CutMix margin over plain CPS beside the miniature's paired margins and its
+    gains over supervised, per split of `table` (the paper's Table 1 has no supervised row)."""
+    paper = paper_numbers('table1')
+    paper = paper[paper.backbone == 'R50'].pivot(index='split', columns='method', values='miou')
+    lines = ['| split | paper: CPS+CutMix − CPS | mini: CPS+CutMix − CPS | mini: CPS − supervised | mini: CPS+CutMix − supervised |',
+             '|---|---|---|---|---|']
+    for s in [s for s in TARGET_SPLITS if s in set(table.split)]:
+        lab = SPLIT_LABELS[s]
+        mini = [_mean_sd(paired_gains(table, s, m, b))[0] for m, b in
+                (('cps_cutmix', 'cps'), ('cps', 'supervised'), ('cps_cutmix', 'supervised'))]
+        lines.append(f"| {lab} | {paper.loc[lab, 'CPS w/ CutMix'] - paper.loc[lab, 'CPS w/o CutMix']:+.2f} | "
+                     + ' | '.join(f"{v:+.2f}" for v in mini) + ' |')
+    return '\n'.join(lines)
+
+def probes_markdown(probes, before, current=None, own_baseline: str = 'p48_base') -> str:
+    """The probes (`mini_results/probes.csv`) as a markdown table, each run beside the supervised / CPS / CPS+CutMix
+    runs of the same split and seed: from `before` (the previous recipe's table), with supervised from `current` (a
+    table of today's recipe, whose supervised runs are the same runs) when given; for probes at another image size,
+    from the probe `own_baseline`."""
+    import pandas as pd
+    before = before.set_index(['method', 'split', 'seed']).miou
+    if current is not None:
+        sup = current[current.method == 'supervised'].set_index(['method', 'split', 'seed']).miou
+        before = pd.concat([sup, before.drop(index='supervised', level='method', errors='ignore')])
+    base = probes[probes.probe == own_baseline]
+    own = base.set_index(['method', 'split', 'seed']).miou
+    own_size = base['size'].iloc[0] if len(base) else None
+    lines = ['| probe | setting | runs: method, split, seed: mIoU | same split and seed: supervised / CPS / CPS+CutMix |',
+             '|---|---|---|---|']
+    for name, g in probes.groupby('probe', sort=False):
+        ref = own if g['size'].iloc[0] == own_size else before
+        runs = '; '.join(f"{method_label(r.method) if r.method != 'pretrain' else 'pretraining'}, "
+                         f"{SPLIT_LABELS.get(r.split, r.split)}, {r.seed}: {r.miou:.2f}" for r in g.itertuples())
+        refs = '; '.join(' / '.join(f"{ref[(m, r.split, r.seed)]:.2f}" if (m, r.split, r.seed) in ref.index else '–'
+                                    for m in ('supervised', 'cps', 'cps_cutmix'))
+                         for r in g.itertuples() if r.method != 'pretrain') if name != own_baseline else ''
+
+        lines.append(f"| {name} | {g.setting.iloc[0]} | {runs} | {refs} |")
     return '\n'.join(lines)
 
 # %% ../nbs/11_mini.ipynb #c021

@@ -150,7 +150,7 @@ def test_check_targets_measures_each_claim_and_says_what_is_missing():
     hist = pd.DataFrame([dict(method='cps', split='1_16', seed=0, iter=i, overlap=o) for i, o in [(10, 0.7), (20, 0.6), (30, 0.8)]])
     t = check_targets(good, hist)
     assert t.holds.tolist() == [True, True, True, True, True, True], t
-    assert t.measured[0] == '+4.00 ± 0.00' and '70.0% → 80.0%' in t.measured[5]
+    assert t.measured[0] == '+4.00 ± 0.00' and 'first 70.0% → lowest 60.0% → final 80.0% (final above first in 1 of 1 runs' in t.measured[5]
     bad = good.copy()
     bad.loc[(bad.method == 'cps') & (bad.split == '1_4') & (bad.seed == 1), 'miou'] -= 5     # one collapsed run
     bad.loc[(bad.method == 'cps_cutmix') & (bad.split == '1_4'), 'miou'] += 4               # the gain grows at 1/4
@@ -161,6 +161,25 @@ def test_check_targets_measures_each_claim_and_says_what_is_missing():
     assert t.holds.tolist()[:2] == [True, True] and t.holds.tolist()[3:] == [None, None, None]
     assert 'not run' in t.measured[5] and '| — |' in targets_markdown(t) and '| ✓ |' in targets_markdown(t)
     assert paired_gains(good, '1_8', 'cps', 'self_training') == pytest.approx([1.0, 1.1, 1.2])
+
+
+def test_markdown_of_targets_per_seed_probes_and_the_paper_comparison():
+    import pandas as pd
+    t = _table([(m, s, k, base + extra + 0.1 * k) for s, base, gains in
+                [('1_16', 30, (0, 2.5, 4.0)), ('1_8', 34, (0, 2.0, 3.0)), ('1_4', 37, (0, 1.0, 1.5))]
+                for m, extra in zip(('supervised', 'cps', 'cps_cutmix'), gains) for k in range(3)])
+    md = targets_markdown({'seed 0': check_targets(t), 'seed 3': check_targets(t[t.split == '1_16'])}).splitlines()
+    assert md[0] == '| claim | target | seed 0 | seed 3 |' and len(md) == 2 + 6
+    assert md[2].endswith('| +4.00 ± 0.00 ✓ | +4.00 ± 0.00 ✓ |') and md[5].endswith('✓ | not run — |')
+    cmp = mini.paper_comparison_markdown(t).splitlines()
+    assert cmp[2] == '| 1/16 | +3.77 | +1.50 | +2.50 | +4.00 |'       # paper Table 1 R50: 71.98 − 68.21
+    probes = pd.DataFrame([dict(probe='p48_base', setting='48 px', size=48, method='cps', split='1_16', seed=0, miou=40.0),
+                           dict(probe='lam', setting='λ 2', size=32, method='cps_cutmix', split='1_16', seed=1, miou=35.0),
+                           dict(probe='new', setting='x', size=48, method='cps_cutmix', split='1_16', seed=0, miou=39.0)])
+    rows = mini.probes_markdown(probes, t).splitlines()
+    assert rows[2] == '| p48_base | 48 px | CPS w/o CutMix, 1/16, 0: 40.00 |  |'
+    assert rows[3] == '| lam | λ 2 | CPS w/ CutMix, 1/16, 1: 35.00 | 30.10 / 32.60 / 34.10 |'    # the earlier table, same seed
+    assert rows[4] == '| new | x | CPS w/ CutMix, 1/16, 0: 39.00 | – / 40.00 / – |'               # its own size's baseline
 
 
 def test_export_results_writes_paths_relative_to_the_project_root(tmp_path):
@@ -193,9 +212,15 @@ def test_exp_mini_runs_end_to_end_at_tiny_size(tmp_path):
                         kernel_name='python3', progress_bar=False, cwd=str(tmp_path))
     import pandas as pd
     table = pd.read_csv(out / 'data_seed0' / 'mini_table.csv')
-    assert sorted(zip(table.method, table.split)) == [('cps', '1_16'), ('cps_cutmix', '1_16'), ('supervised', '1_16'), ('supervised', 'full')]
+    assert sorted(zip(table.method, table.split)) == [('cps', '1_16'), ('cps_cutmix', '1_16'), ('self_training', '1_8'),
+                                                      ('supervised', '1_16'), ('supervised', '1_8'), ('supervised', 'full')]
     results = [json.loads(p.read_text()) for p in (out / 'data_seed0').glob('*/result.json')]
-    assert len(results) == 4 and all(r['iters'] == 2 and r['backbone'] == MINI_BACKBONE for r in results)
+    assert len(results) == 6 and all(r['iters'] == 2 and r['backbone'] == MINI_BACKBONE for r in results)
+    st = next(r for r in results if r['method'] == 'self_training')     # taught by the supervised 1/8 run of its seed
+    teacher = next(r for r in results if (r['method'], r['split']) == ('supervised', '1_8'))
+    assert st['config']['model']['teacher_checkpoint'].endswith(f"{teacher['run_id']}/checkpoint.pt")
+    history = pd.read_csv(out / 'data_seed0' / 'mini_history.csv')
+    assert set(history.method) == set(table.method) and history.overlap.notna().any()
     full = next(r for r in results if r["n_labeled"] == 128)
     assert full['method'] == 'supervised' and full['config']['data']['labeled_list'].endswith('train_aug.txt')
     assert all(resolve_asset(r['config']['model']['pretrained']) == MINI_WEIGHTS for r in results)
