@@ -9,7 +9,7 @@ STAMP := $(VENV)/.cps_repro_installed
 
 help:
 	@echo "make test   - create $(VENV) if absent, install cps_repro with its dev extras, run the whole test suite"
-	@echo "make demo   - the CPU mini reproduction on generated data (about 10 minutes on 2 cores), its table and figures"
+	@echo "make demo   - the CPU mini reproduction on generated data (under 10 minutes on 2 cores), its table and figures"
 	@echo "make export - notebooks -> cps_repro/ (nbdev-export) and README.md from nbs/index.ipynb"
 	@echo "make docs   - the documentation site from the committed notebooks into _docs/ (open _docs/index.html)"
 
