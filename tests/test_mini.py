@@ -23,7 +23,7 @@ torch.set_num_threads(1)
 def test_mini_preset_is_the_documented_recipe(method, lam, ramp):
     c = mini_preset(method, '1/16')
     assert (c.data.split, c.data.crop_size, c.data.num_classes, c.data.scales) == ('1_16', 32, 5, (1.0,))
-    assert (c.train.iters, c.train.batch_size, c.train.unlabeled_batch_size, getattr(c.hparams, 'weight', 0.0)) == (2000, 8, 8, lam)
+    assert (c.train.iters, c.train.batch_size, c.train.unlabeled_batch_size, getattr(c.hparams, 'weight', 0.0)) == (3000, 8, 8, lam)
     assert getattr(c.hparams, 'mask', 'half') == 'half' and getattr(c.hparams, 'rampup', 0) == ramp
     assert (c.optim.resolved(), c.model.backbone, c.model.output_stride) == ((0.02, 1e-4, 1.0), MINI_BACKBONE, 4)
     assert resolve_asset(c.model.pretrained) == MINI_WEIGHTS and c.model.pretrained.startswith('asset:')
