@@ -60,7 +60,7 @@ docs: venv
 # (the cells nbdev-test runs); `make test-nbs` stays for a quick in-process run of the chapters.
 test: check-sync lint-imports browser test-py
 
-# The CPU mini reproduction at 1/16 labels, one seed, both cores: supervised, CPS and CPS+CutMix (about 10 minutes),
+# The CPU mini reproduction at 1/16 labels, one seed, both cores: supervised, CPS and CPS+CutMix (about 9 minutes),
 # then the tables and figures built from its results. DEMO_ITERS=20 makes a quick plumbing check (default: the recipe's).
 DEMO ?= demo_out
 DEMO_ITERS ?=
