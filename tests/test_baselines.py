@@ -273,7 +273,9 @@ def test_cct_net_forward_is_the_plain_network_and_adds_twelve_classifiers():
 def test_cct_loss_trains_encoder_and_aux_decoders_but_not_the_main_classifier_on_unlabeled():
     net, _ = _cct_net()
     cfg = preset('mini_cct', '1_4')
-    xl, y, xu = torch.randn(2, 3, 32, 32), torch.randint(0, 5, (2, 32, 32)), torch.randn(2, 3, 32, 32)
+    g = gen(3)    # fixed inputs: on a rare random draw (about 1 in 200) the untrained network predicts objects almost
+                  # everywhere, the object-masking decoders then see all-zero features and, rightly, get no gradient
+    xl, y, xu = torch.randn(2, 3, 32, 32, generator=g), torch.randint(0, 5, (2, 32, 32), generator=g), torch.randn(2, 3, 32, 32, generator=g)
     ctx = StepContext([net], cfg, 0, gen(5))
     terms = cct_losses(ctx, {'labeled': {'image': xl, 'label': y}, 'unlabeled': {'image': xu}})
     assert set(terms) == {'sup', 'unsup'} and terms['sup'][1] == 1.0 and terms['unsup'][1] == 30.0
