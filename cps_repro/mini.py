@@ -393,29 +393,31 @@ def paper_comparison_markdown(table) -> str:
                      + ' | '.join(f"{v:+.2f}" for v in mini) + ' |')
     return '\n'.join(lines)
 
-def probes_markdown(probes, before, current=None, own_baseline: str = 'p48_base') -> str:
+def probes_markdown(probes, before, current=None, own_baselines=('p48_base',)) -> str:
     """The probes (`mini_results/probes.csv`) as a markdown table, each run beside the supervised / CPS / CPS+CutMix
-    runs of the same split and seed: from `before` (the previous recipe's table), with supervised from `current` (a
-    table of today's recipe, whose supervised runs are the same runs) when given; for probes at another image size,
-    from the probe `own_baseline`."""
+    runs of the same split and seed: from `before` (the recipe table the probes changed one lever of), with supervised
+    from `current` (a table of today's recipe, whose supervised runs are the same runs) when given. A probe on other
+    data than the recipe's (another image `size`, or a `data` column naming other generated data) compares with the
+    runs of the probe among `own_baselines` made on the same data; those baseline probes carry their own runs."""
     import pandas as pd
     before = before.set_index(['method', 'split', 'seed']).miou
     if current is not None:
         sup = current[current.method == 'supervised'].set_index(['method', 'split', 'seed']).miou
         before = pd.concat([sup, before.drop(index='supervised', level='method', errors='ignore')])
-    base = probes[probes.probe == own_baseline]
-    own = base.set_index(['method', 'split', 'seed']).miou
-    own_size = base['size'].iloc[0] if len(base) else None
+    data = probes['data'].fillna('') if 'data' in probes else pd.Series('', index=probes.index)
+    key = pd.Series(list(zip(probes['size'], data)), index=probes.index)
+    own = {key[g.index[0]]: g.set_index(['method', 'split', 'seed']).miou
+           for name, g in probes.groupby('probe', sort=False) if name in own_baselines}
     lines = ['| probe | setting | runs: method, split, seed: mIoU | same split and seed: supervised / CPS / CPS+CutMix |',
              '|---|---|---|---|']
     for name, g in probes.groupby('probe', sort=False):
-        ref = own if g['size'].iloc[0] == own_size else before
+        k = key[g.index[0]]
+        ref = own.get(k, pd.Series(dtype=float)) if k[0] != MINI_SIZE or k[1] else before
         runs = '; '.join(f"{method_label(r.method) if r.method != 'pretrain' else 'pretraining'}, "
                          f"{SPLIT_LABELS.get(r.split, r.split)}, {r.seed}: {r.miou:.2f}" for r in g.itertuples())
         refs = '; '.join(' / '.join(f"{ref[(m, r.split, r.seed)]:.2f}" if (m, r.split, r.seed) in ref.index else '–'
                                     for m in ('supervised', 'cps', 'cps_cutmix'))
-                         for r in g.itertuples() if r.method != 'pretrain') if name != own_baseline else ''
-
+                         for r in g.itertuples() if r.method != 'pretrain') if name not in own_baselines else ''
         lines.append(f"| {name} | {g.setting.iloc[0]} | {runs} | {refs} |")
     return '\n'.join(lines)
 

@@ -180,6 +180,13 @@ def test_markdown_of_targets_per_seed_probes_and_the_paper_comparison():
     assert rows[2] == '| p48_base | 48 px | CPS w/o CutMix, 1/16, 0: 40.00 |  |'
     assert rows[3] == '| lam | λ 2 | CPS w/ CutMix, 1/16, 1: 35.00 | 30.10 / 32.60 / 34.10 |'    # the earlier table, same seed
     assert rows[4] == '| new | x | CPS w/ CutMix, 1/16, 0: 39.00 | – / 40.00 / – |'               # its own size's baseline
+    other = pd.DataFrame([dict(probe='big', setting='8k', size=32, data='8k', method='supervised', split='1_4', seed=0, miou=44.0),
+                          dict(probe='big_cm', setting='8k λ 2', size=32, data='8k', method='cps_cutmix', split='1_4', seed=0, miou=46.0),
+                          dict(probe='lam', setting='λ 2', size=32, data=None, method='cps_cutmix', split='1_4', seed=0, miou=38.0)])
+    rows = mini.probes_markdown(other, t, own_baselines=('big',)).splitlines()
+    assert rows[2] == '| big | 8k | Supervised, 1/4, 0: 44.00 |  |'                                # carries its own runs
+    assert rows[3] == '| big_cm | 8k λ 2 | CPS w/ CutMix, 1/4, 0: 46.00 | 44.00 / – / – |'          # other data: its own baseline
+    assert rows[4] == '| lam | λ 2 | CPS w/ CutMix, 1/4, 0: 38.00 | 37.00 / 38.00 / 38.50 |'       # the recipe's data: the table
 
 
 def test_export_results_writes_paths_relative_to_the_project_root(tmp_path):
