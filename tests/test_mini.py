@@ -19,7 +19,7 @@ REPO = Path(__file__).resolve().parents[1]
 torch.set_num_threads(1)
 
 
-@pytest.mark.parametrize('method,lam,ramp', [('supervised', 0.0, 0), ('cps', 1.5, 0.4), ('cps_cutmix', 1.5, 0)])
+@pytest.mark.parametrize('method,lam,ramp', [('supervised', 0.0, 0), ('cps', 1.5, 0.4), ('cps_cutmix', 1.5, 0.2)])
 def test_mini_preset_is_the_documented_recipe(method, lam, ramp):
     c = mini_preset(method, '1/16')
     assert (c.data.split, c.data.crop_size, c.data.num_classes, c.data.scales) == ('1_16', 32, 5, (1.0,))
