@@ -15,7 +15,7 @@ from torch import Tensor, nn
 
 # %% auto #0
 __all__ = ['cross_entropy', 'ohem_keep_mask', 'ohem_cross_entropy', 'OhemCrossEntropy', 'pseudo_labels', 'cps_loss',
-           'sigmoid_rampup']
+           'sigmoid_rampup', 'class_balance_weights', 'balanced_cross_entropy']
 
 # %% ../nbs/05_losses.ipynb #c006
 def _check_logits_target(logits: Tensor, target: Tensor, name: str = "logits") -> Tensor:
@@ -102,12 +102,13 @@ def pseudo_labels(logits: Tensor) -> Tensor:
 
 # %% ../nbs/05_losses.ipynb #c022
 def cps_loss(logits1: Tensor, logits2: Tensor, target_logits1: Tensor | None = None,
-             target_logits2: Tensor | None = None, ignore_index: int = 255) -> Tensor:
+             target_logits2: Tensor | None = None, ignore_index: int = 255, balance: float = 0.0) -> Tensor:
     """Cross pseudo supervision loss `CE(logits1, argmax target_logits2) + CE(logits2, argmax target_logits1)`.
 
     Each CE is a mean over all pixels. The targets default to the (detached) logits themselves (plain CPS on
     concatenated labeled + unlabeled logits); pass the mixed teacher logits for CPS + CutMix. No gradient flows
-    into the target side. λ is applied by the caller."""
+    into the target side. λ is applied by the caller. `balance > 0` weights each pixel by its pseudo class's
+    share of the batch to the power `-balance` (`class_balance_weights`, a deviation; 0 = the paper)."""
     t1 = logits1 if target_logits1 is None else target_logits1
     t2 = logits2 if target_logits2 is None else target_logits2
     for name, x in (("logits1", logits1), ("logits2", logits2), ("target_logits1", t1), ("target_logits2", t2)):
@@ -122,8 +123,11 @@ def cps_loss(logits1: Tensor, logits2: Tensor, target_logits1: Tensor | None = N
     if 0 <= ignore_index < logits1.shape[1]:
         raise ValueError(f"ignore_index={ignore_index} is a valid class index for {logits1.shape[1]} classes: a "
                          "pseudo label of that class would be ignored. Use an ignore_index outside [0, C).")
-    return (cross_entropy(logits1, pseudo_labels(t2), ignore_index)
-            + cross_entropy(logits2, pseudo_labels(t1), ignore_index))
+    if balance < 0: raise ValueError(f"balance={balance} must be >= 0 (0 = no class balancing, as the paper)")
+    if balance == 0:
+        return (cross_entropy(logits1, pseudo_labels(t2), ignore_index)
+                + cross_entropy(logits2, pseudo_labels(t1), ignore_index))
+    return balanced_cross_entropy(logits1, pseudo_labels(t2), balance) + balanced_cross_entropy(logits2, pseudo_labels(t1), balance)
 
 # %% ../nbs/05_losses.ipynb #c032
 def sigmoid_rampup(it: float, length: float) -> float:
@@ -135,3 +139,23 @@ def sigmoid_rampup(it: float, length: float) -> float:
         return 1.0
     t = min(max(float(it) / float(length), 0.0), 1.0)
     return math.exp(-5.0 * (1.0 - t) ** 2)
+
+# %% ../nbs/05_losses.ipynb #c035
+def class_balance_weights(labels: Tensor, num_classes: int, power: float) -> Tensor:
+    """Per-pixel weights `share(c)^-power` for hard labels `labels` `[B, *S]` in `[0, num_classes)`, where
+    `share(c)` is class `c`'s share of all the pixels of `labels`; normalised to mean 1. `power = 0`: all ones."""
+    if power < 0: raise ValueError(f"power={power} must be >= 0")
+    if labels.is_floating_point() or labels.numel() == 0:
+        raise ValueError(f"labels must be a non-empty integer tensor of class indices, got {labels.dtype} {tuple(labels.shape)}")
+    if int(labels.min()) < 0 or int(labels.max()) >= num_classes:
+        raise ValueError(f"labels must lie in [0, {num_classes}), got [{int(labels.min())}, {int(labels.max())}]: "
+                         "pass hard pseudo labels (argmax), not a target with ignored pixels")
+    share = torch.bincount(labels.flatten(), minlength=num_classes).float() / labels.numel()
+    w = share.clamp_min(1.0 / labels.numel()).pow(-float(power))[labels]
+    return w / w.mean()
+
+def balanced_cross_entropy(logits: Tensor, labels: Tensor, power: float) -> Tensor:
+    "Cross-entropy of `logits` `[B, C, *S]` towards hard `labels`, each pixel weighted by `class_balance_weights`; the mean over pixels."
+    _check_logits_target(logits, labels)
+    w = class_balance_weights(labels, logits.shape[1], power).to(logits.dtype)
+    return (F.cross_entropy(logits, labels, reduction='none') * w).mean()

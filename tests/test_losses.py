@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from cps_repro.losses import (OhemCrossEntropy, cps_loss, cross_entropy, ohem_cross_entropy, ohem_keep_mask,
-                              pseudo_labels, sigmoid_rampup)
+                              pseudo_labels, sigmoid_rampup, class_balance_weights, balanced_cross_entropy)
 
 torch.set_num_threads(1)
 
@@ -306,3 +306,56 @@ def test_sigmoid_rampup():
     assert sigmoid_rampup(5, 10) == pytest.approx(math.exp(-5 * 0.25))
     assert sigmoid_rampup(10, 10) == 1.0 and sigmoid_rampup(20, 10) == 1.0 and sigmoid_rampup(-3, 10) == math.exp(-5)
     assert sigmoid_rampup(4, 0) == 1.0
+
+
+# --------------------------------------------------------------------------------------------- class balancing
+def np_balanced_ce(logits, labels, power):
+    "NumPy reference: per-pixel CE weighted by share(class)^-power, weights normalised to mean 1."
+    ls = np_log_softmax(logits.astype(np.float64))
+    ce = -np.take_along_axis(ls, labels[:, None], axis=1)[:, 0]
+    share = np.bincount(labels.ravel(), minlength=logits.shape[1]) / labels.size
+    w = share[labels] ** -power
+    return float((ce * w / w.mean()).mean())
+
+
+@pytest.mark.parametrize('power', [0.0, 0.5, 1.0])
+def test_balanced_cross_entropy_matches_numpy(power):
+    g = torch.Generator().manual_seed(3)
+    logits = torch.randn(2, 4, 5, 6, generator=g)
+    labels = torch.randint(0, 4, (2, 5, 6), generator=g)
+    labels[0] = 0                                            # a dominant class
+    got = balanced_cross_entropy(logits, labels, power).item()
+    assert got == pytest.approx(np_balanced_ce(logits.numpy(), labels.numpy(), power), rel=1e-5)
+
+
+def test_class_balance_weights_upweight_rare_classes():
+    y = torch.tensor([[0] * 9 + [1]])
+    w = class_balance_weights(y, 3, 1.0)
+    assert w.mean().item() == pytest.approx(1.0)
+    assert (w[0, 9] / w[0, 0]).item() == pytest.approx(9.0)     # inverse frequency
+    assert torch.equal(class_balance_weights(y, 3, 0.0), torch.ones(1, 10))
+    one_class = class_balance_weights(torch.zeros(2, 4, dtype=torch.long), 3, 0.5)
+    assert torch.allclose(one_class, torch.ones(2, 4))           # a single class: the plain mean
+
+
+def test_cps_loss_balance_zero_is_the_paper_and_balance_changes_it():
+    g = torch.Generator().manual_seed(4)
+    s1, s2, t1, t2 = (torch.randn(2, 3, 4, 4, generator=g) for _ in range(4))
+    assert torch.equal(cps_loss(s1, s2, t1, t2, balance=0.0), cps_loss(s1, s2, t1, t2))
+    bal = cps_loss(s1, s2, t1, t2, balance=0.5)
+    ref = balanced_cross_entropy(s1, t2.argmax(1), 0.5) + balanced_cross_entropy(s2, t1.argmax(1), 0.5)
+    assert torch.allclose(bal, ref)
+    s = s1.clone().requires_grad_(); t = t2.clone().requires_grad_()
+    cps_loss(s, s2, t1, t, balance=0.5).backward()
+    assert t.grad is None and s.grad.abs().sum() > 0            # no gradient through the pseudo labels or weights
+
+
+def test_class_balance_bad_input():
+    with pytest.raises(ValueError, match='power'):
+        class_balance_weights(torch.zeros(1, 2, dtype=torch.long), 3, -1.0)
+    with pytest.raises(ValueError, match='integer'):
+        class_balance_weights(torch.zeros(1, 2), 3, 0.5)
+    with pytest.raises(ValueError, match=r'\[0, 3\)'):
+        class_balance_weights(torch.tensor([[0, 255]]), 3, 0.5)
+    with pytest.raises(ValueError, match='balance'):
+        cps_loss(torch.randn(1, 3, 2, 2), torch.randn(1, 3, 2, 2), balance=-0.1)

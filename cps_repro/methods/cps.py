@@ -20,9 +20,10 @@ __all__ = ['CPS', 'CPSParams', 'cps_weight', 'cps_losses']
 # %% ../../nbs/14b_cps.ipynb #c004
 @dataclass
 class CPSParams:
-    "CPS's weight λ of the cross pseudo supervision loss (recipe §2.2) and an optional ramp-up."
+    "CPS's weight λ of the cross pseudo supervision loss (recipe §2.2), an optional ramp-up and optional class balancing."
     weight: float = checked(1.5, 'non_negative')     # λ (VOC 1.5, Cityscapes 6; the presets set the paper's value)
     rampup: float = checked(0.0, 'probability')      # fraction of iters for a sigmoid ramp-up of λ; 0 = none, as the paper
+    balance: float = checked(0.0, 'non_negative')    # pseudo-label pixels weighted by their class's share^-balance; 0 = none, as the paper
 
 def cps_weight(ctx: StepContext) -> float:
     "λ at this iteration: `hparams.weight`, times the sigmoid ramp-up over `hparams.rampup · iters` when set."
@@ -38,7 +39,7 @@ def cps_losses(ctx: StepContext, batch: dict) -> dict:
     l2, u2 = ctx.forward(1, xl), ctx.forward(1, xu)
     p1, p2 = torch.cat([l1, u1]), torch.cat([l2, u2])
     return {'sup1': (supervised_loss(l1, y, ctx.cfg), 1.0), 'sup2': (supervised_loss(l2, y, ctx.cfg), 1.0),
-            'cps': (cps_loss(p1, p2, ignore_index=ctx.cfg.data.ignore_index), cps_weight(ctx))}
+            'cps': (cps_loss(p1, p2, ignore_index=ctx.cfg.data.ignore_index, balance=ctx.hparams.balance), cps_weight(ctx))}
 
 CPS = register_method(Method('cps', cps_losses, CPSParams, network_pair, views=('labeled', 'unlabeled'),
                              nets=('net1', 'net2'), trained=(0, 1), label='CPS', paper_row='CPS w/o CutMix'))

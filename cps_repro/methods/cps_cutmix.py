@@ -22,9 +22,10 @@ __all__ = ['CPS_CUTMIX', 'CPSCutMixParams', 'cutmix_masks', 'cps_cutmix_losses']
 # %% ../../nbs/14c_cps_cutmix.ipynb #c004
 @dataclass
 class CPSCutMixParams:
-    "CPS+CutMix: λ, its optional ramp-up, and the CutMix mask (recipe §2.3, §3)."
+    "CPS+CutMix: λ, its optional ramp-up and class balancing, and the CutMix mask (recipe §2.3, §3)."
     weight: float = checked(1.5, 'non_negative')     # λ (VOC 1.0, Cityscapes 5; set by the presets)
     rampup: float = checked(0.0, 'probability')      # fraction of iters for a sigmoid ramp-up of λ
+    balance: float = checked(0.0, 'non_negative')    # pseudo-label pixels weighted by their class's share^-balance; 0 = none, as the paper
     mask: str = checked('box', choices=('box', 'half'))   # 'box' (official) | 'half' (CPU mini recipe)
     prop_range: tuple = checked((0.25, 0.5), 'probability')   # area fraction of the boxes
     n_boxes: int = checked(3, 'positive')
@@ -53,8 +54,8 @@ def cps_cutmix_losses(ctx: StepContext, batch: dict) -> dict:
         t2 = mix(ctx.forward(1, u0), ctx.forward(1, u1), mask)
     x_mix = mix(u0, u1, mask)
     s1, s2 = ctx.forward(0, x_mix), ctx.forward(1, x_mix)
-    cps = ctx.term(cps_loss(s1, s2, target_logits1=t1, target_logits2=t2, ignore_index=ctx.cfg.data.ignore_index),
-                   cps_weight(ctx))                  # three independent graphs: each can go before the next is built
+    cps = ctx.term(cps_loss(s1, s2, target_logits1=t1, target_logits2=t2, ignore_index=ctx.cfg.data.ignore_index,
+                            balance=ctx.hparams.balance), cps_weight(ctx))                  # three independent graphs: each can go before the next is built
     xl, y = batch['labeled']['image'], batch['labeled']['label']
     sup1 = ctx.term(supervised_loss(ctx.forward(0, xl), y, ctx.cfg))
     sup2 = ctx.term(supervised_loss(ctx.forward(1, xl), y, ctx.cfg))
