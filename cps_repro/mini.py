@@ -47,9 +47,10 @@ def _synth_config(size: int, vocabulary: str):
     return SynthConfig(size=size, vocabulary=vocabulary, clutter_vocabulary=vocabulary)
 
 def ensure_dataset(root, seed: int, n: int, n_val: int | None = None, size: int = MINI_SIZE,
-                   vocabulary: str = 'target', progress: bool = False) -> Path:
+                   vocabulary: str = 'target', progress: bool = False, workers: int = 1) -> Path:
     """Generate a mini dataset into `root` unless it holds one already; an existing one must have been made with the
-    same seed, size, count and vocabulary (otherwise an error naming its `synthetic.json`)."""
+    same seed, size, count and vocabulary (otherwise an error naming its `synthetic.json`). `workers` processes
+    render the scenes (the same files for any number)."""
     from cps_repro.synthetic import synthesize
     root = Path(root)
     meta_path = root / 'synthetic.json'
@@ -63,7 +64,7 @@ def ensure_dataset(root, seed: int, n: int, n_val: int | None = None, size: int 
             raise FileExistsError(f"{meta_path} describes another dataset ({have}) than the one asked for ({want}); "
                                   f"use another data_root or delete {root}")
         return root
-    synthesize(root, n=n, n_val=n_val, seed=seed, size=size, cfg=cfg, progress=progress)
+    synthesize(root, n=n, n_val=n_val, seed=seed, size=size, cfg=cfg, progress=progress, workers=workers)
     return root
 
 def pretrain_experiment(corpus_root, pc: PretrainConfig = PretrainConfig()) -> ExperimentConfig:

@@ -71,6 +71,13 @@ def test_ensure_dataset_refuses_a_folder_made_with_other_settings(tmp_path):
     with pytest.raises(FileExistsError, match='synthetic.json'): ensure_dataset(tmp_path / 'd', seed=3, n=8, vocabulary='pretrain')
 
 
+def test_ensure_dataset_workers_render_the_same_files(tmp_path):
+    one, two = ensure_dataset(tmp_path / 'w1', seed=2, n=6, n_val=2), ensure_dataset(tmp_path / 'w2', seed=2, n=6, n_val=2, workers=2)
+    files = sorted(p.relative_to(one) for p in one.rglob('*') if p.is_file() and p.name != 'synthetic.json')
+    assert files and files == sorted(p.relative_to(two) for p in two.rglob('*') if p.is_file() and p.name != 'synthetic.json')
+    assert all((one / f).read_bytes() == (two / f).read_bytes() for f in files)
+
+
 def test_jobs_cover_the_table_and_the_full_label_ceiling(tmp_path):
     jobs = mini_jobs(['supervised', 'cps', 'cps_cutmix'], '1_16,1_8', [0, 1], tmp_path / 'd', tmp_path / 'o', iters=5)
     assert len(jobs) == 3 * 2 * 2 + 2 and jobs[0].method == 'cps_cutmix' and jobs[-1].method == 'supervised'
