@@ -14,7 +14,7 @@ from .config import ExperimentConfig, normalize_split
 
 from .overrides import apply_overrides
 from .packaged import file_sha256
-from .presets import (MINI_SIZE, MINI_N_TRAIN, MINI_ITERS, MINI_BACKBONE, MINI_WEIGHTS, MINI_DEVIATIONS, PAPER_METHODS,
+from .presets import (MINI_SIZE, MINI_N_TRAIN, MINI_N_VAL, MINI_ITERS, MINI_BACKBONE, MINI_WEIGHTS, MINI_DEVIATIONS, PAPER_METHODS,
                                mini_preset, experiment_config)
 from .report import SPLIT_LABELS, method_label, paper_numbers    # the names and numbers the paper tables use
 
@@ -49,8 +49,8 @@ def _synth_config(size: int, vocabulary: str):
 def ensure_dataset(root, seed: int, n: int, n_val: int | None = None, size: int = MINI_SIZE,
                    vocabulary: str = 'target', progress: bool = False, workers: int = 1) -> Path:
     """Generate a mini dataset into `root` unless it holds one already; an existing one must have been made with the
-    same seed, size, count and vocabulary (otherwise an error naming its `synthetic.json`). `workers` processes
-    render the scenes (the same files for any number)."""
+    same seed, size, count and vocabulary, and `n_val` validation images when given (otherwise an error naming its
+    `synthetic.json`). `workers` processes render the scenes (the same files for any number)."""
     from cps_repro.synthetic import synthesize
     root = Path(root)
     meta_path = root / 'synthetic.json'
@@ -60,6 +60,7 @@ def ensure_dataset(root, seed: int, n: int, n_val: int | None = None, size: int 
         want = dict(seed=seed, size=size, train=n, vocabulary=list(cfg.textures))
         have = dict(seed=meta.get('seed'), size=meta.get('size'), train=meta.get('counts', {}).get('train'),
                     vocabulary=meta.get('class_names', [None])[1:])
+        if n_val is not None: want['val'], have['val'] = n_val, meta.get('counts', {}).get('val')
         if have != want:
             raise FileExistsError(f"{meta_path} describes another dataset ({have}) than the one asked for ({want}); "
                                   f"use another data_root or delete {root}")

@@ -19,9 +19,9 @@ from .partitions import full_split_lists
 __all__ = ['OFFICIAL_TRAIN_SIZE', 'OFFICIAL_EPOCHS', 'FEW_LABEL_EPOCHS', 'OFFICIAL_N_LABELED', 'CPS_WEIGHT',
            'FEW_LABEL_CPS_WEIGHT', 'FULL_SUPERVISED_EPOCHS', 'FULL_SUPERVISED_BATCH', 'OFFICIAL_EVAL_EPOCHS',
            'OFFICIAL_SNAPSHOT_EVERY', 'PAPER_BACKBONES', 'FULL_METHODS', 'PAPER_METHODS', 'MINI_SIZE', 'MINI_N_TRAIN',
-           'MINI_ITERS', 'MINI_BACKBONE', 'MINI_WEIGHTS_ASSET', 'MINI_WEIGHTS', 'MINI_DEVIATIONS', 'official_iters',
-           'official_epochs', 'official_checkpoint_iters', 'mini_preset', 'register_preset', 'list_presets', 'preset',
-           'experiment_config']
+           'MINI_N_VAL', 'MINI_ITERS', 'MINI_BACKBONE', 'MINI_WEIGHTS_ASSET', 'MINI_WEIGHTS', 'MINI_DEVIATIONS',
+           'official_iters', 'official_epochs', 'official_checkpoint_iters', 'mini_preset', 'register_preset',
+           'list_presets', 'preset', 'experiment_config']
 
 # %% ../nbs/15_presets.ipynb #c015
 OFFICIAL_TRAIN_SIZE = {'voc': 10582, 'cityscapes': 2975}
@@ -130,6 +130,7 @@ def _full_preset(dataset: str, method: str, backbone: str) -> ExperimentConfig:
 # %% ../nbs/15_presets.ipynb #c019b
 MINI_SIZE = 32          # image side (px) of the mini data and the crop
 MINI_N_TRAIN = 8000     # train_aug pool: 1/16 = 500 labeled images, 1/4 = 2,000
+MINI_N_VAL = 600        # validation images, whatever the pool size
 MINI_ITERS = 3000       # iterations of every mini run
 MINI_BACKBONE = 'small_resnet_s2'   # stride-2 stem: layer1 and the decoder at 16x16 on 32 px images
 MINI_WEIGHTS_ASSET = f'{MINI_BACKBONE}_pretrained.pt'   # packaged; regenerate with `python -m cps_repro.mini pretrain`
@@ -137,7 +138,7 @@ MINI_WEIGHTS = ASSETS_DIR / MINI_WEIGHTS_ASSET
 
 MINI_DEVIATIONS = {
     'data': f'generated VOC-layout scenes (cps_repro.synthetic), 5 classes (background + 4 fill textures), {MINI_SIZE} px, '
-            f'{MINI_N_TRAIN} train_aug images + 600 val, instead of PASCAL VOC / Cityscapes',
+            f'{MINI_N_TRAIN} train_aug images + {MINI_N_VAL} val, instead of PASCAL VOC / Cityscapes',
     'network': f'{MINI_BACKBONE} DeepLabv3+ (deep stem 8-8-16 without max-pool, one basic block per stage, widths 16-32-48-64, '
                'layer1 and decoder at stride 2, output stride 4, ASPP rates 1/2/3, head widths 32/16/32; 214k parameters) '
                'instead of ResNet-50/101',

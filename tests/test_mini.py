@@ -8,7 +8,7 @@ import torch
 from cps_repro import mini
 from cps_repro.presets import preset
 from cps_repro.config import normalize_split
-from cps_repro.mini import (MINI_BACKBONE, MINI_DEVIATIONS, MINI_WEIGHTS, PretrainConfig, as_list, ensure_dataset, mini_job, mini_jobs,
+from cps_repro.mini import (MINI_BACKBONE, MINI_DEVIATIONS, MINI_N_TRAIN, MINI_WEIGHTS, PretrainConfig, as_list, ensure_dataset, mini_job, mini_jobs,
                             mini_preset, pretrain_backbone, results_table, summarize,
                             summary_markdown, run_jobs, check_targets, targets_markdown, history_table, export_results,
                             paired_gains)
@@ -19,16 +19,18 @@ REPO = Path(__file__).resolve().parents[1]
 torch.set_num_threads(1)
 
 
-@pytest.mark.parametrize('method,lam,ramp', [('supervised', 0.0, 0), ('cps', 1.5, 0.4), ('cps_cutmix', 1.5, 0.2)])
-def test_mini_preset_is_the_documented_recipe(method, lam, ramp):
+@pytest.mark.parametrize('method,lam,ramp,balance', [('supervised', 0.0, 0, 0), ('cps', 1.5, 0.4, 0.5), ('cps_cutmix', 1.5, 0.2, 0.5)])
+def test_mini_preset_is_the_documented_recipe(method, lam, ramp, balance):
     c = mini_preset(method, '1/16')
     assert (c.data.split, c.data.crop_size, c.data.num_classes, c.data.scales) == ('1_16', 32, 5, (1.0,))
     assert (c.train.iters, c.train.batch_size, c.train.unlabeled_batch_size, getattr(c.hparams, 'weight', 0.0)) == (3000, 8, 8, lam)
     assert getattr(c.hparams, 'mask', 'half') == 'half' and getattr(c.hparams, 'rampup', 0) == ramp
+    assert getattr(c.hparams, 'balance', 0) == balance and MINI_N_TRAIN == 8000      # 1/16 = 500 labeled images
     assert (c.optim.resolved(), c.model.backbone, c.model.output_stride) == ((0.02, 1e-4, 1.0), MINI_BACKBONE, 4)
     assert resolve_asset(c.model.pretrained) == MINI_WEIGHTS and c.model.pretrained.startswith('asset:')
     assert preset(f'mini_{method}', 18).to_dict() == mini_preset(method, '1_8').to_dict()   # papermill's 18 = 1_8
-    for key in ('data', 'network', 'pretraining', 'schedule', 'cutmix'): assert key in MINI_DEVIATIONS and key in c.notes
+    for key in ('data', 'network', 'pretraining', 'schedule', 'cutmix', 'pseudo-label balance', 'λ ramp-up'):
+        assert key in MINI_DEVIATIONS and key in c.notes
 
 
 def test_mini_preset_rejects_unknown_method_and_split():
@@ -69,6 +71,8 @@ def test_ensure_dataset_refuses_a_folder_made_with_other_settings(tmp_path):
     assert ensure_dataset(tmp_path / 'd', seed=3, n=8) == tmp_path / 'd'       # same settings: reused
     with pytest.raises(FileExistsError, match='synthetic.json'): ensure_dataset(tmp_path / 'd', seed=4, n=8)
     with pytest.raises(FileExistsError, match='synthetic.json'): ensure_dataset(tmp_path / 'd', seed=3, n=8, vocabulary='pretrain')
+    with pytest.raises(FileExistsError, match="'val': 5"): ensure_dataset(tmp_path / 'd', seed=3, n=8, n_val=5)   # other validation count
+    assert ensure_dataset(tmp_path / 'd', seed=3, n=8, n_val=2) == tmp_path / 'd'
 
 
 def test_ensure_dataset_workers_render_the_same_files(tmp_path):
