@@ -75,6 +75,7 @@ class DataConfig:
     unlabeled_from_train_aug: bool = False  # few-label protocol: every train_aug image is unlabeled (recipe §6)
     pair_unlabeled_with_itself: bool = False  # the official CutMix quirk: both unlabeled batches are the same images
     workers: int = checked(4, 'non_negative')
+    cache: bool = False                  # keep decoded images and masks in memory (one copy per process): small datasets (the mini)
 
 @dataclass
 class ModelConfig:
@@ -135,6 +136,7 @@ class EvalConfig:
     scales: tuple = checked((1.0,), 'positive')
     save_predictions: int = checked(8, 'non_negative')   # network 1's predictions on the first N validation images (Figure 6)
     checkpoint_iters: tuple = checked((), 'positive')    # also evaluate at these iterations: the official checkpoint range (presets)
+    batch_size: int = checked(1, 'positive')   # validation images per forward; above 1 only when every validation image has one size
 
     @property
     def resolved_stride(self) -> int: return self.stride or math.ceil(self.crop_size * 2 / 3)
@@ -223,7 +225,9 @@ class ExperimentConfig:
     def run_id(self) -> str:
         return f"{self.name}_{self.data.split}_seed{self.train.seed}_{self.fingerprint}"
 
-RESULT_IRRELEVANT = {'data': ('workers',)}   # how the data is read; where it is (data.root) is part of the run's identity
+# how the data is read and how many validation images go through the network at once (the same predictions, up to
+# float rounding); where the data is (data.root) is part of the run's identity
+RESULT_IRRELEVANT = {'data': ('workers', 'cache'), 'eval': ('batch_size',)}
 
 def comparable(d: dict) -> dict:
     "A config dict without the `RESULT_IRRELEVANT` fields: what must agree for two configs to be the same run."

@@ -15,7 +15,7 @@ from .partitions import split_files
 from .data import voc_root, load_samples, SegmentationDataset, TrainTransform, EvalTransform, make_train_streams
 
 # %% auto #0
-__all__ = ['TrainData', 'resolve_lists', 'build_data']
+__all__ = ['TrainData', 'resolve_lists', 'eval_collate', 'build_data']
 
 # %% ../nbs/02b_loaders.ipynb #c004
 @dataclass
@@ -52,6 +52,18 @@ def resolve_lists(cfg) -> dict:
         lists = {k: (str(proot / v) if v is not None and not Path(v).is_absolute() else v) for k, v in lists.items()}
     return lists
 
+def eval_collate(items: list) -> dict:
+    """`default_collate` of validation items, refusing a batch whose images differ in size (`eval.batch_size` above 1
+    is for validation sets of one image size, like the CPU mini's) with the ids, the sizes and the fix."""
+    first = tuple(items[0]['image'].shape[-2:])
+    other = next((it for it in items if tuple(it['image'].shape[-2:]) != first), None)
+    if other is not None:
+        raise ValueError(f"eval.batch_size={len(items)} puts validation images of different sizes in one batch: "
+                         f"{items[0]['id']!r} is {first[0]}x{first[1]} and {other['id']!r} is "
+                         f"{other['image'].shape[-2]}x{other['image'].shape[-1]} (HxW). Set eval.batch_size=1 "
+                         f"(`--set eval.batch_size=1`), as every paper preset does")
+    return torch.utils.data.default_collate(items)
+
 def _shard(dataset, rank: int, world: int):
     return dataset if world == 1 else torch.utils.data.Subset(dataset, list(range(rank, len(dataset), world)))
 
@@ -62,7 +74,7 @@ def build_data(cfg, n_unlabeled_streams: int, rank: int = 0, world_size: int = 1
     lists = resolve_lists(cfg)
     aug = TrainTransform(d.crop_size, d.scales, d.mean, d.std, d.ignore_index, d.flip_p)
     ds = lambda key, labeled, tf: SegmentationDataset(load_samples(d.dataset, d.root, list_file=lists[key], labeled=labeled),
-                                                      tf, d.num_classes, d.ignore_index)
+                                                      tf, d.num_classes, d.ignore_index, cache=d.cache)
     labeled = ds('labeled', True, aug)
     unlabeled = ds('unlabeled', False, aug) if n_unlabeled_streams and lists['unlabeled'] is not None else None
     if n_unlabeled_streams and unlabeled is None:
@@ -75,6 +87,7 @@ def build_data(cfg, n_unlabeled_streams: int, rank: int = 0, world_size: int = 1
     if not same and unlabeled is not None:   # the unlabeled streams at their own batch size
         _, unl = make_train_streams(labeled, unlabeled, t.unlabeled_batch_size // world_size, t.seed, rank, world_size, **stream_kw)
     val = torch.utils.data.DataLoader(_shard(ds('val', True, EvalTransform(d.mean, d.std)), rank, world_size),
-                                      batch_size=1, num_workers=min(d.workers, 4), pin_memory=cuda)
+                                      batch_size=cfg.eval.batch_size, num_workers=min(d.workers, 4), pin_memory=cuda,
+                                      collate_fn=eval_collate)
     return TrainData(lab, unl[0] if unl else None, unl[1] if len(unl) > 1 else None, val,
                      len(labeled), len(unlabeled) if unlabeled is not None else 0)

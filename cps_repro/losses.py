@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -143,16 +144,22 @@ def sigmoid_rampup(it: float, length: float) -> float:
 # %% ../nbs/05_losses.ipynb #c035
 def class_balance_weights(labels: Tensor, num_classes: int, power: float) -> Tensor:
     """Per-pixel weights `share(c)^-power` for hard labels `labels` `[B, *S]` in `[0, num_classes)`, where
-    `share(c)` is class `c`'s share of all the pixels of `labels`; normalised to mean 1. `power = 0`: all ones."""
+    `share(c)` is class `c`'s share of all the pixels of `labels`; normalised to mean 1. `power = 0`: all ones.
+    Under torch.distributed "all the pixels" are the global batch's: the class counts are summed over the processes
+    and the mean is the global one, so N processes weigh their pixels as one process would their combined batch."""
     if power < 0: raise ValueError(f"power={power} must be >= 0")
     if labels.is_floating_point() or labels.numel() == 0:
         raise ValueError(f"labels must be a non-empty integer tensor of class indices, got {labels.dtype} {tuple(labels.shape)}")
     if int(labels.min()) < 0 or int(labels.max()) >= num_classes:
         raise ValueError(f"labels must lie in [0, {num_classes}), got [{int(labels.min())}, {int(labels.max())}]: "
                          "pass hard pseudo labels (argmax), not a target with ignored pixels")
-    share = torch.bincount(labels.flatten(), minlength=num_classes).float() / labels.numel()
-    w = share.clamp_min(1.0 / labels.numel()).pow(-float(power))[labels]
-    return w / w.mean()
+    counts = torch.bincount(labels.flatten(), minlength=num_classes).float()
+    distributed = dist.is_available() and dist.is_initialized()
+    if distributed: dist.all_reduce(counts)                # the global batch's class counts
+    total = counts.sum()
+    raw = (counts / total).clamp_min(1.0 / total).pow(-float(power))   # per class; the clamp keeps absent classes finite
+    w = raw[labels]
+    return w / ((counts * raw).sum() / total if distributed else w.mean())
 
 def balanced_cross_entropy(logits: Tensor, labels: Tensor, power: float) -> Tensor:
     "Cross-entropy of `logits` `[B, C, *S]` towards hard `labels`, each pixel weighted by `class_balance_weights`; the mean over pixels."

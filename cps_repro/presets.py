@@ -19,9 +19,9 @@ from .partitions import full_split_lists
 __all__ = ['OFFICIAL_TRAIN_SIZE', 'OFFICIAL_EPOCHS', 'FEW_LABEL_EPOCHS', 'OFFICIAL_N_LABELED', 'CPS_WEIGHT',
            'FEW_LABEL_CPS_WEIGHT', 'FULL_SUPERVISED_EPOCHS', 'FULL_SUPERVISED_BATCH', 'OFFICIAL_EVAL_EPOCHS',
            'OFFICIAL_SNAPSHOT_EVERY', 'PAPER_BACKBONES', 'FULL_METHODS', 'PAPER_METHODS', 'MINI_SIZE', 'MINI_N_TRAIN',
-           'MINI_N_VAL', 'MINI_ITERS', 'MINI_BACKBONE', 'MINI_WEIGHTS_ASSET', 'MINI_WEIGHTS', 'MINI_DEVIATIONS',
-           'official_iters', 'official_epochs', 'official_checkpoint_iters', 'mini_preset', 'register_preset',
-           'list_presets', 'preset', 'experiment_config']
+           'MINI_N_VAL', 'MINI_ITERS', 'MINI_EVAL_BATCH', 'MINI_BACKBONE', 'MINI_WEIGHTS_ASSET', 'MINI_WEIGHTS',
+           'MINI_DEVIATIONS', 'official_iters', 'official_epochs', 'official_checkpoint_iters', 'mini_preset',
+           'register_preset', 'list_presets', 'preset', 'experiment_config']
 
 # %% ../nbs/15_presets.ipynb #c015
 OFFICIAL_TRAIN_SIZE = {'voc': 10582, 'cityscapes': 2975}
@@ -132,6 +132,7 @@ MINI_SIZE = 32          # image side (px) of the mini data and the crop
 MINI_N_TRAIN = 8000     # train_aug pool: 1/16 = 500 labeled images, 1/4 = 2,000
 MINI_N_VAL = 600        # validation images, whatever the pool size
 MINI_ITERS = 3000       # iterations of every mini run
+MINI_EVAL_BATCH = 100   # validation images per forward (all 32 px); 1 at a time was several times slower
 MINI_BACKBONE = 'small_resnet_s2'   # stride-2 stem: layer1 and the decoder at 16x16 on 32 px images
 MINI_WEIGHTS_ASSET = f'{MINI_BACKBONE}_pretrained.pt'   # packaged; regenerate with `python -m cps_repro.mini pretrain`
 MINI_WEIGHTS = ASSETS_DIR / MINI_WEIGHTS_ASSET
@@ -170,7 +171,7 @@ def mini_preset(method: str, split) -> ExperimentConfig:
     sets = 'VOCdevkit/VOC2012/ImageSets/Segmentation/'    # relative lists resolve against the data root
     lists = dict(labeled_list=sets + 'train_aug.txt', val_list=sets + 'val.txt') if split == FULL_SPLIT else {}
     data = DataConfig(dataset='voc', root='data/mini', split=split, num_classes=5, crop_size=MINI_SIZE,
-                      scales=(1.0,), workers=0, **lists)
+                      scales=(1.0,), workers=0, cache=True, **lists)
     optim = OptimConfig(lr=0.02, weight_decay=1e-4, nominal_lr=0.02, nominal_weight_decay=1e-4, gpus_official=1)
     hparams = {'cps': method_params('cps', weight=1.5, rampup=0.4, balance=0.5),
                'cps_cutmix': method_params('cps_cutmix', weight=1.5, mask='half', rampup=0.2, balance=0.5)}.get(method) or method_params(method)
@@ -178,7 +179,7 @@ def mini_preset(method: str, split) -> ExperimentConfig:
                         amp='none', eval_every=500, checkpoint_every=500, log_every=10)
     model = ModelConfig(backbone=MINI_BACKBONE, output_stride=4, pretrained=asset_ref(MINI_WEIGHTS_ASSET))
     return ExperimentConfig(name=f"mini_{method}", data=data, model=model, optim=optim, train=train,
-                            eval=EvalConfig(mode='whole', crop_size=MINI_SIZE, save_predictions=8), hparams=hparams,
+                            eval=EvalConfig(mode='whole', crop_size=MINI_SIZE, save_predictions=8, batch_size=MINI_EVAL_BATCH), hparams=hparams,
                             notes="CPU mini recipe on generated VOC-layout data; deviations from the paper: "
                                   + '; '.join(f"{k}: {v}" for k, v in MINI_DEVIATIONS.items())).validate()
 

@@ -249,12 +249,14 @@ class Trainer(Trainer):
         e, net = self.cfg.eval, self.nets[0]
         net.eval()
         try:
-            for i, batch in enumerate(self.data.val):
-                if i >= n: break
-                logits = predict(net, batch['image'].to(self.device), mode=e.mode, crop=e.crop_size, stride=e.resolved_stride,
+            for batch in self.data.val:                  # eval.batch_size images per batch
+                if n <= 0: break
+                image, ids = batch['image'][:n], list(batch['id'])[:n]
+                logits = predict(net, image.to(self.device), mode=e.mode, crop=e.crop_size, stride=e.resolved_stride,
                                  flip=e.flip, scales=tuple(e.scales), num_classes=self.cfg.data.num_classes,
                                  amp=self.amp)
-                save_predictions(logits.argmax(1).cpu(), batch['id'], self.run_dir / 'predictions')
+                save_predictions(logits.argmax(1).cpu(), ids, self.run_dir / 'predictions')
+                n -= len(ids)
         finally: net.train()
 
     def record_evaluation(self, writer=None) -> dict:

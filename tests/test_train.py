@@ -138,11 +138,12 @@ def _ddp_worker(rank, world, port, cfg_json, out, bucket_mb=None):
     torch.distributed.destroy_process_group()
 
 
-@pytest.mark.parametrize('bucket_mb,backward', [(None, 'total'), (1e-6, 'total'), (1e-6, 'per_term')])
-def test_ddp_two_processes_equal_one_process_on_the_combined_batch(data_root, tmp_path, bucket_mb, backward):
+@pytest.mark.parametrize('bucket_mb,backward,balance', [(None, 'total', 0.0), (None, 'total', 0.5), (1e-6, 'total', 0.5),
+                                                        (1e-6, 'per_term', 0.5)])
+def test_ddp_two_processes_equal_one_process_on_the_combined_batch(data_root, tmp_path, bucket_mb, backward, balance):
     # PixelNet has no batch norm, so splitting the batch over processes changes nothing but the reduction order;
-    # class-balanced pseudo labels (the mini recipe's hparams.balance) weigh by each process's own batch, so they are off here
-    cfg = tiny(data_root, 'cps', batch_size=4, crop_size=32, **{'train.backward': backward, 'hparams.balance': 0.0})
+    # class-balanced pseudo labels (the mini recipe's hparams.balance=0.5) count the classes over the global batch
+    cfg = tiny(data_root, 'cps', batch_size=4, crop_size=32, **{'train.backward': backward, 'hparams.balance': balance})
     torch.multiprocessing.spawn(_ddp_worker, args=(2, _free_port(), cfg.to_json(), str(tmp_path), bucket_mb), nprocs=2, join=True)
     single = Trainer(cfg, run_dir=tmp_path / 'single', nets=[PixelNet(1), PixelNet(2)], progress=False)
     for _ in range(3): single.step()

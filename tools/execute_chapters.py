@@ -197,12 +197,20 @@ def _mask(text: str) -> str:
     return DURATION.sub('<t>', TIMING_FIELD.sub(r'\1<t>', text))
 
 
+def _where(a: str, b: str, context: int = 150) -> str:
+    "Where texts `a` (committed) and `b` (fresh) first differ, with `context` characters either side, and their lengths."
+    i = next((k for k, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    lo = max(i - context, 0)
+    return (f"at character {i} (lengths {len(a)} and {len(b)}):\n    committed: {a[lo:i + context]!r}\n"
+            f"    fresh:     {b[lo:i + context]!r}")
+
+
 def _compare_output(a, b, tol) -> str | None:
     if a.get('output_type') != b.get('output_type'): return f"output type {a.get('output_type')} != {b.get('output_type')}"
     if a.get('output_type') == 'stream':
         if a.get('name') != b.get('name'): return f"stream {a.get('name')} != {b.get('name')}"
         ta, tb = _mask(_text(a['text'])), _mask(_text(b['text']))
-        return None if ta == tb else f"{a['name']} text differs:\n    committed: {ta[:300]!r}\n    fresh:     {tb[:300]!r}"
+        return None if ta == tb else f"{a['name']} text differs {_where(ta, tb)}"
     if a.get('output_type') == 'error': return f"error {a.get('ename')}"
     da, db = a.get('data', {}), b.get('data', {})
     if set(da) != set(db): return f"output formats {sorted(da)} != {sorted(db)}"
@@ -216,7 +224,7 @@ def _compare_output(a, b, tol) -> str | None:
             continue                         # svg/jpeg: not produced by the prelude's settings; compared by presence
         elif k.startswith('text/') or k == 'application/javascript':
             ta, tb = _mask(_text(da[k])), _mask(_text(db[k]))
-            if ta != tb: return f"{k} differs:\n    committed: {ta[:300]!r}\n    fresh:     {tb[:300]!r}"
+            if ta != tb: return f"{k} differs {_where(ta, tb)}"
         elif da[k] != db[k]: return f"{k} differs"
     return None
 
