@@ -14,7 +14,7 @@ from .config import ExperimentConfig, normalize_split
 
 from .overrides import apply_overrides
 from .packaged import file_sha256
-from .presets import (MINI_SIZE, MINI_N_TRAIN, MINI_N_VAL, MINI_ITERS, MINI_BACKBONE, MINI_WEIGHTS, MINI_DEVIATIONS, PAPER_METHODS,
+from .presets import (MINI_SIZE, MINI_N_TRAIN, MINI_N_VAL, MINI_ITERS, MINI_DEMO_ITERS, MINI_BACKBONE, MINI_WEIGHTS, MINI_DEVIATIONS, PAPER_METHODS,
                                mini_preset, experiment_config)
 from .report import SPLIT_LABELS, method_label, paper_numbers    # the names and numbers the paper tables use
 

@@ -19,9 +19,9 @@ from .partitions import full_split_lists
 __all__ = ['OFFICIAL_TRAIN_SIZE', 'OFFICIAL_EPOCHS', 'FEW_LABEL_EPOCHS', 'OFFICIAL_N_LABELED', 'CPS_WEIGHT',
            'FEW_LABEL_CPS_WEIGHT', 'FULL_SUPERVISED_EPOCHS', 'FULL_SUPERVISED_BATCH', 'OFFICIAL_EVAL_EPOCHS',
            'OFFICIAL_SNAPSHOT_EVERY', 'PAPER_BACKBONES', 'FULL_METHODS', 'PAPER_METHODS', 'MINI_SIZE', 'MINI_N_TRAIN',
-           'MINI_N_VAL', 'MINI_ITERS', 'MINI_EVAL_BATCH', 'MINI_BACKBONE', 'MINI_WEIGHTS_ASSET', 'MINI_WEIGHTS',
-           'MINI_DEVIATIONS', 'official_iters', 'official_epochs', 'official_checkpoint_iters', 'mini_preset',
-           'register_preset', 'list_presets', 'preset', 'experiment_config']
+           'MINI_N_VAL', 'MINI_ITERS', 'MINI_EVAL_BATCH', 'MINI_DEMO_ITERS', 'MINI_BACKBONE', 'MINI_WEIGHTS_ASSET',
+           'MINI_WEIGHTS', 'MINI_DEVIATIONS', 'official_iters', 'official_epochs', 'official_checkpoint_iters',
+           'mini_preset', 'register_preset', 'list_presets', 'preset', 'experiment_config']
 
 # %% ../nbs/15_presets.ipynb #c015
 OFFICIAL_TRAIN_SIZE = {'voc': 10582, 'cityscapes': 2975}
@@ -133,6 +133,7 @@ MINI_N_TRAIN = 8000     # train_aug pool: 1/16 = 500 labeled images, 1/4 = 2,000
 MINI_N_VAL = 600        # validation images, whatever the pool size
 MINI_ITERS = 3000       # iterations of every mini run
 MINI_EVAL_BATCH = 100   # validation images per forward (all 32 px); 1 at a time was several times slower
+MINI_DEMO_ITERS = 2000  # `make demo`'s shorter schedule, to fit 10 minutes on 2 cores (11_mini: the demo's schedule)
 MINI_BACKBONE = 'small_resnet_s2'   # stride-2 stem: layer1 and the decoder at 16x16 on 32 px images
 MINI_WEIGHTS_ASSET = f'{MINI_BACKBONE}_pretrained.pt'   # packaged; regenerate with `python -m cps_repro.mini pretrain`
 MINI_WEIGHTS = ASSETS_DIR / MINI_WEIGHTS_ASSET

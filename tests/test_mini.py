@@ -262,3 +262,19 @@ def test_pretrain_command_line_parses_into_a_pretrain_config():
     assert a.out == 'w.pt' and a.func is mini._cmd_pretrain
     with pytest.raises(SystemExit): p.parse_args(['pretrain', '--iters', '7'])   # writes only where the user says
     with pytest.raises(SystemExit): p.parse_args(['pretrain', '--iters', 'many'])
+
+
+def test_exp_mini_refuses_an_iters_word_other_than_demo(tmp_path):
+    pm = pytest.importorskip('papermill')
+    with pytest.raises(pm.PapermillExecutionError, match="iters='fast'.*'demo'"):
+        pm.execute_notebook(str(REPO / 'nbs' / 'exp_mini.ipynb'), str(tmp_path / 'o.ipynb'), parameters=dict(iters='fast'),
+                            kernel_name='python3', progress_bar=False, cwd=str(tmp_path))
+    assert not (tmp_path / 'data').exists()
+
+
+def test_make_demo_runs_the_demo_schedule_by_default():
+    import subprocess
+    from cps_repro.presets import MINI_DEMO_ITERS, MINI_ITERS
+    assert 0 < MINI_DEMO_ITERS < MINI_ITERS
+    dry = lambda *a: subprocess.run(['make', '-n', 'demo', *a], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    assert '-p iters demo ' in dry() and '-p iters 20 ' in dry('DEMO_ITERS=20') and '-p iters' not in dry('DEMO_ITERS=')
