@@ -47,6 +47,7 @@ def main(argv=None) -> int:
     ap.add_argument('--split', default='1_16')
     ap.add_argument('--data-root', help='a mini data folder (default: generate --n-images in a temporary folder)')
     ap.add_argument('--n-images', type=int, default=None, help='images to generate without --data-root (default MINI_N_TRAIN)')
+    ap.add_argument('--n-val', type=int, default=None, help='validation images to generate without --data-root (default MINI_N_VAL)')
     ap.add_argument('--iters', type=int, default=300)
     ap.add_argument('--evals', type=int, default=2, help='evaluations during the run (the recipe: 6 in 3,000 iterations)')
     ap.add_argument('--out', type=Path, default=Path('benchmarks/results/mini_input.json'))
@@ -57,7 +58,7 @@ def main(argv=None) -> int:
             from cps_repro.mini import ensure_dataset
             from cps_repro.presets import MINI_N_TRAIN, MINI_N_VAL
             root = str(Path(tmp) / 'data')
-            ensure_dataset(root, seed=0, n=a.n_images or MINI_N_TRAIN, n_val=MINI_N_VAL)
+            ensure_dataset(root, seed=0, n=a.n_images or MINI_N_TRAIN, n_val=a.n_val or MINI_N_VAL, progress=False)
         rows = []
         for name, sets in SETTINGS.items():
             r = run(a.preset, a.split, root, a.iters, a.evals, sets, Path(tmp) / name.split()[0])

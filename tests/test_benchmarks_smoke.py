@@ -142,3 +142,13 @@ def test_gpu_check_dry_run_preflight_leaves_commit_summary_and_archive(tmp_path)
         names = {Path(n).name for n in t.getnames()}
     assert {'preflight.json', 'preflight.log', 'commit.txt'} <= names
     assert 'Preflight: ok' in (out / 'summary.md').read_text()
+
+
+def test_mini_input_times_both_settings_on_generated_data(tmp_path):
+    import mini_input
+    out = tmp_path / 'mini_input.json'
+    assert mini_input.main(['--n-images', '32', '--n-val', '8', '--iters', '2', '--evals', '1', '--out', str(out)]) == 0
+    rep = json.loads(out.read_text())
+    assert [r['setting'] for r in rep['rows']] == list(mini_input.SETTINGS)
+    assert all(r['wall_s'] > 0 and math.isfinite(r['miou']) for r in rep['rows'])
+    assert rep['rows'][0]['miou'] == pytest.approx(rep['rows'][1]['miou'], abs=0.05)   # the same predictions, up to rounding
