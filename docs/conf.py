@@ -25,6 +25,7 @@ exclude_patterns = ['**.ipynb_checkpoints', '**/*.out.ipynb']
 
 nb_execution_mode = 'off'                 # render the committed outputs; never execute
 nb_merge_streams = True
+nb_render_markdown_format = 'gfm'         # markdown outputs (the results tables) as GitHub markdown: tables are tables
 myst_enable_extensions = ['dollarmath', 'colon_fence']
 myst_heading_anchors = 3
 suppress_warnings = ['myst.header', 'myst.xref_missing', 'mystnb.unknown_mime_type', 'misc.highlighting_failure']
@@ -40,5 +41,6 @@ html_title = f'cps_repro {release}'
 html_theme_options = {'show_toc_level': 2, 'home_page_in_toc': True, 'use_download_button': True,
                       'repository_url': 'https://github.com/cps-repro/cps_repro', 'use_repository_button': False}
 html_last_updated_fmt = None
-html_copy_source = False
+html_copy_source = True                   # the theme's download button offers _sources/<page>; tools/build_docs.py puts
+html_sourcelink_suffix = ''               # the committed notebook itself there (nbs/XX.ipynb), not the staged copy
 html_show_sourcelink = False

@@ -9,8 +9,9 @@ Execution is deterministic: a hidden first cell seeds `random`, NumPy and PyTorc
 IN_TEST=1 (as under nbdev-test). Cells flagged with nbdev's test flags (`#| slow`, `#| cuda`, `#| notest`, see
 `tst_flags` in pyproject.toml) or `#| eval: false` are not executed and keep no outputs, exactly the cells nbdev-test
 skips. Outputs are made stable before they are written: progress-bar text and widgets are dropped, the repository's
-absolute path becomes relative, temporary folders become `<tmp>`, memory addresses are removed; then the notebook
-goes through nbdev-clean (which keeps outputs), so the sync check `make check-sync` leaves it unchanged.
+absolute path becomes relative, a temporary folder (its random name) becomes `<tmp>` with the path inside it kept, memory
+addresses are removed; then the notebook goes through nbdev-clean (which keeps outputs), so the sync check
+`make check-sync` leaves it unchanged.
 
 `--check` executes each notebook into memory and compares it with the committed file cell by cell: text outputs must
 be equal once durations (`1.2 s`, `350 ms`, `0:00:03`, `'seconds': 6.4`, `wall_seconds=3`) are masked; PNG figures must have the same size and differ by at
@@ -100,7 +101,8 @@ def inject_parameters(nb, name: str) -> None:
 
 def _sanitize_text(s: str, tmp_roots) -> str:
     s = s.replace(str(NBS) + os.sep, '').replace(str(NBS), '.').replace(str(ROOT) + os.sep, '').replace(str(ROOT), '.')
-    for t in tmp_roots: s = re.sub(re.escape(t) + r'(?:/[^\s\'",)\]}:]*)?', '<tmp>', s)
+    # a temporary folder (its random name) becomes `<tmp>`; the path inside it stays, and so does the punctuation after it
+    for t in tmp_roots: s = re.sub(re.escape(t) + r'(?:/[^/\s\'"`,;)\]}:]*)?', '<tmp>', s)
     return ADDRESS.sub('', s)
 
 
