@@ -115,13 +115,14 @@ def results_markdown(site_root: Path = ROOT, mini: Path = MINI) -> str:
         for csv in current:
             k = int(re.sub(r'\D', '', csv.parent.name))
             t = pd.read_csv(csv)
-            kind = ('development seed: the recipe was chosen on these validation images' if k == 0
-                    else 'fresh seed, generated after the recipe was fixed')
-            parts += [f"### Data seed {k} ({kind}; {int(t.iters.iloc[0]):,} iterations)", "",
-                      f"Table: [{csv.name}]({csv.relative_to(site_root).as_posix()}); runs' histories: "
-                      f"[{csv.with_name('mini_history.csv').name}]({csv.with_name('mini_history.csv').relative_to(site_root).as_posix()})"
-                      if csv.with_name('mini_history.csv').is_file() else f"Table: [{csv.name}]({csv.relative_to(site_root).as_posix()})",
-                      "", mini_recipe_table(csv, site_root, paper), ""]
+            kind = ('the development seed: the recipe was chosen on these validation images' if k == 0
+                    else 'a fresh seed, generated after the recipe was fixed')
+            hist = csv.with_name('mini_history.csv')
+            files = f"table [{csv.name}]({csv.relative_to(site_root).as_posix()})" + (
+                f", evaluation histories [{hist.name}]({hist.relative_to(site_root).as_posix()})" if hist.is_file() else '')
+            parts += [f"### Data seed {k} ({'development' if k == 0 else 'fresh'})", "",
+                      f"Data seed {k} is {kind}; {int(t.iters.iloc[0]):,} iterations per run; {files}.", "",
+                      mini_recipe_table(csv, site_root, paper), ""]
     earlier = sorted((mini / 'earlier').glob('*_data_seed*.csv'))
     earlier = [p for p in earlier if not p.stem.endswith('_history')]
     if earlier:
