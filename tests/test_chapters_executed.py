@@ -25,14 +25,23 @@ def test_stabilize_and_compare(tmp_path):
                     nbformat.v4.new_output('stream', name='stdout', text=f'<object at 0x7f3a2b1c9d80> {tmp_path}/a.png\n')]
     ec.stabilize(cell, [str(tmp_path.parent)])
     assert [o['name'] for o in cell.outputs] == ['stdout']
-    assert cell.outputs[0]['text'] == 'run in x took 3.2 s\n<object> <tmp>\n'
-    other = nbformat.v4.new_code_cell('x'); other.outputs = [nbformat.v4.new_output('stream', name='stdout', text='run in x took 9 s\n<object> <tmp>\n')]
+    assert cell.outputs[0]['text'] == 'run in x took 3.2 s\n<object> <tmp>/a.png\n'
+    other = nbformat.v4.new_code_cell('x'); other.outputs = [nbformat.v4.new_output('stream', name='stdout', text='run in x took 9 s\n<object> <tmp>/a.png\n')]
     a, b = nbformat.v4.new_notebook(cells=[cell]), nbformat.v4.new_notebook(cells=[other])
     assert ec.compare(a, b, 2.0) == []                                # durations are masked
-    other.outputs[0]['text'] = 'run in y took 9 s\n<object> <tmp>\n'
+    other.outputs[0]['text'] = 'run in y took 9 s\n<object> <tmp>/a.png\n'
     assert 'differs' in ec.compare(a, b, 2.0)[0]
     empty = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell('x')])
     assert 'has no outputs' in ec.compare(empty, b, 2.0)[0]
+
+
+def test_temporary_folders_are_masked_but_what_follows_stays(tmp_path):
+    "Only the temporary folder's random name becomes <tmp>: the path inside it, backticks and commas stay (issue 27)."
+    d = tmp_path / 'reports_x1y2'
+    text = (f"table1 -> {d}/table1.md, {d}/table1.tex\n"
+            f"run `cps-repro splits fetch {d}/voc` first; see {d}.\n")
+    assert ec._sanitize_text(text, [str(tmp_path)]) == ("table1 -> <tmp>/table1.md, <tmp>/table1.tex\n"
+                                                        "run `cps-repro splits fetch <tmp>/voc` first; see <tmp>.\n")
 
 
 def test_skipped_cells_follow_nbdev_test():

@@ -102,7 +102,7 @@ def inject_parameters(nb, name: str) -> None:
 def _sanitize_text(s: str, tmp_roots) -> str:
     s = s.replace(str(NBS) + os.sep, '').replace(str(NBS), '.').replace(str(ROOT) + os.sep, '').replace(str(ROOT), '.')
     # a temporary folder (its random name) becomes `<tmp>`; the path inside it stays, and so does the punctuation after it
-    for t in tmp_roots: s = re.sub(re.escape(t) + r'(?:/[^/\s\'"`,;)\]}:]*)?', '<tmp>', s)
+    for t in tmp_roots: s = re.sub(re.escape(t) + r'(?:/[^/\s\'"`,;)\]}:]*[^/\s\'"`,;)\]}:.])?', '<tmp>', s)
     return ADDRESS.sub('', s)
 
 
