@@ -23,7 +23,9 @@ PAPER_NUMBERS = ('68.21', '73.20')
 
 
 def test_staged_notebooks_hide_nbdev_cells(tmp_path):
-    nb = {'cells': [{'cell_type': 'code', 'source': '#| default_exp losses', 'metadata': {}, 'outputs': []},
+    nb = {'cells': [{'cell_type': 'markdown', 'source': '# Title\n\n> summary\n\n- skip_exec: true', 'metadata': {}},
+                    {'cell_type': 'code', 'source': "x = 1", 'metadata': {'tags': ['injected-parameters']}, 'outputs': []},
+                    {'cell_type': 'code', 'source': '#| default_exp losses', 'metadata': {}, 'outputs': []},
                     {'cell_type': 'code', 'source': '#| hide\nimport x', 'metadata': {}, 'outputs': []},
                     {'cell_type': 'code', 'source': '#| echo: false\nprint(1)', 'metadata': {}, 'outputs': []},
                     {'cell_type': 'code', 'source': '#| export\ndef f(): pass', 'metadata': {}, 'outputs': []}],
@@ -31,8 +33,9 @@ def test_staged_notebooks_hide_nbdev_cells(tmp_path):
     (tmp_path / 'a.ipynb').write_text(json.dumps(nb))
     build_docs.stage_notebook(tmp_path / 'a.ipynb', tmp_path / 'b.ipynb')
     cells = json.loads((tmp_path / 'b.ipynb').read_text())['cells']
-    assert [c['source'].split('\n')[0] for c in cells] == ['#| echo: false', '#| export']
-    assert cells[0]['metadata']['tags'] == ['remove-input']
+    assert [c['source'].split('\n')[0] for c in cells] == ['# Title', '#| echo: false', '#| export']
+    assert cells[0]['source'] == '# Title\n\n> summary'            # nbdev's front matter is not shown as a bullet
+    assert cells[1]['metadata']['tags'] == ['remove-input']       # papermill's injected values are left out
     assert 'losses' in build_docs.modules() and '_modidx' not in build_docs.modules()
 
 
