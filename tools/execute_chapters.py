@@ -114,7 +114,6 @@ def stabilize(cell, tmp_roots) -> None:
             text = _text(o.get('text'))
             if o.get('name') == 'stderr' and PROGRESS.search(text): continue
             o['text'] = _sanitize_text(text, tmp_roots)
-            if not o['text'].strip(): continue
         elif o.get('output_type') == 'error':
             o['traceback'] = [_sanitize_text(t, tmp_roots) for t in o.get('traceback', [])]
             o['evalue'] = _sanitize_text(o.get('evalue', ''), tmp_roots)
@@ -127,13 +126,19 @@ def stabilize(cell, tmp_roots) -> None:
                     data[k] = _sanitize_text(_text(data[k]), tmp_roots)
             o['metadata'] = {}
         outs.append(o)
-    # consecutive stream outputs of the same name become one (their split depends on buffering)
+    # consecutive stream outputs of the same name become one (their split depends on buffering); blank streams go
+    # after that (a print's newline may arrive as a chunk of its own and must stay with its text), then merge again
+    blank = lambda o: o.get('output_type') == 'stream' and not _text(o['text']).strip()
+    cell['outputs'] = _merge_streams([o for o in _merge_streams(outs) if not blank(o)])
+
+
+def _merge_streams(outs: list) -> list:
     merged = []
     for o in outs:
         if merged and o.get('output_type') == 'stream' and merged[-1].get('output_type') == 'stream' and merged[-1]['name'] == o['name']:
             merged[-1]['text'] = _text(merged[-1]['text']) + _text(o['text'])
         else: merged.append(o)
-    cell['outputs'] = merged
+    return merged
 
 
 def execute(path: Path, timeout: int = TIMEOUT):
@@ -211,9 +216,9 @@ def _compare_output(a, b, tol) -> str | None:
     if a.get('output_type') != b.get('output_type'): return f"output type {a.get('output_type')} != {b.get('output_type')}"
     if a.get('output_type') == 'stream':
         if a.get('name') != b.get('name'): return f"stream {a.get('name')} != {b.get('name')}"
-        # a leading blank line in a stream depends on how the kernel's writes were buffered (a closed progress bar's
-        # newline, in 03_synthetic's CLI cell), not on the code
-        ta, tb = _mask(_text(a['text'])).lstrip('\n'), _mask(_text(b['text'])).lstrip('\n')
+        # blank lines at either end of a stream depend on how the kernel's writes were buffered (a closed progress
+        # bar's newline, in 03_synthetic's CLI cell), not on the code
+        ta, tb = _mask(_text(a['text'])).strip('\n'), _mask(_text(b['text'])).strip('\n')
         return None if ta == tb else f"{a['name']} text differs {_where(ta, tb)}"
     if a.get('output_type') == 'error': return f"error {a.get('ename')}"
     da, db = a.get('data', {}), b.get('data', {})
