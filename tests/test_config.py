@@ -71,3 +71,40 @@ def test_run_id_changes_with_the_config_and_the_data_but_not_with_the_worker_cou
     assert apply_overrides(a, ['data_root=/elsewhere']).run_id != a.run_id     # other data: another run (issue 12)
     assert apply_overrides(a, ['iters=10']).run_id != a.run_id
     assert apply_overrides(a, ['seed=1']).run_id != a.run_id
+
+
+# ---- issue 26: a run is its data, not its path nor its prose ------------------------------------------------------
+@pytest.fixture(scope='module')
+def small_data(tmp_path_factory):
+    from cps_repro.synthetic import synthesize
+    root = tmp_path_factory.mktemp('id') / 'a'
+    synthesize(root, layout='voc', n=32, n_val=4, seed=5, size=24, progress=False)
+    return root
+
+
+def test_run_id_is_the_datas_fingerprint_not_its_path_and_not_the_notes(small_data, tmp_path):
+    import shutil
+    from dataclasses import replace
+    from cps_repro.partitions import split_files
+    moved = tmp_path / 'moved'; shutil.copytree(small_data, moved)
+    a = apply_overrides(preset('mini_cps', '1_4'), [f'data_root={small_data}'])
+    b = apply_overrides(preset('mini_cps', '1_4'), [f'data_root={moved}'])
+    assert a.run_id == b.run_id                                           # the same data at another path: the same run
+    assert replace(a, notes=a.notes.replace('214k', '215k') + ' (typo fixed)').run_id == a.run_id   # prose is no identity
+    lab = split_files('voc', '1_4', moved / 'partitions')['labeled']
+    ids = lab.read_text().split()
+    lab.write_text('\n'.join(ids[:-1]) + '\n')                            # one labeled id less: other data
+    assert apply_overrides(preset('mini_cps', '1_4'), [f'data_root={moved}']).run_id != a.run_id
+    shutil.rmtree(moved); shutil.copytree(small_data, moved)
+    assert apply_overrides(preset('mini_cps', '1_4'), [f'data_root={moved}']).run_id == a.run_id
+    img = next((moved / 'VOCdevkit' / 'VOC2012' / 'JPEGImages').iterdir())
+    img.write_bytes(img.read_bytes() + b'\0' * 7)                        # an image replaced by another file: other data
+    assert apply_overrides(preset('mini_cps', '1_4'), [f'data_root={moved}']).run_id != a.run_id
+
+
+def test_config_differences_name_the_dotted_keys():
+    from cps_repro.config import config_differences
+    a, b = preset('mini_cps', '1_8'), preset('mini_supervised', '1_8')
+    diff = config_differences(a.to_dict(), apply_overrides(a, ['iters=5', 'workers=1']).to_dict())
+    assert diff == ['data.workers', 'train.iters'] and config_differences(a.to_dict(), a.to_dict()) == []
+    assert {'name', 'train.method'} <= set(config_differences(a.to_dict(), b.to_dict()))
