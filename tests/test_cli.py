@@ -171,9 +171,9 @@ def trained(syn, tmp_path_factory):
 def test_eval_run_with_another_presets_config_is_refused_naming_the_keys(trained, tmp_path, capsys):
     import shutil
     from cps_repro.presets import preset
-    run = tmp_path / 'run'; shutil.copytree(trained, run)
-    preset('mini_cps', '1_8').to_json(run / 'config.json')
-    code, _, err = run(capsys, 'eval', '--run', run)
+    rdir = tmp_path / 'run'; shutil.copytree(trained, rdir)
+    preset('mini_cps', '1_8').to_json(rdir / 'config.json')
+    code, _, err = run(capsys, 'eval', '--run', rdir)
     assert code == 2 and 'config.json' in err and 'train.method' in err and len(err.splitlines()) == 1
 
 
@@ -188,7 +188,7 @@ def test_eval_on_other_data_says_so(trained, syn, tmp_path, capsys):
     assert code == 0 and 'other data' not in out
 
 
-@pytest.mark.parametrize('key', ['iters=5', 'seed=3', 'data.num_classes=3', 'lr=0.1'])
+@pytest.mark.parametrize('key', ['iters=5', 'seed=3', 'data.num_classes=3', 'optim.lr=0.1'])
 def test_eval_refuses_training_overrides(trained, capsys, key):
     code, _, err = run(capsys, 'eval', '--run', trained, '--set', key)
     assert code == 2 and 'only eval.' in err and key.split('=')[0].split('.')[-1] in err and len(err.splitlines()) == 1
