@@ -166,10 +166,10 @@ def evaluate_checkpoint(checkpoint, data_root=None, overrides=(), device=None) -
                              "only eval.* settings (and data.workers, data.cache) can change at evaluation")
     if data_root: cfg = apply_overrides(cfg, [('data_root', data_root)])
     before, now = _trained_data(trained, path.parent), run_data(cfg)
-    same = before.get('fingerprint') == now['fingerprint']
+    same = before.get('fingerprint') == now['fingerprint'] if before.get('lists') else None   # None: nothing to compare
     data = {'root': cfg.data.root, 'fingerprint': now['fingerprint'], 'same_as_training': same,
             'trained_on': {'root': trained.data.root, 'fingerprint': before.get('fingerprint')},
-            'differences': [] if same else data_difference(before, now)}
+            'differences': data_difference(before, now) if same is False else []}
     tr = Trainer(cfg, run_dir=path.parent, dist_info=setup_distributed(device), progress=False)
     for n, sd in zip(tr.nets, state['nets']): n.load_state_dict(sd)
     res = tr.evaluate()
@@ -207,7 +207,10 @@ def _cmd_eval(a) -> int:
     res = evaluate_checkpoint(ckpt, a.data_root, a.set, a.device)
     if int(os.environ.get('RANK', 0)) != 0: return 0
     d = res['data']
-    if not d['same_as_training']:
+    if d['same_as_training'] is None:
+        print(f"note: evaluated on {d['root']} (data fingerprint {d['fingerprint']}); the data the checkpoint was trained "
+              f"on ({d['trained_on']['root']}) is not recorded beside it nor there to compare with")
+    elif not d['same_as_training']:
         print(f"note: evaluated on other data than the checkpoint was trained on: {d['root']} (data fingerprint "
               f"{d['fingerprint']}) instead of {d['trained_on']['root']} ({d['trained_on']['fingerprint']}): "
               + '; '.join(d['differences']))

@@ -330,7 +330,9 @@ def run_data(cfg, ids: bool = False) -> dict:
                               {k: read_list(p) for k, p in lists.items() if p is not None})
         files, entries = _RUN_DATA[key]
         sizes = {k: [(os.stat(i).st_size, os.stat(m).st_size if m is not None else None) for i, m in v] for k, v in files.items()}
-    except (DataError, FileNotFoundError, ValueError, OSError): return data_identity(d.root, {})
+    except (DataError, FileNotFoundError, ValueError, OSError):   # no data (yet): where it is said to be, as written
+        return data_identity(d.root, {'labeled': d.labeled_list, 'unlabeled': d.unlabeled_list, 'val': d.val_list,
+                                      'partitions': d.partitions_root})
     ident = data_identity(d.root, lists, {k: files_summary(v) for k, v in sizes.items()})
     return {**ident, **({'ids': {k: list(v) for k, v in entries.items()}} if ids else {})}
 

@@ -650,9 +650,10 @@ def files_summary(sizes) -> dict:
 def data_fingerprint(root, lists: dict, files: dict | None = None) -> str:
     """12 hex digits: sha256 of the list files' contents (role and sha256 of each) and, when given, of the sizes of
     the files each list names (`files` = {role: files_summary(...)}); without any list file (data not there yet), of
-    `root` as written (so that a config's id does not depend on the working folder)."""
+    `root` and the list names as written (so that a config's id does not depend on the working folder)."""
     shas = _list_shas(lists)
-    if not shas: text = str(root)
+    named = {k: str(v) for k, v in sorted(lists.items()) if v is not None}
+    if not shas: text = json.dumps({'root': str(root), 'lists': named}, sort_keys=True) if named else str(root)
     elif files is None: text = json.dumps(shas, sort_keys=True)
     else: text = json.dumps({'lists': shas, 'files': {k: files[k]['sha256'] for k in sorted(files)}}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
