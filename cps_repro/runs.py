@@ -132,6 +132,14 @@ def run_lock(run_dir):
             if json.loads(path.read_text()).get('pid') == me['pid']: path.unlink()
         except (OSError, ValueError): pass
 
+def _same_data(old: dict, new: dict) -> bool:
+    "Same fingerprint; for a record written before file sizes were part of it (no `files`), the same lists."
+    if old.get('fingerprint') == new.get('fingerprint'): return True
+    lo = old.get('lists') or {}
+    if lo and not any('files' in v for v in lo.values()):
+        return {k: v['sha256'] for k, v in lo.items()} == {k: v['sha256'] for k, v in (new.get('lists') or {}).items()}
+    return False
+
 def check_run_data(run_dir, data: dict, what: str = 'run') -> None:
     """Refuse `run_dir` when it was started on other data than `data` (`cps_repro.config.run_data(cfg, ids=True)`),
     naming the lists that changed; record `data` in `run_dir/data.json` when the directory has none."""
@@ -139,7 +147,7 @@ def check_run_data(run_dir, data: dict, what: str = 'run') -> None:
     if path.exists(): old = json.loads(path.read_text())
     elif (run_dir / 'result.json').exists(): old = json.loads((run_dir / 'result.json').read_text()).get('data')
     else: old = None
-    if old is not None and old.get('fingerprint') is not None and old['fingerprint'] != data.get('fingerprint'):
+    if old is not None and old.get('fingerprint') is not None and not _same_data(old, data):
         raise ValueError(f"{run_dir} holds a {what} on other data: " + '; '.join(data_difference(old, data))
                          + ". Nothing was overwritten: use another --out-dir / --run-dir for this data, or restore the lists")
     if not path.exists(): path.write_text(json.dumps(data, indent=1) + '\n')

@@ -339,12 +339,8 @@ class Trainer(Trainer):
             state = 'finished run' if result_path.exists() else 'interrupted run (checkpoint.pt)' if self.checkpoint_path.exists() else 'run'
             check_run_data(self.run_dir, run_data(cfg, ids=True), state)   # resume / finished: only on the same data
         if self.dist.distributed: dist.barrier()
-        if result_path.exists():
+        if result_path.exists():   # on the same data (check_run_data above)
             old = json.loads(result_path.read_text())
-            old_fp, fp = (old.get('data') or {}).get('fingerprint'), self.data_identity['fingerprint']
-            if old_fp is not None and old_fp != fp:
-                raise ValueError(f"{result_path} is the result of this config on other data (data fingerprint {old_fp}, "
-                                 f"this data {fp}); nothing was overwritten: give another out_dir (--out-dir) for this data")
             if self.dist.is_main: print(f"{self.run_dir} is finished already; its result.json is kept as it is.")
             return old
         resumed = self.resume()

@@ -391,3 +391,17 @@ def test_two_runs_in_one_run_directory_are_refused_and_a_stale_lock_is_taken_ove
     with pytest.warns(UserWarning, match=f'stale lock.*{holder.pid}'):
         res = Trainer(cfg, run_dir=run, progress=False).fit()        # the holder is dead: its lock is stale
     assert res['iters'] == 2 and not (run / RUN_LOCK).exists()
+
+
+def test_a_run_recorded_before_file_sizes_counted_is_found_finished_on_the_same_lists(data_root, tmp_path):
+    "Issue 26: a result.json of the lists-only fingerprint (no data.json) is the same data when its lists are the same."
+    from cps_repro.partitions import data_fingerprint
+    cfg = tiny(data_root, 'supervised', iters=2)
+    run = tmp_path / 'run'
+    first = Trainer(cfg, run_dir=run, progress=False).fit()
+    (run / 'data.json').unlink()
+    old = json.loads((run / 'result.json').read_text())
+    for v in old['data']['lists'].values(): v.pop('files')
+    old['data']['fingerprint'] = data_fingerprint(cfg.data.root, {k: v['path'] for k, v in old['data']['lists'].items()})
+    (run / 'result.json').write_text(json.dumps(old))
+    assert Trainer(cfg, run_dir=run, progress=False).fit()['miou'] == first['miou']
