@@ -20,6 +20,9 @@ datasets are regenerated first (the generator writes the same files for the same
    their tables) gets the id of the mini job it describes (method, split, seed, iters) on the `--data` root of its
    `data_seed`, only when that job's labeled and unlabeled counts equal the row's.
 
+Run it again whenever what enters a run id changes: migrated runs are renamed again (keeping the `migrated_from`
+of their first migration); `--check` says whether the committed ids are current.
+
 What cannot be migrated (no recorded config and no data seed among `--data`, e.g. the earlier recipes' tables under
 `earlier/`) is listed and left as it is.
 """
@@ -33,14 +36,14 @@ sys.path.insert(0, str(REPO))
 
 import cps_repro.methods  # noqa: F401  (registers the methods' hyperparameters)
 from cps_repro.config import ExperimentConfig, run_data
-from cps_repro.loaders import resolve_lists
-from cps_repro.partitions import file_sha256, synthetic_marker
+from cps_repro.partitions import synthetic_marker
 
 SCHEME = 'before issue 26: sha256 of the whole config, data root path and notes included'
 
 
 def _list_shas(cfg: ExperimentConfig) -> dict:
-    return {k: file_sha256(p) for k, p in resolve_lists(cfg).items() if p is not None and Path(p).is_file()}
+    "{role: sha256} of the lists `cfg` reads (found as the loaders find them)."
+    return {k: v['sha256'] for k, v in run_data(cfg)['lists'].items()}
 
 
 def _with_root(config: dict, root) -> ExperimentConfig:
@@ -92,9 +95,7 @@ def migrate_results(results_dir: Path, roots: list[Path]):
     "(new result.json texts by old path, {old id: new id}, skipped paths with the reason)."
     paths = sorted(results_dir.rglob('result.json'))
     loaded = {p: json.loads(p.read_text()) for p in paths}
-    todo = {p: r for p, r in loaded.items() if 'migrated_from' not in r}
-    mapping = {r['migrated_from']['run_id']: r['run_id'] for r in loaded.values() if 'migrated_from' in r}
-    writes, skipped = {}, []
+    todo, mapping, writes, skipped = loaded, {}, {}, []   # migrated ones again too: the id scheme may move on
     # teachers first: a self-training config names its teacher's run directory
     for p, r in sorted(todo.items(), key=lambda pr: pr[1]['config']['model'].get('teacher_checkpoint') is not None):
         root = _find_root(r, roots)
@@ -111,8 +112,9 @@ def migrate_results(results_dir: Path, roots: list[Path]):
         cfg = _with_root(config, root)
         new = _new_result(r, cfg, teacher)
         new['config']['data'] = r['config']['data']            # the config as it ran (where its data was then)
-        mapping[r['run_id']] = cfg.run_id
-        writes[p] = new
+        if 'migrated_from' in r: new['migrated_from'] = r['migrated_from']   # the id it had before issue 26
+        mapping[r['run_id']] = mapping[new['migrated_from']['run_id']] = cfg.run_id
+        if new != r: writes[p] = new
     return writes, mapping, skipped
 
 
