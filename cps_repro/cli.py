@@ -8,7 +8,8 @@ import argparse, json, os, sys, zipfile
 from dataclasses import replace
 from pathlib import Path
 
-from .config import ExperimentConfig
+from .config import ExperimentConfig, comparable, config_differences, run_data
+from .partitions import data_difference
 from .presets import experiment_config, list_presets, preset
 from .data import DataError, cityscapes_root, prepare_hint, voc_root
 from .mini import add_pretrain_parser
@@ -17,7 +18,8 @@ from .overrides import apply_overrides, load_config, override_pairs, preflight
 from .synthetic import synthesize
 
 # %% auto #0
-__all__ = ['own_data', 'check_data_root', 'load_checkpoint', 'evaluate_checkpoint', 'preflight_device', 'build_parser', 'main']
+__all__ = ['EVAL_SETTABLE', 'own_data', 'check_data_root', 'load_checkpoint', 'evaluate_checkpoint', 'preflight_device',
+           'build_parser', 'main']
 
 # %% ../nbs/10_cli.ipynb #c004
 def _add_train(sub):
@@ -131,18 +133,61 @@ def load_checkpoint(path) -> dict:
         raise ValueError(f"{path} is not a cps_repro trainer checkpoint (it lacks config/nets/iteration)")
     return state
 
+EVAL_SETTABLE = ('eval.', 'data.workers', 'data.cache')   # what `eval --set` may change: how to evaluate, how to read
+
+def _trained_data(cfg, run_dir: Path) -> dict:
+    "The data a checkpoint was trained on: its run directory's data.json or result.json, else its config's data as it is now."
+    for name, key in (('data.json', None), ('result.json', 'data')):
+        p = run_dir / name
+        if p.is_file():
+            d = json.loads(p.read_text())
+            d = d.get(key) if key else d
+            if d and d.get('fingerprint'): return d
+    return run_data(cfg)
+
 def evaluate_checkpoint(checkpoint, data_root=None, overrides=(), device=None) -> dict:
-    "Evaluate network 1 (and 2) of a trainer checkpoint on the validation set of its config."
+    """Evaluate network 1 (and 2) of a trainer checkpoint on the validation set of its config. Only evaluation settings
+    can be overridden (`EVAL_SETTABLE`; the rest would describe another training run); `data_root` evaluates on
+    other data, which the result's `data` records and `data['same_as_training']` says."""
     from cps_repro.train import Trainer, setup_distributed
     path = Path(checkpoint)
     state = load_checkpoint(path)
-    cfg = ExperimentConfig.from_dict(state['config'])
-    extra = [*override_pairs(overrides), *([('data_root', data_root)] if data_root else [])]
-    if extra: cfg = apply_overrides(cfg, extra)
+    trained = cfg = ExperimentConfig.from_dict(state['config'])
+    pairs = override_pairs(overrides)
+    if pairs:
+        cfg = apply_overrides(trained, pairs)
+        bad = [k for k in config_differences(trained.to_dict(), cfg.to_dict()) if not k.startswith(EVAL_SETTABLE)]
+        if bad:
+            raise ValueError(f"eval --set {', '.join(f'{k}={_dotted(cfg.to_dict(), k)!r}' for k in bad)}: "
+                             f"{'these are training settings' if len(bad) > 1 else 'this is a training setting'} of the "
+                             f"checkpoint (trained with {', '.join(f'{k}={_dotted(trained.to_dict(), k)!r}' for k in bad)}); "
+                             "only eval.* settings (and data.workers, data.cache) can change at evaluation")
+    if data_root: cfg = apply_overrides(cfg, [('data_root', data_root)])
+    before, now = _trained_data(trained, path.parent), run_data(cfg)
+    same = before.get('fingerprint') == now['fingerprint'] if before.get('lists') else None   # None: nothing to compare
+    data = {'root': cfg.data.root, 'fingerprint': now['fingerprint'], 'same_as_training': same,
+            'trained_on': {'root': trained.data.root, 'fingerprint': before.get('fingerprint')},
+            'differences': data_difference(before, now) if same is False else []}
     tr = Trainer(cfg, run_dir=path.parent, dist_info=setup_distributed(device), progress=False)
     for n, sd in zip(tr.nets, state['nets']): n.load_state_dict(sd)
     res = tr.evaluate()
-    return {'checkpoint': str(path), 'iteration': state['iteration'], **res}
+    return {'checkpoint': str(path), 'iteration': state['iteration'], **res, 'data': data}
+
+def _dotted(d: dict, key: str):
+    for part in key.split('.'): d = d.get(part) if isinstance(d, dict) else None
+    return d
+
+def _check_run_config(run_dir: Path, state: dict) -> None:
+    "`eval --run`: the run directory's config.json must be the config its checkpoint was trained with."
+    p = run_dir / 'config.json'
+    if not p.is_file(): return
+    keys = config_differences(comparable(json.loads(p.read_text())), comparable(state['config']))
+    first = ('name', 'train.method', 'model.backbone', 'data.dataset', 'data.split')   # what tells runs apart, named first
+    keys = sorted(keys, key=lambda k: (first.index(k) if k in first else len(first), k))
+    if keys:
+        raise ValueError(f"{p} is not the config its checkpoint.pt was trained with (they differ at {', '.join(keys[:8])}"
+                         f"{' ...' if len(keys) > 8 else ''}): the run directory mixes two runs; evaluate the checkpoint "
+                         "with --checkpoint (its own config is used) or restore that run's config.json")
 
 def _check_out_file(out) -> None:
     "`eval --out`: fail before evaluating when the file exists or its folder does not."
@@ -156,8 +201,17 @@ def _cmd_eval(a) -> int:
     ckpt = Path(a.checkpoint) if a.checkpoint else Path(a.run) / 'checkpoint.pt'
     if a.out: _check_out_file(a.out)
     if a.device: preflight_device(a.device)
+    if a.run: _check_run_config(Path(a.run), load_checkpoint(ckpt))
     res = evaluate_checkpoint(ckpt, a.data_root, a.set, a.device)
     if int(os.environ.get('RANK', 0)) != 0: return 0
+    d = res['data']
+    if d['same_as_training'] is None:
+        print(f"note: evaluated on {d['root']} (data fingerprint {d['fingerprint']}); the data the checkpoint was trained "
+              f"on ({d['trained_on']['root']}) is not recorded beside it nor there to compare with")
+    elif not d['same_as_training']:
+        print(f"note: evaluated on other data than the checkpoint was trained on: {d['root']} (data fingerprint "
+              f"{d['fingerprint']}) instead of {d['trained_on']['root']} ({d['trained_on']['fingerprint']}): "
+              + '; '.join(d['differences']))
     line = f"{ckpt} (iteration {res['iteration']}): mIoU {res['miou']:.2f}"
     if res.get('miou_2') is not None: line += f", network 2 {res['miou_2']:.2f}, overlap {res.get('overlap', float('nan')):.4f}"
     print(line)

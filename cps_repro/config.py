@@ -9,15 +9,19 @@ from dataclasses import dataclass, field, asdict
 from pathlib import Path
 from typing import Any
 
-from .data import IMAGENET_MEAN, IMAGENET_STD, TRAIN_SCALES, DATASETS
-from .partitions import COARSE_LIST_SIZES, coarse_list_file, full_split_lists
+import os
+from .data import IMAGENET_MEAN, IMAGENET_STD, TRAIN_SCALES, DATASETS, DataError, load_samples, resolve_list_file
+from .loaders import resolve_lists
+from .partitions import (COARSE_LIST_SIZES, coarse_list_file, full_split_lists, data_identity, files_summary,
+                                  read_list)
 from .splits import (TRAIN_AUG_SPLITS, FEW_LABEL_SPLITS, FULL_SPLIT, SPLITS, normalize_split,
                               split_fraction)
 
 # %% auto #0
-__all__ = ['BACKBONES', 'AMP_MODES', 'RESULT_IRRELEVANT', 'checked', 'field_problems', 'DataConfig', 'ModelConfig', 'OptimConfig',
-           'TrainConfig', 'EvalConfig', 'register_params', 'registered_methods', 'params_class', 'method_params',
-           'ExperimentConfig', 'comparable']
+__all__ = ['BACKBONES', 'AMP_MODES', 'RESULT_IRRELEVANT', 'DATA_LOCATION', 'IDENTITY_FREE', 'checked', 'field_problems',
+           'DataConfig', 'ModelConfig', 'OptimConfig', 'TrainConfig', 'EvalConfig', 'register_params',
+           'registered_methods', 'params_class', 'method_params', 'ExperimentConfig', 'comparable', 'run_data',
+           'config_differences']
 
 # %% ../nbs/00_config.ipynb #c008
 BACKBONES = ('resnet50', 'resnet101', 'resnet50_tv', 'resnet101_tv', 'small_resnet', 'small_resnet_s2', 'hrnet_w48')
@@ -216,21 +220,30 @@ class ExperimentConfig:
 
     @property
     def fingerprint(self) -> str:
-        "Short hash of everything that changes the result (`RESULT_IRRELEVANT` fields do not)."
-        return hashlib.sha256(json.dumps(comparable(self.to_dict()), sort_keys=True).encode()).hexdigest()[:8]
+        """Short hash of everything that changes the result: the config without `RESULT_IRRELEVANT` fields, without
+        where the data is (`DATA_LOCATION`) and without `notes`, plus the data's own fingerprint (`run_data`)."""
+        d = comparable(self.to_dict())
+        d['data']['fingerprint'] = run_data(self)['fingerprint']
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:8]
 
     @property
     def run_id(self) -> str:
         return f"{self.name}_{self.data.split}_seed{self.train.seed}_{self.fingerprint}"
 
 # how the data is read and how many validation images go through the network at once (the same predictions, up to
-# float rounding); where the data is (data.root) is part of the run's identity
+# float rounding)
 RESULT_IRRELEVANT = {'data': ('workers', 'cache'), 'eval': ('batch_size',)}
+# where the data is: the run's identity holds the data's fingerprint instead (the same data at another path is the
+# same run); `notes` is free text about the config, not part of it
+DATA_LOCATION = ('root', 'partitions_root', 'labeled_list', 'unlabeled_list', 'val_list')
+IDENTITY_FREE = ('notes',)
 
 def comparable(d: dict) -> dict:
-    "A config dict without the `RESULT_IRRELEVANT` fields: what must agree for two configs to be the same run."
-    d = json.loads(json.dumps(d))
-    for sec, names in RESULT_IRRELEVANT.items(): d[sec] = {k: v for k, v in d[sec].items() if k not in names}
+    """A config dict without the `RESULT_IRRELEVANT` fields, the `DATA_LOCATION` and the `notes`: what must agree
+    (with the data's fingerprint) for two configs to be the same run."""
+    d = {k: v for k, v in json.loads(json.dumps(d)).items() if k not in IDENTITY_FREE}
+    for sec, names in {**RESULT_IRRELEVANT, 'data': RESULT_IRRELEVANT['data'] + DATA_LOCATION}.items():
+        if sec in d: d[sec] = {k: v for k, v in d[sec].items() if k not in names}
     return d
 
 def _section_from_dict(cls, d: dict):
@@ -283,3 +296,49 @@ def _full_split_problems(cfg: ExperimentConfig) -> list:
              "(e.g. preset('cityscapes_cps_hrnet_w48', 'full')), which sets them"),
             (t.method == 'supervised' or d.unlabeled_list is not None,
              f"data.split='full' with method {t.method!r} needs data.unlabeled_list: set coarse_list=3000|6000|9000")]
+
+# %% ../nbs/00_config.ipynb #c015
+_RUN_DATA: dict = {}
+
+def _list_key(p) -> tuple:
+    st = os.stat(p)
+    return (str(Path(p).resolve()), st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+def _resolved_lists(cfg) -> dict:
+    "The list files of `cfg` as paths that exist (own-data lists named relative to the data root resolved there)."
+    d = cfg.data
+    return {k: (resolve_list_file(p, d.root, d.dataset) if p is not None else None) for k, p in resolve_lists(cfg).items()}
+
+def _list_files(cfg, role: str, path) -> tuple:
+    "The (image, mask) paths of every entry of list `path`, as the loaders read them (unlabeled: no masks)."
+    samples = load_samples(cfg.data.dataset, cfg.data.root, list_file=path, labeled=role != 'unlabeled')
+    return tuple((s.image, s.label) for s in samples)
+
+def run_data(cfg, ids: bool = False) -> dict:
+    """The `data_identity` of the data `cfg` trains on: its lists (resolved) and the sizes of the files they name;
+    with `ids`, also every list's entries (`'ids'`: {role: [...]}, what `data_difference` counts). Data that cannot be
+    read gives the identity of the data root alone (no lists). The files each list names are cached per list file
+    (path, size, times); their sizes are read again at every call."""
+    d = cfg.data
+    try:
+        lists = _resolved_lists(cfg)
+        key = (d.dataset, str(Path(d.root).resolve()), tuple((k, _list_key(p)) for k, p in sorted(lists.items()) if p is not None))
+        if key not in _RUN_DATA:
+            _RUN_DATA[key] = ({k: _list_files(cfg, k, p) for k, p in lists.items() if p is not None},
+                              {k: read_list(p) for k, p in lists.items() if p is not None})
+        files, entries = _RUN_DATA[key]
+        sizes = {k: [(os.stat(i).st_size, os.stat(m).st_size if m is not None else None) for i, m in v] for k, v in files.items()}
+    except (DataError, FileNotFoundError, ValueError, OSError):   # no data (yet): where it is said to be, as written
+        return data_identity(d.root, {'labeled': d.labeled_list, 'unlabeled': d.unlabeled_list, 'val': d.val_list,
+                                      'partitions': d.partitions_root})
+    ident = data_identity(d.root, lists, {k: files_summary(v) for k, v in sizes.items()})
+    return {**ident, **({'ids': {k: list(v) for k, v in entries.items()}} if ids else {})}
+
+def config_differences(a: dict, b: dict, prefix: str = '') -> list[str]:
+    "The dotted keys whose values differ between two config dicts (`RESULT_IRRELEVANT` fields included), sorted."
+    out = []
+    for k in sorted(set(a) | set(b)):
+        va, vb = a.get(k), b.get(k)
+        if isinstance(va, dict) and isinstance(vb, dict): out += config_differences(va, vb, f"{prefix}{k}.")
+        elif json.dumps(va, sort_keys=True) != json.dumps(vb, sort_keys=True): out.append(f"{prefix}{k}")
+    return out

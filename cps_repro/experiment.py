@@ -9,15 +9,17 @@ from pathlib import Path
 
 from .config import ExperimentConfig, normalize_split, FEW_LABEL_SPLITS
 
-from .overrides import apply_overrides
+from .overrides import apply_overrides, as_bool, override_pairs, preflight, PAPER_WEIGHT_BACKBONES
+from .config import run_data
 from .presets import preset
 from .methods import paper_rows
 from .train import train
 
 # %% auto #0
-__all__ = ['PREPARE_COMMANDS', 'TABLE_OF', 'METHOD_ROW', 'CELL_NOTEBOOKS', 'TABLE_METHODS', 'TABLE_BACKBONES', 'WEIGHT_FILES',
-           'DatasetMissingError', 'require_dataset', 'experiment_config', 'paper_number', 'describe',
-           'torchrun_command', 'run_experiment', 'load_metrics', 'plot_curves', 'result_summary', 'cell_commands']
+__all__ = ['PREPARE_COMMANDS', 'SMOKE', 'TABLE_OF', 'METHOD_ROW', 'PLAN_FACTOR', 'PLAN_EXTRA_GIB', 'CELL_NOTEBOOKS',
+           'TABLE_METHODS', 'TABLE_BACKBONES', 'WEIGHT_FILES', 'DatasetMissingError', 'require_dataset',
+           'experiment_config', 'paper_number', 'describe', 'torchrun_command', 'run_experiment', 'estimate_memory_gib',
+           'check_cpu_memory', 'load_metrics', 'plot_curves', 'result_summary', 'cell_commands']
 
 # %% ../nbs/12_experiment.ipynb #c004
 PREPARE_COMMANDS = {
@@ -42,18 +44,23 @@ def require_dataset(dataset: str, data_root) -> Path:
     return Path(data_root)
 
 # %% ../nbs/12_experiment.ipynb #c005
+# `smoke=True`: every size that decides the memory and time of a step at once, for trying a notebook on a CPU
+SMOKE = {'iters': 2, 'batch_size': 2, 'crop_size': 64, 'eval.crop_size': 64, 'workers': 0}
+
 def experiment_config(dataset: str, split, method: str = 'cps_cutmix', backbone: str = 'resnet50', data_root=None,
                       seed: int = 0, amp: str = 'auto', iters=None, batch_size=None, crop_size=None, workers=None,
-                      pretrained=None, extra=()) -> ExperimentConfig:
-    "The config of one table cell from an experiment notebook's parameters (None keeps the preset's value)."
+                      pretrained=None, extra=(), smoke=False) -> ExperimentConfig:
+    """The config of one table cell from an experiment notebook's parameters (None keeps the preset's value). The
+    parameters and `extra` are applied together: a key given by both is an error, as on the command line.
+    `smoke` (a boolean, `as_bool`) first sets `SMOKE` (tiny crop, batch and iterations); parameters and `extra` win."""
     name = f"{dataset}_{method}_{backbone}"
     cfg = preset(name, normalize_split(split))
+    if as_bool(smoke, 'smoke'): cfg = apply_overrides(cfg, SMOKE)
     over = {'seed': seed, 'amp': amp}
     for key, value in (('data_root', data_root), ('iters', iters), ('batch_size', batch_size), ('crop_size', crop_size),
                        ('workers', workers), ('pretrained', pretrained)):
         if value is not None: over[key] = value
-    cfg = apply_overrides(cfg, over)
-    return apply_overrides(cfg, list(extra)) if extra else cfg
+    return apply_overrides(cfg, [*over.items(), *override_pairs(extra)])
 
 # %% ../nbs/12_experiment.ipynb #c008
 TABLE_OF = {'voc': 'Table 1 (PASCAL VOC 2012 val)', 'cityscapes': 'Table 2 (Cityscapes val)'}
@@ -79,14 +86,16 @@ def describe(cfg: ExperimentConfig) -> str:
     few = d.split in FEW_LABEL_SPLITS
     table = ('Table 3 (VOC, few labels)' if few else 'the headline experiment (full-label Cityscapes + 3,000 coarse unlabeled)'
              if d.split == 'full' else TABLE_OF.get(d.dataset, d.dataset))
-    paper = paper_number(cfg)
+    generated = run_data(cfg)['provenance'] == 'generated'
+    paper = None if generated else paper_number(cfg)
     lr, wd, _ = o.resolved()
     warn = []
     if cfg.model.pretrained is None and not cfg.model.backbone.startswith('small_resnet'):
         warn = ["- ⚠ **no ImageNet weights given** (`pretrained=None`): the backbone starts from random weights and the "
                 "run will not reach the paper's numbers. Pass the file the backbone expects (chapter `04_models`)."]
-    lines = [f"**{METHOD_ROW.get(t.method, t.method)}**, {cfg.model.backbone}, split `{d.split}` — {table}; "
-             f"paper: {'%.2f mIoU' % paper if paper is not None else 'no number in the paper for this cell'}.",
+    vs = ('**generated data** (synthetic.json at the data root): no comparison with the paper' if generated else
+          f"paper: {'%.2f mIoU' % paper if paper is not None else 'no number in the paper for this cell'}")
+    lines = [f"**{METHOD_ROW.get(t.method, t.method)}**, {cfg.model.backbone}, split `{d.split}` — {table}; {vs}.",
              f"- {t.iters:,} iterations of {t.batch_size} labeled" + (f" + {t.unlabeled_batch_size} unlabeled" if t.method != 'supervised' else '')
              + f" images, crop {d.crop_size}, scales {list(d.scales)}, flip",
              f"- SGD lr {lr:g} (poly 0.9), weight decay {wd:g}, momentum {o.momentum}; supervised loss {t.sup_loss}"
@@ -111,6 +120,67 @@ def run_experiment(cfg: ExperimentConfig, out_dir='results', gpus: int = 1, prog
     try: subprocess.run(torchrun_command(f.name, out_dir, gpus), check=True)
     finally: os.unlink(f.name)
     return json.loads((out_dir / cfg.run_id / 'result.json').read_text())
+
+# %% ../nbs/12_experiment.ipynb #c012b
+PLAN_FACTOR, PLAN_EXTRA_GIB = 1.35, 2.0   # the CPU calibration of benchmarks/estimate_memory.py (measured RSS per counted byte)
+
+def _trace_step(c: ExperimentConfig, bl: int, bu: int) -> tuple[int, int]:
+    "(bytes autograd keeps, bytes of the trained networks' weights + gradients + momentum) of one step of `c` on meta."
+    import torch
+    from cps_repro.methods import StepContext, get_method, model_kwargs
+    spec, crop = get_method(c.train.method), c.data.crop_size
+    nets = [n.to(device='meta') for n in spec.build(c, model_kwargs(c))]
+    params = {id(p) for n in nets for p in n.parameters()}
+    saved: dict = {}
+    def pack(x):
+        if id(x) not in params:
+            base = x._base if x._base is not None else x
+            saved[id(base)] = base.untyped_storage().nbytes()
+        return x
+    img = lambda b: torch.empty(b, 3, crop, crop, device='meta')
+    lab = {'image': img(bl), 'label': torch.zeros(bl, crop, crop, device='meta', dtype=torch.long)}
+    batch = {v: lab if v == 'labeled' else {'image': img(bu)} for v in spec.views}
+    ctx = StepContext(nets, c, 0, torch.Generator(), None, names=spec.nets)
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda x: x): spec.losses(ctx, batch)
+    return sum(saved.values()), 3 * 4 * sum(p.numel() for k in spec.trained for p in nets[k].parameters())
+
+def estimate_memory_gib(cfg: ExperimentConfig) -> float:
+    """Planning estimate (GiB) of the peak memory of one training step of `cfg` in one process, counted on the meta
+    device. A method whose loss cannot run there (data-dependent shapes: CCT's `nonzero`, a `.item()`), or whose
+    networks need files (self-training's teacher), is counted as every trained network keeping the graph of every
+    image of the step (one supervised forward per image, traced): an upper bound."""
+    import dataclasses
+    from cps_repro.methods import get_method
+    t, crop = cfg.train, cfg.data.crop_size
+    c = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, pretrained=None, teacher_checkpoint=None))
+    bl, bu = t.batch_size // t.accum_steps, t.unlabeled_batch_size // t.accum_steps
+    spec = get_method(t.method)
+    images = (bl + (len(spec.views) - 1) * bu) * 3 * crop * crop * 4 + bl * crop * crop * 8   # float images, int64 labels
+    try: act, state = _trace_step(c, bl, bu)
+    except (RuntimeError, NotImplementedError, ValueError, OSError):
+        sup = dataclasses.replace(c, train=dataclasses.replace(c.train, method='supervised'), hparams=None)
+        two, state1 = _trace_step(sup, 2, 2)               # two images: batch norm trains on no fewer
+        act, state = two / 2 * len(spec.trained) * (bl + (len(spec.views) - 1) * bu), state1 * len(spec.trained)
+    return (act + state + images) / 2**30 * PLAN_FACTOR + PLAN_EXTRA_GIB
+
+def _machine_memory_gib() -> float | None:
+    try: return os.sysconf('SC_PAGE_SIZE') * os.sysconf('SC_PHYS_PAGES') / 2**30
+    except (ValueError, OSError, AttributeError): return None
+
+def check_cpu_memory(cfg: ExperimentConfig, device=None, allow_cpu=True) -> str | None:
+    """On a CPU, for a paper backbone: the line saying how much memory one step will need (printed), or a
+    MemoryError when that is more than this machine has. None on a GPU or for the small CPU backbones."""
+    if preflight(cfg, device, allow_cpu=allow_cpu) != 'cpu' or cfg.model.backbone not in PAPER_WEIGHT_BACKBONES: return None
+    need, have = estimate_memory_gib(cfg), _machine_memory_gib()
+    t = cfg.train
+    line = (f"This run on a CPU needs about {need:.1f} GiB of memory (one step of {t.method}, {cfg.model.backbone}, crop "
+            f"{cfg.data.crop_size}, batch {t.batch_size}+{t.unlabeled_batch_size})"
+            + (f"; this machine has {have:.1f} GiB" if have else ''))
+    if have is not None and need > have:
+        raise MemoryError(line + ": it would be killed part-way (papermill: DeadKernelError). Use smoke=True (tiny crop, "
+                          "batch and iterations), or lower crop_size / batch_size, or a GPU")
+    print(line)
+    return line
 
 # %% ../nbs/12_experiment.ipynb #c014
 def load_metrics(run_dir):
@@ -144,6 +214,11 @@ def plot_curves(run_dir, title: str | None = None):
 def result_summary(result: dict, cfg: ExperimentConfig | None = None):
     "One-row DataFrame: the run's final mIoU beside the paper's number."
     import pandas as pd
+    if (result.get('data') or {}).get('provenance') == 'generated':   # as paper_tables: never beside the paper's number
+        return pd.DataFrame([{'run': result['run_id'], 'method': result['method'], 'backbone': result['backbone'],
+                              'split': result['split'], 'n_labeled': result['n_labeled'], 'iters': result['iters'],
+                              'mIoU (ours, final)': round(result['miou'], 2), 'mIoU (paper)': 'generated data', 'Δ': None,
+                              'best during training': result.get('best_miou'), 'wall s': result['wall_seconds']}])
     paper = paper_number(cfg or ExperimentConfig.from_dict(result['config']))
     return pd.DataFrame([{'run': result['run_id'], 'method': result['method'], 'backbone': result['backbone'],
                           'split': result['split'], 'n_labeled': result['n_labeled'], 'iters': result['iters'],

@@ -14,8 +14,8 @@ from .partitions import coarse_list_file
 
 # %% auto #0
 __all__ = ['SHORT_KEYS', 'PRESET_KEYS', 'PRESET_SHORT', 'CHOICE_KEYS', 'NO_PRETRAINED', 'PAPER_WEIGHT_BACKBONES', 'WEIGHT_FILES',
-           'README_WEIGHTS', 'CPU_ITERS_LIMIT', 'parse_field', 'override_pairs', 'apply_overrides', 'load_config',
-           'PreflightError', 'preflight', 'check_choice', 'project_root', 'project_path']
+           'README_WEIGHTS', 'CPU_ITERS_LIMIT', 'as_bool', 'parse_field', 'override_pairs', 'apply_overrides',
+           'load_config', 'PreflightError', 'preflight', 'check_choice', 'project_root', 'project_path']
 
 # %% ../nbs/00b_overrides.ipynb #o005
 SHORT_KEYS = {'iters': ('train.iters',), 'batch_size': ('train.batch_size', 'train.unlabeled_batch_size'),
@@ -110,6 +110,12 @@ def _coerce(tp, value, key):
         return v
     if isinstance(value, tp): return value
     raise _bad(key, value, f"a {getattr(tp, '__name__', tp)}")
+
+def as_bool(value, name: str) -> bool:
+    """`value` as a boolean: True/False, 1/0, or the text 'true'/'false', 'yes'/'no', '1'/'0', 'on'/'off' (any case);
+    anything else is a ValueError naming `name`. Every boolean notebook parameter and `preflight(allow_cpu=)` go
+    through it: papermill's `-p full_ceiling no` arrives as the text 'no', which Python would take as true."""
+    return _coerce(bool, value, name)
 
 def _check(meta, v, key):
     "The range and choice checks a field declares in its `metadata`."
@@ -248,7 +254,7 @@ def _cuda_available() -> bool:
 
 def preflight(cfg: ExperimentConfig, device=None, allow_cpu: bool = False) -> str:
     "The device `cfg` will train on, or a PreflightError saying why it must not start (no data is read)."
-    m, t = cfg.model, cfg.train
+    m, t, allow_cpu = cfg.model, cfg.train, as_bool(allow_cpu, 'allow_cpu')
     if m.backbone in PAPER_WEIGHT_BACKBONES:
         if m.pretrained is None:
             raise PreflightError(

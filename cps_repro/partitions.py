@@ -7,8 +7,9 @@ __all__ = ['RATIOS', 'PINNED_COMMIT', 'OFFICIAL_REPO', 'DEFAULT_SOURCE', 'REGIST
            'SYNTHETIC_MARKER', 'COARSE_LIST_SIZES', 'read_list', 'file_sha256', 'write_id_list', 'city_entry',
            'city_entry_id', 'write_city_list', 'Partition', 'labeled_count', 'make_partition', 'make_partitions',
            'ListFile', 'registry_file', 'split_files', 'train_aug_ids', 'Finding', 'VerifyReport', 'verify',
-           'write_mini_official_lists', 'FetchError', 'fetch', 'synthetic_marker', 'data_provenance',
-           'data_fingerprint', 'data_identity', 'cli_verify', 'cli_fetch', 'coarse_list_file', 'full_split_lists']
+           'write_mini_official_lists', 'FetchError', 'fetch', 'synthetic_marker', 'data_provenance', 'files_summary',
+           'data_fingerprint', 'data_identity', 'data_difference', 'cli_verify', 'cli_fetch', 'coarse_list_file',
+           'full_split_lists']
 
 # %% ../nbs/01_partitions.ipynb #c003
 import hashlib
@@ -638,19 +639,57 @@ def data_provenance(root, lists: dict) -> str:
     if need and all(k in shas and shas[k] in _REGISTRY_SHA for k in need): return 'real'
     return 'unverified'
 
-def data_fingerprint(root, lists: dict) -> str:
-    "12 hex digits: sha256 of the list files' contents (role and sha256 of each), else of the resolved `root`."
+def files_summary(sizes) -> dict:
+    "`{'count', 'bytes', 'sha256'}` of the sizes of the files one list names (`sizes`: one tuple of byte sizes per entry)."
+    text = '\n'.join(' '.join(str(s) for s in row) for row in sizes)
+    return {'count': len(sizes), 'bytes': sum(s for row in sizes for s in row if s is not None),
+            'sha256': hashlib.sha256(text.encode()).hexdigest()}
+
+def data_fingerprint(root, lists: dict, files: dict | None = None) -> str:
+    """12 hex digits: sha256 of the list files' contents (role and sha256 of each) and, when given, of the sizes of
+    the files each list names (`files` = {role: files_summary(...)}); without any list file (data not there yet), of
+    `root` and the list names as written (so that a config's id does not depend on the working folder)."""
     shas = _list_shas(lists)
-    text = json.dumps(shas, sort_keys=True) if shas else str(Path(root).resolve())
+    named = {k: str(v) for k, v in sorted(lists.items()) if v is not None}
+    if not shas: text = json.dumps({'root': str(root), 'lists': named}, sort_keys=True) if named else str(root)
+    elif files is None: text = json.dumps(shas, sort_keys=True)
+    else: text = json.dumps({'lists': shas, 'files': {k: files[k]['sha256'] for k in sorted(files)}}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
-def data_identity(root, lists: dict) -> dict:
-    "What `result.json` records as `data`: provenance, fingerprint, the generator's marker and each list's sha256."
+def data_identity(root, lists: dict, files: dict | None = None) -> dict:
+    """What `result.json` records as `data`: provenance, fingerprint, the generator's marker, each list's sha256 and,
+    with `files` ({role: files_summary(...)}), the count, total size and size hash of the files each list names."""
     marker = Path(root) / SYNTHETIC_MARKER
-    return {'provenance': data_provenance(root, lists), 'fingerprint': data_fingerprint(root, lists),
-            'marker': str(marker) if marker.is_file() else None,
-            'lists': {k: {'path': str(p), 'sha256': s, 'official': _REGISTRY_SHA.get(s)} for k, s in _list_shas(lists).items()
-                      for p in [lists[k]]}}
+    out = {'provenance': data_provenance(root, lists), 'fingerprint': data_fingerprint(root, lists, files),
+           'marker': str(marker) if marker.is_file() else None,
+           'lists': {k: {'path': str(p), 'sha256': s, 'official': _REGISTRY_SHA.get(s)} for k, s in _list_shas(lists).items()
+                     for p in [lists[k]]}}
+    if files is not None:
+        for k, f in files.items():
+            if k in out['lists']: out['lists'][k]['files'] = f
+    return out
+
+def data_difference(old: dict, new: dict) -> list[str]:
+    """What differs between two `data_identity` records, one line per list: changed contents (with the ids removed and
+    added when both records carry `ids` = {role: [entry, ...]}) or changed files (same ids, other file sizes)."""
+    if old.get('fingerprint') == new.get('fingerprint'): return []
+    lo, ln = old.get('lists') or {}, new.get('lists') or {}
+    out = []
+    for role in sorted(set(lo) | set(ln)):
+        a, b = lo.get(role), ln.get(role)
+        if a is None or b is None:
+            out.append(f"the {role} list is {'new' if a is None else 'gone'}"); continue
+        if a.get('sha256') != b.get('sha256'):
+            ia, ib = (old.get('ids') or {}).get(role), (new.get('ids') or {}).get(role)
+            if ia is not None and ib is not None:
+                gone, added = len(set(ia) - set(ib)), len(set(ib) - set(ia))
+                what = f"{gone} ids removed, {added} added" + ('' if gone or added else ', the order or duplicates changed')
+                out.append(f"the {role} list ({b['path']}) changed: {len(ia)} -> {len(ib)} entries, {what}")
+            else: out.append(f"the {role} list ({b['path']}) changed (sha256 {a['sha256'][:12]} -> {b['sha256'][:12]})")
+        elif (a.get('files') or {}).get('sha256') != (b.get('files') or {}).get('sha256') and a.get('files') and b.get('files'):
+            out.append(f"the files of the {role} list changed (same ids, other file sizes: {a['files']['bytes']:,} -> "
+                       f"{b['files']['bytes']:,} bytes)")
+    return out or [f"data fingerprint {old.get('fingerprint')} -> {new.get('fingerprint')}"]
 
 # %% ../nbs/01_partitions.ipynb #c041
 def cli_verify(root, strict: bool = False) -> int:

@@ -4,17 +4,20 @@
 
 # %% ../nbs/08b_runs.ipynb #c002
 from __future__ import annotations
-import json, math, os, platform, random, subprocess
+import datetime, json, math, os, platform, random, socket, subprocess, warnings
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from .config import ExperimentConfig, comparable
+from .partitions import data_difference
 
 # %% auto #0
-__all__ = ['atomic_torch_save', 'rng_state', 'set_rng_state', 'NonFiniteLossError', 'first_non_finite', 'git_commit',
-           'device_name', 'json_safe', 'prepare_run_dir', 'trim_metrics', 'official_range']
+__all__ = ['RUN_LOCK', 'RUN_DATA', 'atomic_torch_save', 'rng_state', 'set_rng_state', 'NonFiniteLossError', 'first_non_finite',
+           'git_commit', 'device_name', 'json_safe', 'prepare_run_dir', 'trim_metrics', 'RunLockedError', 'run_lock',
+           'check_run_data', 'official_range']
 
 # %% ../nbs/08b_runs.ipynb #c035
 def atomic_torch_save(obj, path: Path) -> None:
@@ -85,6 +88,67 @@ def trim_metrics(path: Path, upto_iter: int) -> None:
     if not path.exists(): return
     keep = [l for l in path.read_text().splitlines() if l.strip() and json.loads(l)['iter'] <= upto_iter]
     path.write_text(''.join(l + '\n' for l in keep))
+
+# %% ../nbs/08b_runs.ipynb #c043
+RUN_LOCK, RUN_DATA = 'run.lock', 'data.json'
+
+class RunLockedError(RuntimeError):
+    "Another process trains in this run directory."
+
+def _pid_alive(pid: int) -> bool:
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    except PermissionError: return True        # it exists, under another user
+    return True
+
+def _try_lock(path: Path, me: dict) -> bool:
+    try: fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError: return False
+    with os.fdopen(fd, 'w') as f: f.write(json.dumps(me) + '\n')
+    return True
+
+@contextmanager
+def run_lock(run_dir):
+    "Hold `run_dir/run.lock` for the duration (see above); `RunLockedError` when a live process holds it."
+    run_dir = Path(run_dir); run_dir.mkdir(parents=True, exist_ok=True)
+    path, host = run_dir / RUN_LOCK, socket.gethostname()
+    me = {'pid': os.getpid(), 'host': host, 'started': datetime.datetime.now().isoformat(timespec='seconds')}
+    while not _try_lock(path, me):
+        try: other = json.loads(path.read_text())
+        except (OSError, ValueError): other = {}
+        pid, where = other.get('pid'), other.get('host')
+        if isinstance(pid, int) and where == host and not _pid_alive(pid):
+            warnings.warn(f"{path}: taking over the stale lock of process {pid} on {host} (started {other.get('started')}; "
+                          "that process is gone)")
+            path.unlink(missing_ok=True); continue
+        raise RunLockedError(f"{run_dir} is in use by process {pid} on host {where} (since {other.get('started')}): two "
+                             "runs in one directory would mix their checkpoints and metrics. Wait for it to finish, or, "
+                             f"if that process is gone, delete {path}")
+    try: yield path
+    finally:
+        try:
+            if json.loads(path.read_text()).get('pid') == me['pid']: path.unlink()
+        except (OSError, ValueError): pass
+
+def _same_data(old: dict, new: dict) -> bool:
+    "Same fingerprint; for a record written before file sizes were part of it (no `files`), the same lists."
+    if old.get('fingerprint') == new.get('fingerprint'): return True
+    lo = old.get('lists') or {}
+    if lo and not any('files' in v for v in lo.values()):
+        return {k: v['sha256'] for k, v in lo.items()} == {k: v['sha256'] for k, v in (new.get('lists') or {}).items()}
+    return False
+
+def check_run_data(run_dir, data: dict, what: str = 'run') -> None:
+    """Refuse `run_dir` when it was started on other data than `data` (`cps_repro.config.run_data(cfg, ids=True)`),
+    naming the lists that changed; record `data` in `run_dir/data.json` when the directory has none."""
+    run_dir = Path(run_dir); path = run_dir / RUN_DATA
+    if path.exists(): old = json.loads(path.read_text())
+    elif (run_dir / 'result.json').exists(): old = json.loads((run_dir / 'result.json').read_text()).get('data')
+    else: old = None
+    if old is not None and old.get('fingerprint') is not None and not _same_data(old, data):
+        raise ValueError(f"{run_dir} holds a {what} on other data: " + '; '.join(data_difference(old, data))
+                         + ". Nothing was overwritten: use another --out-dir / --run-dir for this data, or restore the lists")
+    if not path.exists(): path.write_text(json.dumps(data, indent=1) + '\n')
 
 # %% ../nbs/08b_runs.ipynb #r091
 def official_range(history: list, checkpoint_iters) -> dict | None:

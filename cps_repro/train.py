@@ -13,9 +13,9 @@ import torch.nn as nn
 
 from . import __version__
 from .config import ExperimentConfig
-from .loaders import resolve_lists
 from .overrides import preflight
-from .partitions import data_identity
+from .config import run_data
+from .runs import run_lock, check_run_data
 from .data import IMAGENET_MEAN, IMAGENET_STD, to_device
 from .evaluate import evaluate, predict, save_predictions
 from .loaders import TrainData, build_data as build_loaders
@@ -107,8 +107,8 @@ class Trainer:
         self.device, self.progress = self.dist.device, progress
         self.run_dir = Path(run_dir) if run_dir is not None else Path(out_dir) / cfg.run_id
         self.method = get_method(cfg.train.method)
-        # provenance + fingerprint of the data (result.json); data handed in by the caller is identified by its root alone
-        self.data_identity = data_identity(cfg.data.root, resolve_lists(cfg) if data is None else {})
+        # provenance + fingerprint of the data the config names (result.json; the run id holds the fingerprint)
+        self.data_identity = run_data(cfg)
         t = cfg.train
         if t.batch_size % self.dist.world_size or t.unlabeled_batch_size % self.dist.world_size:
             raise ValueError(f"batch sizes {t.batch_size}+{t.unlabeled_batch_size} must divide by the {self.dist.world_size} processes")
@@ -323,18 +323,22 @@ class Trainer(Trainer):
     "Train `cfg` in `out_dir/<run_id>` (or `run_dir`), resuming from its checkpoint when there is one."
     # ---- the run ---------------------------------------------------------------------------------------
     def fit(self) -> dict:
-        "Train to `cfg.train.iters` (resuming when possible), evaluate, write and return `result.json`."
+        """Train to `cfg.train.iters` (resuming when possible), evaluate, write and return `result.json`; the main
+        process holds the run directory's lock meanwhile (`run_lock`: a second process is refused)."""
+        if not self.dist.is_main: return self._fit()
+        with run_lock(self.run_dir): return self._fit()
+
+    def _fit(self) -> dict:
         from tqdm import tqdm
         cfg, t = self.cfg, self.cfg.train
         result_path = self.run_dir / 'result.json'
-        if self.dist.is_main: prepare_run_dir(self.run_dir, cfg)
+        if self.dist.is_main:
+            prepare_run_dir(self.run_dir, cfg)
+            state = 'finished run' if result_path.exists() else 'interrupted run (checkpoint.pt)' if self.checkpoint_path.exists() else 'run'
+            check_run_data(self.run_dir, run_data(cfg, ids=True), state)   # resume / finished: only on the same data
         if self.dist.distributed: dist.barrier()
-        if result_path.exists():
+        if result_path.exists():   # on the same data (check_run_data above)
             old = json.loads(result_path.read_text())
-            old_fp, fp = (old.get('data') or {}).get('fingerprint'), self.data_identity['fingerprint']
-            if old_fp is not None and old_fp != fp:
-                raise ValueError(f"{result_path} is the result of this config on other data (data fingerprint {old_fp}, "
-                                 f"this data {fp}); nothing was overwritten: give another out_dir (--out-dir) for this data")
             if self.dist.is_main: print(f"{self.run_dir} is finished already; its result.json is kept as it is.")
             return old
         resumed = self.resume()

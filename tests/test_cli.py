@@ -157,3 +157,43 @@ def test_damaged_list_file_is_one_line(tmp_path, capsys):
                        tmp_path / 'r', '--no-progress', '--set', *TINY, 'iters=2')
     assert code == 2 and err.startswith('cps-repro: error:') and len(err.strip().splitlines()) == 1, err
     assert 'Traceback' not in err
+
+
+# ---- issue 26: eval says what it evaluates ------------------------------------------------------------------------
+@pytest.fixture(scope='module')
+def trained(syn, tmp_path_factory):
+    out = tmp_path_factory.mktemp('evalrun')
+    assert main(['train', '--preset', 'mini_supervised', '--split', '1_8', '--data-root', str(syn), '--out-dir', str(out),
+                 '--no-progress', '--set', *TINY, 'iters=2']) == 0
+    return next(out.glob('*/checkpoint.pt')).parent
+
+
+def test_eval_run_with_another_presets_config_is_refused_naming_the_keys(trained, tmp_path, capsys):
+    import shutil
+    from cps_repro.presets import preset
+    rdir = tmp_path / 'run'; shutil.copytree(trained, rdir)
+    preset('mini_cps', '1_8').to_json(rdir / 'config.json')
+    code, _, err = run(capsys, 'eval', '--run', rdir)
+    assert code == 2 and 'config.json' in err and 'train.method' in err and len(err.splitlines()) == 1
+
+
+def test_eval_on_other_data_says_so(trained, syn, tmp_path, capsys):
+    other = tmp_path / 'other'; synthesize(other, n=24, n_val=4, size=32, seed=11, progress=False)
+    code, out, err = run(capsys, 'eval', '--checkpoint', trained / 'checkpoint.pt', '--data-root', other,
+                         '--out', tmp_path / 'm.json')
+    assert code == 0, err
+    assert 'other data' in out and str(other) in out
+    assert json.loads((tmp_path / 'm.json').read_text())['data']['root'] == str(other)
+    code, out, err = run(capsys, 'eval', '--run', trained)                # its own data: nothing to say
+    assert code == 0 and 'other data' not in out
+
+
+@pytest.mark.parametrize('key', ['iters=5', 'seed=3', 'data.num_classes=3', 'optim.lr=0.1'])
+def test_eval_refuses_training_overrides(trained, capsys, key):
+    code, _, err = run(capsys, 'eval', '--run', trained, '--set', key)
+    assert code == 2 and 'only eval.' in err and key.split('=')[0].split('.')[-1] in err and len(err.splitlines()) == 1
+
+
+def test_eval_accepts_evaluation_overrides(trained, capsys):
+    code, out, err = run(capsys, 'eval', '--run', trained, '--set', 'eval.flip=true', 'workers=0')
+    assert code == 0, err

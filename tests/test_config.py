@@ -71,3 +71,64 @@ def test_run_id_changes_with_the_config_and_the_data_but_not_with_the_worker_cou
     assert apply_overrides(a, ['data_root=/elsewhere']).run_id != a.run_id     # other data: another run (issue 12)
     assert apply_overrides(a, ['iters=10']).run_id != a.run_id
     assert apply_overrides(a, ['seed=1']).run_id != a.run_id
+
+
+# ---- issue 26: a run is its data, not its path nor its prose ------------------------------------------------------
+@pytest.fixture(scope='module')
+def small_data(tmp_path_factory):
+    from cps_repro.synthetic import synthesize
+    root = tmp_path_factory.mktemp('id') / 'a'
+    synthesize(root, layout='voc', n=32, n_val=4, seed=5, size=24, progress=False)
+    return root
+
+
+def test_run_id_is_the_datas_fingerprint_not_its_path_and_not_the_notes(small_data, tmp_path):
+    import shutil
+    from dataclasses import replace
+    from cps_repro.partitions import split_files
+    moved = tmp_path / 'moved'; shutil.copytree(small_data, moved)
+    a = apply_overrides(preset('mini_cps', '1_4'), [f'data_root={small_data}'])
+    b = apply_overrides(preset('mini_cps', '1_4'), [f'data_root={moved}'])
+    assert a.run_id == b.run_id                                           # the same data at another path: the same run
+    assert replace(a, notes=a.notes.replace('214k', '215k') + ' (typo fixed)').run_id == a.run_id   # prose is no identity
+    lab = split_files('voc', '1_4', moved / 'partitions')['labeled']
+    ids = lab.read_text().split()
+    lab.write_text('\n'.join(ids[:-1]) + '\n')                            # one labeled id less: other data
+    assert apply_overrides(preset('mini_cps', '1_4'), [f'data_root={moved}']).run_id != a.run_id
+    shutil.rmtree(moved); shutil.copytree(small_data, moved)
+    assert apply_overrides(preset('mini_cps', '1_4'), [f'data_root={moved}']).run_id == a.run_id
+    img = next((moved / 'VOCdevkit' / 'VOC2012' / 'JPEGImages').iterdir())
+    img.write_bytes(img.read_bytes() + b'\0' * 7)                        # an image replaced by another file: other data
+    assert apply_overrides(preset('mini_cps', '1_4'), [f'data_root={moved}']).run_id != a.run_id
+
+
+def test_config_differences_name_the_dotted_keys():
+    from cps_repro.config import config_differences
+    a, b = preset('mini_cps', '1_8'), preset('mini_supervised', '1_8')
+    diff = config_differences(a.to_dict(), apply_overrides(a, ['iters=5', 'workers=1']).to_dict())
+    assert diff == ['data.workers', 'train.iters'] and config_differences(a.to_dict(), a.to_dict()) == []
+    assert {'name', 'train.method'} <= set(config_differences(a.to_dict(), b.to_dict()))
+
+
+def test_committed_runs_carry_the_ids_of_their_config_and_data_and_the_migration_reproduces_them(small_data, tmp_path):
+    "Issue 26 item 3: the committed results were renamed by tools/migrate_run_ids.py; the tool gives a run its id."
+    import importlib.util, json, shutil
+    from pathlib import Path
+    repo = Path(__file__).resolve().parents[1]
+    for p in (repo / 'nbs' / 'mini_results' / 'data_seed0' / 'run_results').glob('*/result.json'):
+        r = json.loads(p.read_text())
+        assert r['run_id'] == p.parent.name and r['migrated_from']['run_id'] != r['run_id'] and r['data']['lists']
+    spec = importlib.util.spec_from_file_location('migrate_run_ids', repo / 'tools' / 'migrate_run_ids.py')
+    tool = importlib.util.module_from_spec(spec); spec.loader.exec_module(tool)
+    cfg = apply_overrides(preset('mini_cps', '1_4'), [f'data_root={small_data}'])
+    old = cfg.to_dict(); old['data']['root'] = 'data/somewhere_else'; old['notes'] = 'the notes of the time'
+    run = tmp_path / 'results' / 'mini_cps_1_4_seed0_0ldsch3m'; run.mkdir(parents=True)
+    lists = {k: {'path': 'x', 'sha256': v} for k, v in tool._list_shas(cfg).items()}
+    (run / 'result.json').write_text(json.dumps({'run_id': run.name, 'method': 'cps', 'config': old,
+                                                 'data': {'fingerprint': 'old', 'lists': lists}}))
+    writes, mapping, skipped = tool.migrate_results(tmp_path / 'results', [tmp_path / 'nowhere', small_data])
+    assert not skipped and mapping == {run.name: cfg.run_id}
+    (new,) = writes.values()
+    from cps_repro.config import run_data
+    assert new['run_id'] == cfg.run_id and new['data']['fingerprint'] == run_data(cfg)['fingerprint']
+    assert new['migrated_from']['run_id'] == run.name and new['config']['data']['root'] == 'data/somewhere_else'

@@ -83,7 +83,7 @@ def test_exp_self_training_runs_both_stages_and_cps(voc_root, tmp_path, TINY):
 def test_missing_dataset_stops_with_the_prepare_command(tmp_path, name, dataset, weights):
     with pytest.raises(pm.PapermillExecutionError) as e:
         _run(name, tmp_path, data_root=str(tmp_path / 'no_data'), out_dir=str(tmp_path / 'results'), pretrained=weights,
-             allow_cpu=True)
+             allow_cpu=True, smoke=True)   # smoke: a paper-size step would not fit this machine's memory (issue 26)
     assert f'data_scripts/prepare_{dataset}.py' in str(e.value)
     assert not (tmp_path / 'results').exists()
 
@@ -117,7 +117,7 @@ def test_relative_paths_resolve_from_the_project_root_when_run_from_nbs(tmp_path
     with pytest.raises(pm.PapermillExecutionError) as e:
         pm.execute_notebook(str(REPO / 'nbs' / 'exp_voc.ipynb'), str(out), kernel_name='python3', progress_bar=False,
                             cwd=str(REPO / 'nbs'), parameters=dict(data_root='data/no_such_dataset_here', pretrained=weights,
-                                                                    allow_cpu=True))
+                                                                    allow_cpu=True, smoke=True))
     assert str(REPO / 'data' / 'no_such_dataset_here') in str(e.value) and '/nbs/data' not in str(e.value)
 
 
@@ -130,3 +130,64 @@ def test_parameters_cells_are_all_visible_to_papermill():
         src = ''.join(cell['source'])
         names = [t.id for n in ast.parse(src).body if isinstance(n, ast.Assign) for t in n.targets]
         assert [p.name for p in PythonTranslator.inspect({'source': src})] == names, nb.name
+
+
+# ---- issue 26: nothing silently wrong in the experiment notebooks -------------------------------------------------
+def test_a_generated_data_run_is_not_compared_with_the_paper(voc_root, weights):
+    from cps_repro.experiment import experiment_config, describe, result_summary
+    cfg = experiment_config('voc', '1_8', 'cps', 'resnet50', str(voc_root), pretrained=weights, iters=2)
+    assert 'generated data' in describe(cfg) and '73.' not in describe(cfg)
+    res = {'run_id': cfg.run_id, 'method': 'cps', 'backbone': 'resnet50', 'split': '1_8', 'n_labeled': 6, 'iters': 2,
+           'miou': 3.0, 'best_miou': 3.0, 'wall_seconds': 1.0, 'data': {'provenance': 'generated'}, 'config': cfg.to_dict()}
+    row = result_summary(res, cfg).iloc[0]
+    assert row['mIoU (paper)'] == 'generated data' and row['Δ'] is None
+
+
+def test_allow_cpu_no_is_false_and_other_text_is_refused(tmp_path):
+    import torch
+    if torch.cuda.is_available(): pytest.skip('this machine has a GPU')
+    with pytest.raises(pm.PapermillExecutionError) as e:
+        _run('exp_voc', tmp_path, split=18, pretrained='none', allow_cpu='no')
+    assert 'exp_mini' in str(e.value) and 'allow_cpu' in str(e.value)     # preflight stopped it: 'no' is False
+    with pytest.raises(pm.PapermillExecutionError) as e:
+        _run('exp_mini', tmp_path, full_ceiling='maybe', out_dir=str(tmp_path / 'm'))
+    assert 'full_ceiling' in str(e.value) and 'maybe' in str(e.value)
+
+
+def test_a_parameter_and_extra_setting_one_key_is_an_error(voc_root, weights):
+    from cps_repro.experiment import experiment_config
+    with pytest.raises(ValueError, match='set twice'):
+        experiment_config('voc', '1_8', 'cps', 'resnet50', str(voc_root), pretrained=weights, iters=2, extra=['iters=3'])
+    with pytest.raises(ValueError, match='set twice'):
+        experiment_config('voc', '1_8', 'cps', 'resnet50', str(voc_root), pretrained=weights, extra='train.iters=3 iters=4')
+
+
+def test_smoke_makes_crop_batch_and_iterations_tiny_at_once(voc_root, weights):
+    from cps_repro.experiment import experiment_config, SMOKE
+    cfg = experiment_config('voc', '1_8', 'cps', 'resnet50', str(voc_root), pretrained=weights, smoke=True)
+    assert cfg.train.iters == SMOKE['iters'] and cfg.data.crop_size == SMOKE['crop_size'] <= 64
+    assert cfg.train.batch_size == cfg.train.unlabeled_batch_size == SMOKE['batch_size'] <= 2
+    assert experiment_config('voc', '1_8', 'cps', 'resnet50', str(voc_root), pretrained=weights, smoke=True,
+                             iters=3).train.iters == 3        # an explicit parameter wins over the smoke size
+    with pytest.raises(ValueError, match='smoke'): experiment_config('voc', '1_8', smoke='perhaps')
+
+
+def test_smoke_runs_the_notebook_end_to_end(voc_root, tmp_path, weights):
+    _run('exp_voc', tmp_path, data_root=str(voc_root), out_dir=str(tmp_path / 'results'), pretrained=weights, smoke='yes',
+         method='supervised')
+    (r,) = _results(tmp_path / 'results')
+    assert r['iters'] <= 2 and r['config']['data']['crop_size'] <= 64
+
+
+def test_a_paper_size_cpu_run_states_its_memory_before_it_starts(tmp_path):
+    from cps_repro.experiment import estimate_memory_gib
+    from cps_repro.presets import preset
+    big, small = estimate_memory_gib(preset('voc_cps_cutmix', '1_8')), estimate_memory_gib(preset('mini_cps', '1_8'))
+    assert big > 10 > small > 0
+    out = tmp_path / 'o.ipynb'
+    with pytest.raises(pm.PapermillExecutionError):
+        pm.execute_notebook(str(REPO / 'nbs' / 'exp_voc.ipynb'), str(out), kernel_name='python3', progress_bar=False,
+                            cwd=str(tmp_path), parameters=dict(split=18, pretrained='none', allow_cpu=True,
+                                                                data_root=str(tmp_path / 'none')))
+    text = out.read_text()
+    assert 'GiB of memory' in text

@@ -120,3 +120,24 @@ def test_project_path(tmp_path):
     repo = Path(__file__).resolve().parents[1]
     assert project_path('data/voc', start=repo / 'nbs') == str(repo / 'data' / 'voc')
     assert project_path('data/voc', start=tmp_path) == 'data/voc' and project_path('/x/y') == '/x/y'
+
+
+# ---- issue 26: booleans that look false are false -----------------------------------------------------------------
+@pytest.mark.parametrize('value,expected', [(True, True), (False, False), ('no', False), ('False', False), ('0', False),
+                                            (0, False), ('yes', True), ('true', True), ('1', True), (1, True), ('TRUE', True)])
+def test_as_bool_parses_the_usual_spellings(value, expected):
+    from cps_repro.overrides import as_bool
+    assert as_bool(value, 'full_ceiling') is expected
+
+
+@pytest.mark.parametrize('value', ['maybe', 'nein', 2, None, '', 0.5, [True]])
+def test_as_bool_refuses_the_rest_naming_the_parameter(value):
+    from cps_repro.overrides import as_bool
+    with pytest.raises(ValueError, match='allow_cpu'): as_bool(value, 'allow_cpu')
+
+
+def test_preflight_reads_allow_cpu_no_as_false():
+    none = apply_overrides(preset('voc_cps'), ['pretrained=none'])
+    with pytest.raises(PreflightError, match='exp_mini'): preflight(none, device='cpu', allow_cpu='no')
+    with pytest.raises(ValueError, match='allow_cpu'): preflight(none, device='cpu', allow_cpu='sure')
+    assert preflight(none, device='cpu', allow_cpu='yes') == 'cpu'

@@ -323,3 +323,85 @@ def test_same_config_on_other_data_is_another_run(data_root, tmp_path):
     ra = train(a, out_dir=tmp_path / 'out', progress=False)
     rb = train(b, out_dir=tmp_path / 'out', progress=False)
     assert ra['data']['fingerprint'] != rb['data']['fingerprint'] and ra['run_id'] != rb['run_id']
+
+
+# ---- issue 26: a run is its data; resume checks what it continues; one process per run directory -----------------
+def _own_folder(root, n=8):
+    import numpy as np
+    from PIL import Image
+    (root / 'images').mkdir(parents=True); (root / 'masks').mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(root / 'images' / f'im{i}.png')
+        Image.fromarray(rng.integers(0, 3, (32, 32), dtype=np.uint8)).save(root / 'masks' / f'im{i}.png')
+    (root / 'labeled.txt').write_text('im0\nim1\nim2\nim3\n'); (root / 'unlabeled.txt').write_text('im4\nim5\n')
+    (root / 'val.txt').write_text('im6\nim7\n')
+    return root
+
+
+def test_own_data_lists_are_fingerprinted_and_an_edited_list_is_another_run(tmp_path, capsys):
+    "Issue 26 item 1: list files named relative to --data-root are resolved, recorded and part of the run id."
+    root = _own_folder(tmp_path / 'mine')
+    argv = ['train', '--preset', 'mini_supervised', '--data-root', str(root), '--own-data', 'labeled.txt', 'unlabeled.txt',
+            'val.txt', '--num-classes', '3', '--out-dir', str(tmp_path / 'r'), '--no-progress', '--set', 'iters=2',
+            'batch_size=2', 'eval_every=2', 'checkpoint_every=2', 'workers=0']
+    assert cli_main(argv) == 0
+    (first,) = [json.loads(p.read_text()) for p in (tmp_path / 'r').glob('*/result.json')]
+    assert set(first['data']['lists']) == {'labeled', 'unlabeled', 'val'} and first['n_labeled'] == 4
+    (root / 'labeled.txt').write_text('im0\nim1\nim2\n')
+    capsys.readouterr()
+    assert cli_main(argv) == 0
+    assert 'finished already' not in capsys.readouterr().out
+    results = {r['n_labeled']: r for r in (json.loads(p.read_text()) for p in (tmp_path / 'r').glob('*/result.json'))}
+    assert set(results) == {3, 4} and results[3]['run_id'] != results[4]['run_id']
+    assert results[3]['data']['lists']['labeled']['sha256'] != first['data']['lists']['labeled']['sha256']
+
+
+def test_a_run_resumed_on_changed_lists_is_refused_naming_the_difference(tmp_path):
+    "Issue 26 item 2: the checkpoint of a run directory continues only on the data it was trained on."
+    import shutil
+    from cps_repro.partitions import split_files
+    root = tmp_path / 'data'; synthesize(root, layout='voc', n=32, n_val=4, seed=6, size=32, progress=False, border_ignore=0)
+    run = tmp_path / 'run'
+    cfg = tiny(root, 'supervised', iters=4, eval_every=4)
+    Trainer(cfg, run_dir=run, progress=False).fit()
+    (run / 'result.json').unlink()                    # as if killed after its last checkpoint
+    lab = split_files('voc', '1_4', root / 'partitions')['labeled']
+    ids = lab.read_text().split(); lab.write_text('\n'.join(ids[:3]) + '\n')
+    with pytest.raises(ValueError) as e:
+        Trainer(tiny(root, 'supervised', iters=4, eval_every=4), run_dir=run, progress=False).fit()
+    msg = str(e.value)
+    assert 'labeled' in msg and f'{len(ids) - 3} ids removed' in msg and 'checkpoint' in msg
+    assert not (run / 'result.json').exists()
+
+
+def test_two_runs_in_one_run_directory_are_refused_and_a_stale_lock_is_taken_over(data_root, tmp_path, capsys):
+    "Issue 26 item 4: a lock on the run directory names the process that holds it."
+    from cps_repro.runs import RUN_LOCK, RunLockedError
+    cfg = tiny(data_root, 'supervised', iters=2)
+    run = tmp_path / 'run'; run.mkdir()
+    holder = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)'])
+    try:
+        (run / RUN_LOCK).write_text(json.dumps({'pid': holder.pid, 'host': socket.gethostname(), 'started': 'now'}))
+        with pytest.raises(RunLockedError) as e: Trainer(cfg, run_dir=run, progress=False).fit()
+        assert str(holder.pid) in str(e.value) and socket.gethostname() in str(e.value)
+        assert not (run / 'result.json').exists()
+    finally:
+        holder.kill(); holder.wait()
+    with pytest.warns(UserWarning, match=f'stale lock.*{holder.pid}'):
+        res = Trainer(cfg, run_dir=run, progress=False).fit()        # the holder is dead: its lock is stale
+    assert res['iters'] == 2 and not (run / RUN_LOCK).exists()
+
+
+def test_a_run_recorded_before_file_sizes_counted_is_found_finished_on_the_same_lists(data_root, tmp_path):
+    "Issue 26: a result.json of the lists-only fingerprint (no data.json) is the same data when its lists are the same."
+    from cps_repro.partitions import data_fingerprint
+    cfg = tiny(data_root, 'supervised', iters=2)
+    run = tmp_path / 'run'
+    first = Trainer(cfg, run_dir=run, progress=False).fit()
+    (run / 'data.json').unlink()
+    old = json.loads((run / 'result.json').read_text())
+    for v in old['data']['lists'].values(): v.pop('files')
+    old['data']['fingerprint'] = data_fingerprint(cfg.data.root, {k: v['path'] for k, v in old['data']['lists'].items()})
+    (run / 'result.json').write_text(json.dumps(old))
+    assert Trainer(cfg, run_dir=run, progress=False).fit()['miou'] == first['miou']
