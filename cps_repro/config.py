@@ -19,7 +19,8 @@ from .splits import (TRAIN_AUG_SPLITS, FEW_LABEL_SPLITS, FULL_SPLIT, SPLITS, nor
 # %% auto #0
 __all__ = ['BACKBONES', 'AMP_MODES', 'EVAL_SETS', 'RESULT_IRRELEVANT', 'HASHED_WHEN_SET', 'LABELS', 'NOT_RECIPE', 'checked',
            'field_problems', 'DataConfig', 'ModelConfig', 'OptimConfig', 'TrainConfig', 'EvalConfig', 'register_params',
-           'registered_methods', 'params_class', 'method_params', 'ExperimentConfig', 'comparable', 'recipe_id']
+           'registered_methods', 'params_class', 'method_params', 'ExperimentConfig', 'comparable', 'train_pool',
+           'recipe_id']
 
 # %% ../nbs/00_config.ipynb #c008
 BACKBONES = ('resnet50', 'resnet101', 'resnet50_tv', 'resnet101_tv', 'small_resnet', 'small_resnet_s2', 'hrnet_w48')
@@ -253,6 +254,19 @@ def comparable(d: dict) -> dict:
 # evaluation set it reads (a self-training teacher is the supervised run of the same split and seed)
 NOT_RECIPE = {'train': ('seed',), 'data': ('split', 'root', 'partitions_root', 'labeled_list', 'unlabeled_list', 'val_list'),
               'model': ('teacher_checkpoint',), 'eval': ('set',)}
+
+def train_pool(split: str, n_labeled: int, n_unlabeled: int, listed_unlabeled: int | None = None,
+               few_label: bool = False) -> int | None:
+    """The size of the training pool a run's split was drawn from (for `recipe_id`): every labeled image for split
+    'full'; labeled + unlabeled images otherwise, the unlabeled ones counted from the split's unlabeled list
+    (`listed_unlabeled`) when the method read none (supervised). Without that count (a `result.json` written before
+    runs recorded it): `n_labeled` × the split's denominator, exact when the pool divides by it (the mini's 2,000 and
+    8,000); None for a few-label split."""
+    if split == FULL_SPLIT: return int(n_labeled)
+    unlabeled = n_unlabeled or listed_unlabeled
+    if few_label: return int(unlabeled) if unlabeled else None
+    if unlabeled: return int(n_labeled) + int(unlabeled)
+    return round(n_labeled / split_fraction(split)) if split in TRAIN_AUG_SPLITS else None
 
 def recipe_id(cfg, train_images: int | None = None) -> str:
     """Short hash of a run's recipe: the result-relevant settings (`comparable`) other than the seed, the split and the
