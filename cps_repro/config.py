@@ -271,13 +271,14 @@ def train_pool(split: str, n_labeled: int, n_unlabeled: int, listed_unlabeled: i
 def recipe_id(cfg, train_images: int | None = None) -> str:
     """Short hash of a run's recipe: the result-relevant settings (`comparable`) other than the seed, the split and the
     data (`NOT_RECIPE`), without the free-text `name` and `notes`, plus `train_images`, the size of the training pool
-    the split is drawn from (2,000 and 8,000 generated images are two recipes). `cfg`: an `ExperimentConfig` or its
+    the split is drawn from, to two significant digits (2,000 and 8,000 generated images are two recipes; VOC's
+    10,582, known as 662 × 16 = 10,592 for an older supervised result, is one). `cfg`: an `ExperimentConfig` or its
     dict (a `result.json`'s `config`). Runs of one recipe on one evaluation set may be averaged; others never."""
     if isinstance(cfg, dict): cfg = ExperimentConfig.from_dict(cfg)
     d = comparable(cfg.to_dict())
     for sec, names in NOT_RECIPE.items(): d[sec] = {k: v for k, v in d[sec].items() if k not in names}
     for name in ('name', 'notes'): d.pop(name, None)
-    if train_images is not None: d['train_images'] = int(train_images)
+    if train_images is not None: d['train_images'] = int(float(f'{int(train_images):.2g}'))
     return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:8]
 
 def _section_from_dict(cls, d: dict):

@@ -224,17 +224,20 @@ _DEVIATION_TEXT = {'balance': lambda v: 'balanced' + ('' if v == MINI_BALANCE el
                    'rampup': lambda v: f'ramp {v:.0%}', 'mask': lambda v: f'{v} mask', 'weight': lambda v: f'λ {v:g}',
                    'n_boxes': lambda v: f'{v} boxes', 'prop_range': lambda v: f'box area {v[0]:g}-{v[1]:g}'}
 
-def published_hparams(method: str, dataset: str = 'voc'):
-    "The paper's hyperparameters of `method` on `dataset`: its dataclass's defaults with the paper's λ (`CPS_WEIGHT`)."
+def published_hparams(method: str, dataset: str = 'voc', split=None):
+    """The paper's hyperparameters of `method` on `dataset` (and `split`): its dataclass's defaults with the paper's λ
+    (`CPS_WEIGHT`; `FEW_LABEL_CPS_WEIGHT` on the few-label splits)."""
     hp = method_params(method)
-    return dataclasses.replace(hp, weight=CPS_WEIGHT[(dataset, method)]) if (dataset, method) in CPS_WEIGHT else hp
+    if (dataset, method) not in CPS_WEIGHT: return hp
+    few = split is not None and normalize_split(split) in FEW_LABEL_SPLITS
+    return dataclasses.replace(hp, weight=FEW_LABEL_CPS_WEIGHT if few else CPS_WEIGHT[(dataset, method)])
 
 def hparam_deviations(cfg) -> tuple:
     """What a config's hyperparameters change from the paper's (`published_hparams` of its method and dataset), as
     short words for a row name: ('balanced', 'ramp 20%', 'half mask', 'λ 1.5'); () for the paper's method."""
     if isinstance(cfg, dict): cfg = ExperimentConfig.from_dict(cfg)
     method, dataset = cfg.train.method, cfg.data.dataset
-    paper = dataclasses.asdict(published_hparams(method, dataset if dataset in ('voc', 'cityscapes') else 'voc'))
+    paper = dataclasses.asdict(published_hparams(method, dataset if dataset in ('voc', 'cityscapes') else 'voc', cfg.data.split))
     mine = dataclasses.asdict(cfg.hparams)
     changed = [k for k in mine if mine[k] != paper.get(k)]
     changed.sort(key=lambda k: _DEVIATION_ORDER.index(k) if k in _DEVIATION_ORDER else len(_DEVIATION_ORDER))
