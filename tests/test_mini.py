@@ -404,3 +404,23 @@ def test_the_history_without_result_files_lives_under_earlier():
     for table in root.glob('data_seed*/mini_table.csv'): assert (table.parent / 'run_results').is_dir(), table
     assert sorted(p.name for p in (root / 'earlier').glob('tuned_val_1_16_data_seed*')) == \
         ['tuned_val_1_16_data_seed7', 'tuned_val_1_16_data_seed8']
+
+
+def test_the_baselines_get_the_same_help_and_keep_their_run_ids_without_it():
+    from cps_repro.config import ExperimentConfig
+    from cps_repro.losses import cross_entropy
+    from cps_repro.methods.supervised import balanced_supervised_loss
+    logits = torch.randn(2, 5, 8, 8, generator=torch.Generator().manual_seed(0))
+    target = torch.zeros(2, 8, 8, dtype=torch.long); target[:, :2, :2] = 3; target[1, 7] = 255
+    assert torch.allclose(balanced_supervised_loss(logits, target, 0.0), cross_entropy(logits, target, ignore_index=255))
+    assert not torch.allclose(balanced_supervised_loss(logits, target, 0.5), cross_entropy(logits, target, ignore_index=255))
+    for method in ('supervised', 'self_training'):
+        c = mini_preset(method, '1_8')
+        old = {**c.to_dict(), 'hparams': {}}                       # a config written before the baselines had options
+        assert ExperimentConfig.from_dict(old).run_id == c.run_id
+        assert apply_overrides_(c, ['hparams.balance=0.5']).run_id != c.run_id
+
+
+def apply_overrides_(cfg, pairs):
+    from cps_repro.overrides import apply_overrides
+    return apply_overrides(cfg, pairs)

@@ -390,3 +390,30 @@ def test_cli_synth(tmp_path, capsys):
     assert 'choose an empty or new folder' in capsys.readouterr().err
     assert cli_synth(tmp_path / 'd', layout='coco', n=6, size=16) == 1
     assert 'layout' in capsys.readouterr().err
+
+
+# ---- the held-out test set ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize('layout', LAYOUTS)
+def test_every_generated_dataset_gets_a_disjoint_test_set_and_train_val_files_do_not_move(tmp_path, layout):
+    from cps_repro.synthetic import add_test_split
+    new = synthesize(tmp_path / 'new', layout=layout, n=12, n_val=3, seed=2, size=24, progress=False)
+    old = synthesize(tmp_path / 'old', layout=layout, n=12, n_val=3, seed=2, size=24, progress=False, n_test=0)
+    assert new['counts']['test'] == 3 and 'test' not in old['counts']
+    files = lambda root: {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob('*'))
+                          if p.is_file() and p.name != 'synthetic.json'}
+    a, b = files(tmp_path / 'new'), files(tmp_path / 'old')
+    assert {k: a[k] for k in b} == b and len(a) - len(b) == 2 * 3 + 1          # 3 images + 3 masks + the test list
+    test_list = next(k for k in set(a) - set(b) if k.endswith('test.txt'))
+    assert set(new['styles']['test']).isdisjoint(set(new['styles']['train']) | set(new['styles']['val']))
+    assert add_test_split(tmp_path / 'old')['counts'] == new['counts'] and files(tmp_path / 'old') == a
+    assert test_list in load_synthetic_info(tmp_path / 'old')['lists']
+
+
+def test_test_scenes_have_their_own_seeds():
+    assert len({scene_seed(0, 0, s) for s in ('train', 'val', 'test')}) == 3
+    assert scene_seed(5, 1, 'train') == int(np.random.SeedSequence([5, 0, 1]).generate_state(1, np.uint64)[0])   # unchanged
+    with pytest.raises(ValueError, match='subset'): scene_seed(0, 0, 'extra')
+
+
+def test_synthesize_refuses_a_negative_test_count(tmp_path):
+    with pytest.raises(ValueError, match='n_test'): synthesize(tmp_path / 'x', n=4, size=16, n_test=-1, progress=False)
