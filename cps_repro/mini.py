@@ -10,12 +10,13 @@ import argparse, concurrent.futures, dataclasses, hashlib, json, os, subprocess,
 from dataclasses import dataclass, asdict
 from pathlib import Path
 
-from .config import ExperimentConfig, normalize_split
+from .config import ExperimentConfig, normalize_split, recipe_id, train_pool
 
 from .overrides import apply_overrides
 from .packaged import file_sha256
 from .presets import (MINI_SIZE, MINI_N_TRAIN, MINI_N_VAL, MINI_N_TEST, MINI_ITERS, MINI_DEMO_ITERS, MINI_BACKBONE, MINI_WEIGHTS, MINI_DEVIATIONS, PAPER_METHODS,
-                               mini_preset, experiment_config, ARMS, ARM_TITLES, MINI_ARM_ROWS, MINI_FORCED, MINI_TUNING, mini_arm_overrides)
+                               mini_preset, experiment_config, ARMS, ARM_TITLES, MINI_ARM_ROWS, MINI_FORCED, MINI_TUNING, mini_arm_overrides,
+                               hparam_deviations)
 from .report import SPLIT_LABELS, method_label, paper_numbers, run_label    # the names and numbers the paper tables use
 
 # %% auto #0
@@ -267,7 +268,6 @@ def _row_of(result: dict) -> str:
     "The row of `MINI_ARM_ROWS[arm]` a result's method and hyperparameters are (its method for a run of no arm)."
     arm, method = result.get('arm') or '', result['method']
     if not arm: return method
-    from cps_repro.config import ExperimentConfig
     hp = ExperimentConfig.from_dict(result['config']).hparams
     for row, (m, _) in MINI_ARM_ROWS[arm].items():
         if m == method and experiment_config(f'mini_{m}', '1_8', None, mini_arm_overrides(arm, row)[1]).hparams == hp: return row
@@ -275,8 +275,6 @@ def _row_of(result: dict) -> str:
 
 def _result_fields(r: dict) -> dict:
     "A run's arm, row, generated row name, evaluation set and recipe id (computed for result.json files older than them)."
-    from cps_repro.config import recipe_id, train_pool
-    from cps_repro.presets import hparam_deviations
     cfg = r.get('config')
     if not cfg:   # a bare result (no config): its method alone
         return dict(arm=r.get('arm') or '', row=r['method'], label=method_label(r['method']), eval_set=r.get('eval_set') or 'val',

@@ -6,7 +6,7 @@ Docs: https://cps-repro.github.io/cps_repro/report.html.md"""
 
 # %% ../nbs/09_report.ipynb #c003
 from __future__ import annotations
-import io, json, math, warnings
+import hashlib, io, json, math, warnings
 from importlib import resources
 from pathlib import Path
 
@@ -163,7 +163,6 @@ def run_recipe(result: dict) -> tuple:
         for sec, names in (('train', ('seed',)), ('data', ('split', 'root', 'labeled_list', 'unlabeled_list', 'val_list'))):
             cfg[sec] = {k: v for k, v in (cfg.get(sec) or {}).items() if k not in names}
         cfg.pop('notes', None)
-        import hashlib
         return 'c' + hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:7], method_label(result['method'])
 
 def result_row(result: dict, path) -> dict:
