@@ -244,7 +244,8 @@ def recipe_rows(runs: pd.DataFrame) -> pd.Series:
     arm = runs['arm'].fillna('') if 'arm' in runs else pd.Series('', index=runs.index)
     base = pd.Series([f"{ARM_TITLES.get(a, a)}: {l}" if a else l for a, l in zip(arm, runs['label'])], index=runs.index)
     base = base + [' (test)' if s == 'test' else '' for s in runs['eval_set'].fillna('val')]
-    where = [runs[c].map(backbone_label) if c == 'backbone' else runs[c] for c in ('table', 'backbone') if c in runs]
+    table = runs['fits'] if 'fits' in runs else runs['table'] if 'table' in runs else None   # a generated run's own table
+    where = ([] if table is None else [table]) + ([runs['backbone'].map(backbone_label)] if 'backbone' in runs else [])
     clash = runs.groupby([base, *where])['recipe'].transform('nunique') > 1   # within a table's rows (one backbone)
     return base.where(~clash, base + ' [recipe ' + runs['recipe'].astype(str) + ']')
 

@@ -424,3 +424,10 @@ def test_the_baselines_get_the_same_help_and_keep_their_run_ids_without_it():
 def apply_overrides_(cfg, pairs):
     from cps_repro.overrides import apply_overrides
     return apply_overrides(cfg, pairs)
+
+
+def test_make_demo_keeps_its_three_runs_on_the_validation_images():
+    "exp_mini runs both arms on the test images by default; the demo keeps its three runs (10 minutes on 2 cores)."
+    import subprocess
+    dry = subprocess.run(['make', '-n', 'demo'], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    assert '-p arms none' in dry and '-p eval_set val' in dry, 'the Makefile demo line needs -p arms none -p eval_set val'
