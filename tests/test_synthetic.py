@@ -58,7 +58,7 @@ def test_scene_seed_is_a_pure_function_and_validates():
     assert scene_seed(0, 7) == scene_seed(0, 7) and len({scene_seed(s, i) for s in range(5) for i in range(50)}) == 250
     for bad in ((-1, 0), (0, -1), (1.5, 0), (True, 0)):
         with pytest.raises(ValueError, match='scene_seed'): scene_seed(*bad)
-    with pytest.raises(ValueError, match='subset'): scene_seed(0, 0, 'test')
+    with pytest.raises(ValueError, match='subset'): scene_seed(0, 0, 'extra')   # 'test' is a subset now
 
 
 def test_shapes_and_dtypes():
@@ -196,8 +196,10 @@ def test_voc_layout_files(voc_dataset):
     train_aug, val, train = read_list(sets / 'train_aug.txt'), read_list(sets / 'val.txt'), read_list(sets / 'train.txt')
     assert train_aug == [f'synth_{i:06d}' for i in range(1, 41)] and val == [f'synth_{i:06d}' for i in range(41, 49)]
     assert set(train) < set(train_aug) and len(train) == round(40 * 1464 / 10582)
-    assert sorted(p.stem for p in (voc / 'JPEGImages').iterdir()) == train_aug + val
-    assert sorted(p.name for p in (voc / 'SegmentationClassAug').iterdir()) == [f'{i}.png' for i in train_aug + val]
+    test = read_list(sets / 'test.txt')                      # the held-out test set, numbered after val
+    assert test == [f'synth_{i:06d}' for i in range(49, 57)]
+    assert sorted(p.stem for p in (voc / 'JPEGImages').iterdir()) == train_aug + val + test
+    assert sorted(p.name for p in (voc / 'SegmentationClassAug').iterdir()) == [f'{i}.png' for i in train_aug + val + test]
     assert (sets / 'train_aug.txt').read_bytes().endswith(b'synth_000040\n') and b'\r' not in (sets / 'val.txt').read_bytes()
     for image_id in ('synth_000001', 'synth_000045'):
         jpg = Image.open(voc / 'JPEGImages' / f'{image_id}.jpg')
@@ -245,11 +247,11 @@ def test_voc_metadata(voc_dataset):
     assert {k: info[k] for k in meta} == meta and info['seconds'] > 0 and info['out'] == str(out)
     assert meta['layout'] == 'voc' and meta['seed'] == 5 and meta['size'] == 48 and meta['border_ignore'] == 1
     assert meta['num_classes'] == 5 and meta['class_names'] == ['background', 'stripes', 'checker', 'dots', 'solid']
-    assert meta['counts'] == {'train': 40, 'val': 8, 'train_subset': 6}
+    assert meta['counts'] == {'train': 40, 'val': 8, 'train_subset': 6, 'test': 8}
     assert meta['style_names'] == list(STYLE_NAMES)
-    assert len(meta['styles']['train']) == 40 and len(meta['styles']['val']) == 8
+    assert len(meta['styles']['train']) == 40 and len(meta['styles']['val']) == 8 and len(meta['styles']['test']) == 8
     assert all(0 <= s < 6 for s in meta['styles']['train'].values())
-    assert all((out / p).is_file() for p in meta['lists']) and len(meta['lists']) == 3 + 16
+    assert all((out / p).is_file() for p in meta['lists']) and len(meta['lists']) == 3 + 16 + 1   # + test.txt
     with pytest.raises(FileNotFoundError, match='cps-repro synth'): load_synthetic_info(out / 'VOCdevkit')
 
 
@@ -294,7 +296,8 @@ def test_cityscapes_layout(city_dataset):
     _check_partition_lists(lambda r: ids(f'train_aug_labeled_1-{r}.txt'), lambda r: ids(f'train_aug_unlabeled_1-{r}.txt'), train_ids)
     assert len(list(sub.iterdir())) == 8
     n_files = sum(1 for p in (out / 'leftImg8bit').rglob('*.png')) + sum(1 for p in (out / 'gtFine').rglob('*.png'))
-    assert n_files == 2 * 48 and not (out / 'VOCdevkit').exists()
+    assert n_files == 2 * (48 + 8) and not (out / 'VOCdevkit').exists()      # train, val and the 8 test scenes
+    assert len(read_list(cfgdir / 'test.txt')) == 8 and all(city_entry_id(l)[0] == 'test' for l in read_list(cfgdir / 'test.txt'))
     meta = load_synthetic_info(out)
     assert meta['layout'] == 'cityscapes' and meta['border_ignore'] == 0 and set(meta['styles']['train']) == set(train_ids)
 
@@ -385,7 +388,7 @@ def test_cli_synth(tmp_path, capsys):
     assert cli_synth(tmp_path / 'c', layout='cityscapes', n=6, seed=1, size=16, n_val=2) == 0
     out = capsys.readouterr().out
     assert str(tmp_path / 'c') in out and 'cityscapes' in out and ' s' in out
-    assert load_synthetic_info(tmp_path / 'c')['counts'] == {'train': 6, 'val': 2}
+    assert load_synthetic_info(tmp_path / 'c')['counts'] == {'train': 6, 'val': 2, 'test': 2}
     assert cli_synth(tmp_path / 'c', n=6, size=16) == 1
     assert 'choose an empty or new folder' in capsys.readouterr().err
     assert cli_synth(tmp_path / 'd', layout='coco', n=6, size=16) == 1
