@@ -67,7 +67,7 @@ DEMO ?= demo_out
 DEMO_ITERS ?= demo
 demo: venv
 	@mkdir -p $(DEMO)
-	$(BIN)/papermill nbs/exp_mini.ipynb $(DEMO)/exp_mini.ipynb -y "splits: ['1_16']" -y "seeds: [0]" \
+	$(BIN)/papermill nbs/exp_mini.ipynb $(DEMO)/exp_mini.ipynb -y "splits: ['1_16']" -p arms none -p eval_set val -y "seeds: [0]" \
 	  -y "full_ceiling: false" -y "self_training: []" $(if $(DEMO_ITERS),-p iters $(DEMO_ITERS)) -p out_dir $(DEMO)/results -p data_root $(DEMO)/data
 	$(BIN)/papermill nbs/paper_tables.ipynb $(DEMO)/paper_tables.ipynb -p results_dir $(DEMO)/results -p out_dir $(DEMO)/reports
 	$(BIN)/papermill nbs/paper_figures.ipynb $(DEMO)/paper_figures.ipynb -p results_dir $(DEMO)/results -p out_dir $(DEMO)/reports

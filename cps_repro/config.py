@@ -18,14 +18,15 @@ from .splits import (TRAIN_AUG_SPLITS, FEW_LABEL_SPLITS, FULL_SPLIT, SPLITS, nor
                               split_fraction)
 
 # %% auto #0
-__all__ = ['BACKBONES', 'AMP_MODES', 'RESULT_IRRELEVANT', 'DATA_LOCATION', 'IDENTITY_FREE', 'checked', 'field_problems',
-           'DataConfig', 'ModelConfig', 'OptimConfig', 'TrainConfig', 'EvalConfig', 'register_params',
-           'registered_methods', 'params_class', 'method_params', 'ExperimentConfig', 'comparable', 'run_data',
-           'config_differences']
+__all__ = ['BACKBONES', 'AMP_MODES', 'EVAL_SETS', 'RESULT_IRRELEVANT', 'DATA_LOCATION', 'IDENTITY_FREE', 'HASHED_WHEN_SET',
+           'NOT_RECIPE', 'checked', 'field_problems', 'DataConfig', 'ModelConfig', 'OptimConfig', 'TrainConfig',
+           'EvalConfig', 'register_params', 'registered_methods', 'params_class', 'method_params', 'ExperimentConfig',
+           'comparable', 'train_pool', 'recipe_id', 'run_data', 'config_differences']
 
 # %% ../nbs/00_config.ipynb #c008
 BACKBONES = ('resnet50', 'resnet101', 'resnet50_tv', 'resnet101_tv', 'small_resnet', 'small_resnet_s2', 'hrnet_w48')
 AMP_MODES = ('none', 'auto', 'bf16', 'fp16')
+EVAL_SETS = ('val', 'test')   # `eval.set`: the list a run is evaluated on (see `cps_repro.loaders.resolve_lists`)
 
 def checked(default=dataclasses.MISSING, check: str | None = None, choices: tuple | None = None, **kw):
     """A dataclass field whose range is declared in its metadata: `check` is 'positive', 'non_negative' or
@@ -139,6 +140,7 @@ class EvalConfig:
     save_predictions: int = checked(8, 'non_negative')   # network 1's predictions on the first N validation images (Figure 6)
     checkpoint_iters: tuple = checked((), 'positive')    # also evaluate at these iterations: the official checkpoint range (presets)
     batch_size: int = checked(1, 'positive')   # validation images per forward; above 1 only when every validation image has one size
+    set: str = checked('val', choices=EVAL_SETS)   # the images reported on: 'val' (for choosing) or 'test' (held out, generated data)
 
     @property
     def resolved_stride(self) -> int: return self.stride or math.ceil(self.crop_size * 2 / 3)
@@ -188,6 +190,7 @@ class ExperimentConfig:
     eval: EvalConfig = field(default_factory=EvalConfig)
     notes: str = ''
     hparams: Any = None      # an instance of params_class(train.method); None = that class's defaults
+    arm: str = ''            # the arm of a comparison the run belongs to (a label, e.g. 'tuned'; in no hash)
 
     def __post_init__(self):
         if self.hparams is None and self.train.method in _PARAMS: self.hparams = _PARAMS[self.train.method]()
@@ -234,17 +237,57 @@ class ExperimentConfig:
 # float rounding)
 RESULT_IRRELEVANT = {'data': ('workers', 'cache'), 'eval': ('batch_size',)}
 # where the data is: the run's identity holds the data's fingerprint instead (the same data at another path is the
-# same run); `notes` is free text about the config, not part of it
+# same run); `notes` is free text about the config and `arm` names a run: neither changes what it computes
 DATA_LOCATION = ('root', 'partitions_root', 'labeled_list', 'unlabeled_list', 'val_list')
-IDENTITY_FREE = ('notes',)
+IDENTITY_FREE = ('notes', 'arm')
+# fields added after runs were committed, hashed only when they differ from the value every earlier run had, so that
+# the committed run ids stay valid ('hparams.<method>': that method's hyperparameters)
+HASHED_WHEN_SET = {'eval': {'set': 'val'}, 'hparams.supervised': {'balance': 0.0},
+                   'hparams.self_training': {'balance': 0.0, 'rampup': 0.0}}
 
 def comparable(d: dict) -> dict:
-    """A config dict without the `RESULT_IRRELEVANT` fields, the `DATA_LOCATION` and the `notes`: what must agree
-    (with the data's fingerprint) for two configs to be the same run."""
+    """A config dict without the `RESULT_IRRELEVANT` fields, the `DATA_LOCATION`, the `IDENTITY_FREE` fields and the
+    `HASHED_WHEN_SET` fields at their old value: what must agree (with the data's fingerprint) for two configs to be
+    the same run."""
     d = {k: v for k, v in json.loads(json.dumps(d)).items() if k not in IDENTITY_FREE}
     for sec, names in {**RESULT_IRRELEVANT, 'data': RESULT_IRRELEVANT['data'] + DATA_LOCATION}.items():
         if sec in d: d[sec] = {k: v for k, v in d[sec].items() if k not in names}
+    for key, old in HASHED_WHEN_SET.items():
+        sec, _, method = key.partition('.')
+        if method and d.get('train', {}).get('method') != method or not isinstance(d.get(sec), dict): continue
+        d[sec] = {k: v for k, v in d[sec].items() if not (k in old and v == old[k])}
     return d
+
+# what a recipe leaves to the run: the training seed, the split, where the data is and which lists and which
+# evaluation set it reads (a self-training teacher is the supervised run of the same split and seed)
+NOT_RECIPE = {'train': ('seed',), 'data': ('split', 'root', 'partitions_root', 'labeled_list', 'unlabeled_list', 'val_list'),
+              'model': ('teacher_checkpoint',), 'eval': ('set',)}
+
+def train_pool(split: str, n_labeled: int, n_unlabeled: int, listed_unlabeled: int | None = None,
+               few_label: bool = False) -> int | None:
+    """The size of the training pool a run's split was drawn from (for `recipe_id`): every labeled image for split
+    'full'; labeled + unlabeled images otherwise, the unlabeled ones counted from the split's unlabeled list
+    (`listed_unlabeled`) when the method read none (supervised). Without that count (a `result.json` written before
+    runs recorded it): `n_labeled` × the split's denominator, exact when the pool divides by it (the mini's 2,000 and
+    8,000); None for a few-label split."""
+    if split == FULL_SPLIT: return int(n_labeled)
+    unlabeled = n_unlabeled or listed_unlabeled
+    if few_label: return int(unlabeled) if unlabeled else None
+    if unlabeled: return int(n_labeled) + int(unlabeled)
+    return round(n_labeled / split_fraction(split)) if split in TRAIN_AUG_SPLITS else None
+
+def recipe_id(cfg, train_images: int | None = None) -> str:
+    """Short hash of a run's recipe: the result-relevant settings (`comparable`) other than the seed, the split and the
+    data (`NOT_RECIPE`), without the free-text `name` and `notes`, plus `train_images`, the size of the training pool
+    the split is drawn from, to two significant digits (2,000 and 8,000 generated images are two recipes; VOC's
+    10,582, known as 662 × 16 = 10,592 for an older supervised result, is one). `cfg`: an `ExperimentConfig` or its
+    dict (a `result.json`'s `config`). Runs of one recipe on one evaluation set may be averaged; others never."""
+    if isinstance(cfg, dict): cfg = ExperimentConfig.from_dict(cfg)
+    d = comparable(cfg.to_dict())
+    for sec, names in NOT_RECIPE.items(): d[sec] = {k: v for k, v in d[sec].items() if k not in names}
+    for name in ('name', 'notes'): d.pop(name, None)
+    if train_images is not None: d['train_images'] = int(float(f'{int(train_images):.2g}'))
+    return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:8]
 
 def _section_from_dict(cls, d: dict):
     names = {f.name: f for f in dataclasses.fields(cls)}

@@ -13,7 +13,7 @@ from .partitions import split_files
 from .data import voc_root, load_samples, SegmentationDataset, TrainTransform, EvalTransform, make_train_streams
 
 # %% auto #0
-__all__ = ['TrainData', 'resolve_lists', 'eval_collate', 'build_data']
+__all__ = ['TrainData', 'resolve_lists', 'eval_collate', 'build_data', 'eval_list']
 
 # %% ../nbs/02b_loaders.ipynb #c004
 @dataclass
@@ -46,6 +46,7 @@ def resolve_lists(cfg) -> dict:
         lists['unlabeled'] = voc_root(root) / 'ImageSets' / 'Segmentation' / 'train_aug.txt'
     if lists['labeled'] is None or lists['val'] is None:
         raise ValueError(f"dataset {d.dataset!r} needs data.labeled_list and data.val_list in the config")
+    lists['val'] = eval_list(cfg, lists['val'])   # eval.set='test': the held-out test list beside the validation list
     if d.split == 'full' and d.partitions_root:   # split 'full' names official lists relative to the partitions folder
         lists = {k: (str(proot / v) if v is not None and not Path(v).is_absolute() else v) for k, v in lists.items()}
     return lists
@@ -89,3 +90,22 @@ def build_data(cfg, n_unlabeled_streams: int, rank: int = 0, world_size: int = 1
                                       collate_fn=eval_collate)
     return TrainData(lab, unl[0] if unl else None, unl[1] if len(unl) > 1 else None, val,
                      len(labeled), len(unlabeled) if unlabeled is not None else 0)
+
+# %% ../nbs/02b_loaders.ipynb #c004e
+def eval_list(cfg, val_list):
+    """The list a run of `cfg` is evaluated on: `val_list` for `eval.set='val'`; for `eval.set='test'` the `test.txt`
+    beside it (written by `cps-repro synth`; `cps_repro.synthetic.add_test_split` adds one to older generated data)."""
+    eval_set = getattr(cfg.eval, 'set', 'val')
+    if eval_set == 'val': return val_list
+    if cfg.data.dataset == 'cityscapes':
+        raise ValueError("eval.set='test': the Cityscapes test labels are not public; use eval.set='val' (`--set eval.set=val`)")
+    p = Path(val_list)
+    if p.name != 'val.txt':
+        raise ValueError(f"eval.set='test' reads the test.txt beside the validation list, but data.val_list={str(val_list)!r} "
+                         "is not a val.txt; set data.val_list to your test list and keep eval.set='val'")
+    test, root = p.with_name('test.txt'), Path(cfg.data.root)
+    if not (test.is_file() or (not test.is_absolute() and (root / test).is_file())):
+        raise FileNotFoundError(f"eval.set='test': no test list {test} (data root {root}). Generated data made before test "
+                                f"sets existed gets one with `python -c \"from cps_repro.synthetic import add_test_split; "
+                                f"add_test_split('{root}')\"`; real data: use eval.set='val'")
+    return str(test) if isinstance(val_list, str) else test

@@ -8,19 +8,22 @@ import argparse, concurrent.futures, dataclasses, hashlib, json, os, subprocess,
 from dataclasses import dataclass, asdict
 from pathlib import Path
 
-from .config import ExperimentConfig, normalize_split
+from .config import ExperimentConfig, normalize_split, recipe_id, train_pool
 
 from .overrides import apply_overrides
 from .packaged import file_sha256
-from .presets import (MINI_SIZE, MINI_N_TRAIN, MINI_N_VAL, MINI_ITERS, MINI_DEMO_ITERS, MINI_BACKBONE, MINI_WEIGHTS, MINI_DEVIATIONS, PAPER_METHODS,
-                               mini_preset, experiment_config)
-from .report import SPLIT_LABELS, method_label, paper_numbers    # the names and numbers the paper tables use
+from .presets import (MINI_SIZE, MINI_N_TRAIN, MINI_N_VAL, MINI_N_TEST, MINI_ITERS, MINI_DEMO_ITERS, MINI_BACKBONE, MINI_WEIGHTS, MINI_DEVIATIONS, PAPER_METHODS,
+                               mini_preset, experiment_config, ARMS, ARM_TITLES, MINI_ARM_ROWS, MINI_FORCED, MINI_TUNING, mini_arm_overrides,
+                               hparam_deviations)
+from .report import SPLIT_LABELS, method_label, paper_numbers, run_label    # the names and numbers the paper tables use
 
 # %% auto #0
-__all__ = ['MINI_SPLITS', 'RUN_COST', 'TARGET_SPLITS', 'CPS_METHODS', 'PretrainConfig', 'ensure_dataset', 'pretrain_experiment',
-           'weights_sha256', 'pretrain_backbone', 'as_list', 'MiniJob', 'mini_job', 'mini_jobs', 'run_job', 'run_jobs',
-           'results_table', 'export_results', 'history_table', 'paired_gains', 'summarize', 'plot_table',
-           'summary_markdown', 'overlap_trend', 'check_targets', 'targets_markdown', 'paper_comparison_markdown',
+__all__ = ['MINI_SPLITS', 'RUN_COST', 'TABLE_COLUMNS', 'TARGET_SPLITS', 'CPS_METHODS', 'GAIN_TARGET', 'CUTMIX_TARGET',
+           'COLLAPSE_TOLERANCE', 'BALANCE_TARGET', 'CLAIMS', 'FRESH_DATA_SEEDS', 'CLAIMS_FILE', 'PretrainConfig',
+           'ensure_dataset', 'pretrain_experiment', 'weights_sha256', 'pretrain_backbone', 'as_list', 'MiniJob',
+           'mini_job', 'mini_jobs', 'run_job', 'run_jobs', 'results_table', 'load_run_results', 'export_results',
+           'history_table', 'paired_gains', 'has_arms', 'summarize', 'plot_table', 'summary_markdown', 'overlap_trend',
+           'check_targets', 'fresh_seed_commands', 'claims_markdown', 'targets_markdown', 'paper_comparison_markdown',
            'probes_markdown', 'add_pretrain_parser', 'main']
 
 # %% ../nbs/11_mini.ipynb #c005
@@ -45,11 +48,13 @@ def _synth_config(size: int, vocabulary: str):
     return SynthConfig(size=size, vocabulary=vocabulary, clutter_vocabulary=vocabulary)
 
 def ensure_dataset(root, seed: int, n: int, n_val: int | None = None, size: int = MINI_SIZE,
-                   vocabulary: str = 'target', progress: bool = False, workers: int = 1) -> Path:
+                   vocabulary: str = 'target', progress: bool = False, workers: int = 1, n_test: int | None = None) -> Path:
     """Generate a mini dataset into `root` unless it holds one already; an existing one must have been made with the
     same seed, size, count and vocabulary, and `n_val` validation images when given (otherwise an error naming its
-    `synthetic.json`). `workers` processes render the scenes (the same files for any number)."""
-    from cps_repro.synthetic import synthesize
+    `synthetic.json`). `n_test` held-out test images (default: as many as validation; 0: none): a dataset generated
+    before test sets existed gets them added (`add_test_split`, its other files untouched). `workers` processes render
+    the scenes (the same files for any number)."""
+    from cps_repro.synthetic import synthesize, add_test_split
     root = Path(root)
     meta_path = root / 'synthetic.json'
     cfg = _synth_config(size, vocabulary)
@@ -62,8 +67,9 @@ def ensure_dataset(root, seed: int, n: int, n_val: int | None = None, size: int 
         if have != want:
             raise FileExistsError(f"{meta_path} describes another dataset ({have}) than the one asked for ({want}); "
                                   f"use another data_root or delete {root}")
+        if n_test != 0: add_test_split(root, n_test, workers=workers, progress=progress)   # refuses another test count
         return root
-    synthesize(root, n=n, n_val=n_val, seed=seed, size=size, cfg=cfg, progress=progress, workers=workers)
+    synthesize(root, n=n, n_val=n_val, seed=seed, size=size, cfg=cfg, progress=progress, workers=workers, n_test=n_test)
     return root
 
 def pretrain_experiment(corpus_root, pc: PretrainConfig = PretrainConfig()) -> ExperimentConfig:
@@ -94,7 +100,7 @@ def pretrain_backbone(out, work_dir='runs/mini_pretrain', pc: PretrainConfig = P
     from cps_repro.train import Trainer
     if pc.vocabulary == 'target': raise ValueError("PretrainConfig.vocabulary='target' would pretrain on the target classes; use 'pretrain'")
     work = Path(work_dir)
-    corpus = ensure_dataset(work / 'corpus', pc.corpus_seed, pc.n, pc.n_val, pc.size, pc.vocabulary, progress=progress)
+    corpus = ensure_dataset(work / 'corpus', pc.corpus_seed, pc.n, pc.n_val, pc.size, pc.vocabulary, progress=progress, n_test=0)
     cfg = pretrain_experiment(corpus, pc)
     tr = Trainer(cfg, run_dir=work / 'run', progress=progress, device='cpu')
     result = tr.fit()
@@ -143,40 +149,63 @@ class MiniJob:
     cfg: ExperimentConfig
     out_dir: str
     needs: tuple = ()           # run ids that must finish first (self-training's supervised teacher)
+    arm: str = ''               # the arm of the table ('published', 'tuned'; '' = the mini preset as it is)
+    row: str = ''               # the row of the arm (`MINI_ARM_ROWS`); '' = the method's row
 
     @property
     def run_dir(self) -> Path: return Path(self.out_dir) / self.cfg.run_id
     @property
     def cost(self) -> float: return RUN_COST.get(self.method, 1.0) * self.cfg.train.iters
 
-def mini_job(method: str, split, seed: int, data_root, out_dir, iters: int | None = None, overrides=()) -> MiniJob:
+def mini_job(method: str, split, seed: int, data_root, out_dir, iters: int | None = None, overrides=(),
+             arm: str | None = None, eval_set: str | None = None) -> MiniJob:
     """The run of `method` on `split` ('full' allowed) with `seed`, as `cps-repro train` arguments and config.
-    Offline self-training (Figure 5) is taught by the supervised run of the same split, seed and overrides: its
-    `teacher_checkpoint` is that run's `checkpoint.pt`, and the job `needs` that run."""
-    method, split, seed = _method(method), normalize_split(split), _seed(seed)
-    sets = ['seed=' + str(seed)] + ([f'iters={int(iters)}'] if iters is not None else []) + list(overrides)
+    With `arm` ('published' or 'tuned'), `method` names a row of that arm (`MINI_ARM_ROWS`, e.g. 'supervised_balanced')
+    and the run gets the arm's overrides (`mini_arm_overrides`). `eval_set` ('val' or 'test'): the images it reports
+    on (default: the config's, 'val'). Offline self-training (Figure 5) is taught by the supervised run of the same
+    arm, split, seed and overrides: its `teacher_checkpoint` is that run's `checkpoint.pt`, and the job `needs` it."""
+    row = method
+    if arm is None: method, arm_sets = _method(method), []
+    else: method, arm_sets = mini_arm_overrides(arm, row)
+    split, seed = normalize_split(split), _seed(seed)
+    sets = (['seed=' + str(seed)] + ([f'iters={int(iters)}'] if iters is not None else []) + arm_sets
+            + ([f'eval.set={eval_set}'] if eval_set is not None else []) + list(overrides))
     needs = ()
     if method == 'self_training':
-        teacher = mini_job('supervised', split, seed, data_root, out_dir, iters, overrides)
+        teacher = mini_job('supervised', split, seed, data_root, out_dir, iters, overrides, arm, eval_set)
         sets.append(f"teacher_checkpoint={teacher.run_dir / 'checkpoint.pt'}")
         needs = (teacher.cfg.run_id,)
     cfg = experiment_config(f'mini_{method}', split, str(data_root), sets)   # 'full': the ceiling's own split label
     args = ('train', '--preset', f'mini_{method}', '--split', split, '--data-root', str(data_root),
             '--run-dir', str(Path(out_dir) / cfg.run_id), '--no-progress', '--set', *sets)   # the directory we read back
-    return MiniJob(method, split, seed, args, cfg, str(out_dir), needs)
+    return MiniJob(method, split, seed, args, cfg, str(out_dir), needs, arm or '', row if arm else '')
+
+def _arm(a) -> str:
+    if a not in ARMS: raise ValueError(f"Unknown arm {a!r}; use one of {ARMS}")
+    return a
 
 def mini_jobs(methods, splits, seeds, data_root, out_dir, iters: int | None = None, full_ceiling: bool = True,
-              overrides=(), self_training=()) -> list[MiniJob]:
+              overrides=(), self_training=(), arms=None, eval_set: str | None = None) -> list[MiniJob]:
     """Every run of the table (supervised ceiling on 'full' per seed when `full_ceiling`), plus offline self-training
-    and its supervised teacher on the splits in `self_training` (Figure 5); the longest chains first."""
+    and its supervised teacher on the splits in `self_training` (Figure 5); the longest chains first.
+    `arms` (e.g. ['published', 'tuned']): every row of each arm whose method is in `methods` (self-training rows on the
+    `self_training` splits), each arm with its own supervised ceiling; a run two arms share (the same run id) is one
+    job per arm and `run_jobs` runs it once. `arms=None`: the `mini_<method>` presets as they are."""
     methods, splits, seeds = as_list(methods, _method), as_list(splits, normalize_split), as_list(seeds, _seed)
     st_splits = as_list(self_training, normalize_split) if self_training not in ((), [], None, '') else []
     if 'full' in st_splits: raise ValueError("self_training on split 'full' has no unlabeled images; use 1_16, 1_8, 1_4 or 1_2")
-    cells = [(m, s) for s in splits for m in methods if s != 'full']
-    cells += [c for s in st_splits for c in (('supervised', s), ('self_training', s))]
-    if full_ceiling or 'full' in splits: cells.append(('supervised', 'full'))
+    cells = []
+    for arm in ([None] if arms is None else as_list(arms, _arm)):
+        if arm is None: rows, table_rows = {'self_training': 'self_training'}, {m: m for m in methods}
+        else:
+            rows = {r: m for r, (m, _) in MINI_ARM_ROWS[arm].items()}
+            table_rows = {r: m for r, m in rows.items() if m in methods and m != 'self_training'}
+        st_rows = [r for r, m in rows.items() if m == 'self_training']
+        cells += [(arm, r, s) for s in splits if s != 'full' for r in table_rows]
+        cells += [c for s in st_splits for c in [(arm, 'supervised', s)] + [(arm, r, s) for r in st_rows]]
+        if full_ceiling or 'full' in splits: cells.append((arm, 'supervised', 'full'))
     cells = list(dict.fromkeys(cells))
-    jobs = [mini_job(m, s, k, data_root, out_dir, iters, overrides) for m, s in cells for k in seeds]
+    jobs = [mini_job(r, s, k, data_root, out_dir, iters, overrides, arm, eval_set) for arm, r, s in cells for k in seeds]
     after = {}                                       # a teacher's priority includes the runs waiting for it
     for j in jobs:
         for n in j.needs: after[n] = after.get(n, 0.0) + j.cost
@@ -206,6 +235,9 @@ def run_jobs(jobs, workers: int = 2, log_dir=None, progress=print) -> list[dict]
     """Run `jobs` with `workers` single-thread processes side by side, in the list's order, each once the runs it
     `needs` have finished; results in the order of `jobs`."""
     if workers < 1: raise ValueError(f"workers={workers} must be >= 1")
+    all_jobs, first = jobs, {}
+    for i, j in enumerate(all_jobs): first.setdefault(j.cfg.run_id, i)   # a run two arms share runs once
+    jobs = [all_jobs[i] for i in sorted(set(first.values()))]
     ids = {j.cfg.run_id for j in jobs}
     missing = sorted({n for j in jobs for n in j.needs if n not in ids})
     if missing: raise ValueError(f"runs {missing} are needed (self-training teachers) but not in the job list; "
@@ -222,20 +254,59 @@ def run_jobs(jobs, workers: int = 2, log_dir=None, progress=print) -> list[dict]
                 i = running.pop(fut); results[i] = fut.result(); finished.add(jobs[i].cfg.run_id)
                 j, r = jobs[i], results[i]
                 if progress: progress(f"[{len(finished)}/{len(jobs)} {time.perf_counter() - t0:6.0f} s] {j.method:13s} "
-                                      f"{j.split:5s} seed {j.seed}: mIoU {r['miou']:.2f} ({r['wall_seconds']:.0f} s)")
-    return results
+                                      f"{j.split:5s} seed {j.seed}{' ' + j.arm if j.arm else ''}: mIoU {r['miou']:.2f} ({r['wall_seconds']:.0f} s)")
+    by_id = {j.cfg.run_id: r for j, r in zip(jobs, results)}
+    return [by_id[j.cfg.run_id] for j in all_jobs]
 
 # %% ../nbs/11_mini.ipynb #c017
+TABLE_COLUMNS = ('method', 'split', 'seed', 'miou', 'miou_net2', 'n_labeled', 'n_unlabeled', 'iters', 'data_seed',
+                 'wall_seconds', 'run_id', 'arm', 'row', 'label', 'eval_set', 'recipe')
+
+def _row_of(result: dict) -> str:
+    "The row of `MINI_ARM_ROWS[arm]` a result's method and hyperparameters are (its method for a run of no arm)."
+    arm, method = result.get('arm') or '', result['method']
+    if not arm: return method
+    hp = ExperimentConfig.from_dict(result['config']).hparams
+    for row, (m, _) in MINI_ARM_ROWS[arm].items():
+        if m == method and experiment_config(f'mini_{m}', '1_8', None, mini_arm_overrides(arm, row)[1]).hparams == hp: return row
+    raise ValueError(f"run {result.get('run_id')}: arm {arm!r} has no row of method {method!r} with hparams {hp}")
+
+def _result_fields(r: dict) -> dict:
+    "A run's arm, row, generated row name, evaluation set and recipe id (computed for result.json files older than them)."
+    cfg = r.get('config')
+    if not cfg:   # a bare result (no config): its method alone
+        return dict(arm=r.get('arm') or '', row=r['method'], label=method_label(r['method']), eval_set=r.get('eval_set') or 'val',
+                    recipe=r.get('recipe'))
+    recipe = r.get('recipe') or recipe_id(cfg, r.get('train_images') or train_pool(
+        r['split'], r['n_labeled'], r['n_unlabeled'], few_label=(cfg.get('data') or {}).get('unlabeled_from_train_aug', False)))
+    return dict(arm=r.get('arm') or '', row=_row_of(r), label=run_label(r['method'], hparam_deviations(cfg)),
+                eval_set=r.get('eval_set') or (cfg.get('eval') or {}).get('set') or 'val', recipe=recipe)
+
 def results_table(jobs, results, data_seed: int | None = None):
-    "A DataFrame with one row per run: method, split, seed, miou, miou_net2, n_labeled, n_unlabeled, iters, data_seed, wall_seconds, run_id."
+    """A DataFrame with one row per run (`TABLE_COLUMNS`): method, split, seed, miou, miou_net2, n_labeled, n_unlabeled,
+    iters, data_seed, wall_seconds, run_id, and the run's arm, row (of `MINI_ARM_ROWS`), generated row name (`label`),
+    evaluation set and recipe id. `jobs=None`: from the results alone (e.g. `load_run_results` of a committed folder)."""
     import pandas as pd
-    rows = [dict(method=j.method, split=j.split, seed=j.seed, miou=r['miou'], miou_net2=r.get('miou_net2'),
+    jobs = jobs if jobs is not None else [None] * len(results)
+    who = lambda j, r: dict(method=j.method, split=j.split, seed=j.seed) if j is not None else \
+        dict(method=r['method'], split=r['split'], seed=r['seed'])
+    rows = [dict(**who(j, r), miou=r['miou'], miou_net2=r.get('miou_net2'),
                  n_labeled=r['n_labeled'], n_unlabeled=r['n_unlabeled'], iters=r['iters'], data_seed=data_seed,
-                 wall_seconds=r['wall_seconds'], run_id=r['run_id']) for j, r in zip(jobs, results)]
+                 wall_seconds=r['wall_seconds'], run_id=r['run_id'],
+                 **{**_result_fields({**r, **who(j, r)}), **({'arm': j.arm, 'row': j.row or j.method} if j is not None else {})})
+            for j, r in zip(jobs, results)]
     order = {s: i for i, s in enumerate(MINI_SPLITS)}; morder = {m: i for i, m in enumerate(PAPER_METHODS)}
-    df = pd.DataFrame(rows)
-    return df.sort_values(['split', 'method', 'seed'], key=lambda c: c.map(order) if c.name == 'split'
-                          else c.map(morder) if c.name == 'method' else c).reset_index(drop=True)
+    aorder = {a: i for i, a in enumerate(('',) + ARMS)}
+    df = pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
+    return df.sort_values(['split', 'arm', 'method', 'row', 'seed'], key=lambda c: c.map(order) if c.name == 'split'
+                          else c.map(morder) if c.name == 'method' else c.map(aorder) if c.name == 'arm' else c,
+                          kind='stable').reset_index(drop=True)
+
+def load_run_results(folder) -> list[dict]:
+    "Every `result.json` under `folder` (recursive, in path order), parsed: what `results_table(None, ...)` reads."
+    paths = sorted(Path(folder).rglob('result.json'))
+    if not paths: raise FileNotFoundError(f"no result.json under {folder}")
+    return [json.loads(p.read_text(encoding='utf-8')) for p in paths]
 
 def export_results(runs_dir, dest, root) -> list:
     """Copy every `result.json` under `runs_dir` to `dest/<run_id>/result.json` with the absolute paths under `root`
@@ -253,25 +324,50 @@ def export_results(runs_dir, dest, root) -> list:
     return written
 
 def history_table(jobs, results, data_seed: int | None = None):
-    "A DataFrame with one row per evaluation of every run: method, split, seed, iter, miou, miou_net2, overlap, data_seed."
+    """A DataFrame with one row per evaluation of every run: method, split, seed, iter, miou, miou_net2, overlap,
+    data_seed, arm, row. `jobs=None`: from the results alone."""
     import pandas as pd
-    rows = [dict(method=j.method, split=j.split, seed=j.seed, iter=h['iter'], miou=h.get('miou'), miou_net2=h.get('miou_2'),
-                 overlap=h.get('overlap'), data_seed=data_seed) for j, r in zip(jobs, results) for h in r.get('history') or []]
-    return pd.DataFrame(rows, columns=['method', 'split', 'seed', 'iter', 'miou', 'miou_net2', 'overlap', 'data_seed'])
+    jobs = jobs if jobs is not None else [None] * len(results)
+    rows = [dict(**(dict(method=j.method, split=j.split, seed=j.seed) if j is not None else
+                    dict(method=r['method'], split=r['split'], seed=r['seed'])), iter=h['iter'], miou=h.get('miou'), miou_net2=h.get('miou_2'),
+                 overlap=h.get('overlap'), data_seed=data_seed,
+                 arm=j.arm if j is not None else (r.get('arm') or ''), row=(j.row or j.method) if j is not None else _row_of(r))
+            for j, r in zip(jobs, results) for h in r.get('history') or []]
+    return pd.DataFrame(rows, columns=['method', 'split', 'seed', 'iter', 'miou', 'miou_net2', 'overlap', 'data_seed', 'arm', 'row'])
+
+def _one_arm(table):
+    "`table` when its runs are of one arm (or of none); otherwise an error: paired gains never mix arms."
+    if 'arm' in table and table['arm'].fillna('').nunique() > 1:
+        raise ValueError(f"the table holds the arms {sorted(set(table['arm'].fillna('')))}: pass one arm's runs, "
+                         "e.g. table[table.arm == 'tuned']")
+    return table
 
 def paired_gains(table, split: str, method: str, baseline: str = 'supervised') -> list:
-    "`method` − `baseline` mIoU on `split`, one value per training seed that both have run."
-    runs = table[table.split == split]
-    base = runs[runs.method == baseline].set_index('seed')['miou']
-    mine = runs[runs.method == method].set_index('seed')['miou']
+    """`method` − `baseline` mIoU on `split`, one value per training seed that both have run. `method` and `baseline`
+    name rows (the `row` column of an arm's table, e.g. 'supervised_balanced'; a table without it: methods)."""
+    runs = _one_arm(table)[table.split == split]
+    key = runs['row'] if 'row' in runs else runs['method']
+    base = runs[key == baseline].set_index('seed')['miou']
+    mine = runs[key == method].set_index('seed')['miou']
     return [mine[s] - base[s] for s in mine.index if s in base.index]
 
+def has_arms(table) -> bool:
+    "Whether `table`'s runs belong to arms (a table of `mini_jobs(..., arms=...)`), so rows are (arm, row), not methods."
+    return 'arm' in table and bool((table['arm'].fillna('') != '').any())
+
 def summarize(table):
-    "Mean and standard deviation of mIoU per (split, method), and the mean gain over supervised on the same seeds."
+    """Mean and standard deviation of mIoU per (split, method), and the mean gain over supervised on the same seeds;
+    a table with arms: per (split, arm, row), the gain over the arm's own supervised row."""
     import pandas as pd
-    g = table.groupby(['split', 'method'], sort=False)['miou']
-    out = pd.DataFrame({'n_seeds': g.size(), 'miou_mean': g.mean(), 'miou_std': g.std(ddof=1)}).reset_index()
-    gains = [paired_gains(table, r.split, r.method) if r.method != 'supervised' else [] for r in out.itertuples()]
+    if not has_arms(table):
+        g = table.groupby(['split', 'method'], sort=False)['miou']
+        out = pd.DataFrame({'n_seeds': g.size(), 'miou_mean': g.mean(), 'miou_std': g.std(ddof=1)}).reset_index()
+        gains = [paired_gains(table, r.split, r.method) if r.method != 'supervised' else [] for r in out.itertuples()]
+    else:
+        table = table.assign(arm=table['arm'].fillna(''))
+        g = table.groupby(['split', 'arm', 'row', 'method', 'label'], sort=False)['miou']
+        out = pd.DataFrame({'n_seeds': g.size(), 'miou_mean': g.mean(), 'miou_std': g.std(ddof=1)}).reset_index()
+        gains = [paired_gains(table[table.arm == r.arm], r.split, r.row) if r.row != 'supervised' else [] for r in out.itertuples()]
     out['gain_vs_supervised'] = [sum(x) / len(x) if x else float('nan') for x in gains]
     out['gain_std'] = [pd.Series(x).std(ddof=1) if len(x) > 1 else float('nan') for x in gains]
     return out
@@ -279,16 +375,19 @@ def summarize(table):
 def plot_table(table, path=None):
     "Seaborn figure: mIoU per split for each method (mean and seeds), the full-label ceiling as a line."
     import matplotlib.pyplot as plt, seaborn as sns
+    if has_arms(table):   # one colour per arm and row, named from the settings
+        table = table.assign(name=[f"{ARM_TITLES.get(a, a)}: {l}" if a else l for a, l in zip(table['arm'].fillna(''), table.label)])
+    else: table = table.assign(name=table.method)
     parts = table[table.split != 'full']
     fig, ax = plt.subplots(figsize=(6, 4))
     order = [s for s in MINI_SPLITS if s in set(parts.split)]
-    hue_order = [m for m in PAPER_METHODS if m in set(parts.method)]
-    sns.pointplot(data=parts, x='split', y='miou', hue='method', order=order, hue_order=hue_order, errorbar='sd',
+    hue_order = [m for m in PAPER_METHODS if m in set(parts.name)] + [n for n in dict.fromkeys(parts.name) if n not in PAPER_METHODS]
+    sns.pointplot(data=parts, x='split', y='miou', hue='name', order=order, hue_order=hue_order, errorbar='sd',
                   dodge=0.8 - 0.8 / len(hue_order), capsize=0.1, ax=ax)   # at the strip plot's positions
-    sns.stripplot(data=parts, x='split', y='miou', hue='method', order=order, hue_order=hue_order, dodge=True,
+    sns.stripplot(data=parts, x='split', y='miou', hue='name', order=order, hue_order=hue_order, dodge=True,
                   alpha=0.4, legend=False, ax=ax)
-    full = table[table.split == 'full']['miou']
-    if len(full): ax.axhline(full.mean(), ls='--', c='grey', label=f'supervised, all labels ({full.mean():.1f})')
+    for name, full in table[table.split == 'full'].groupby('name', sort=False)['miou']:   # one ceiling per arm
+        ax.axhline(full.mean(), ls='--', c='grey', label=f'{name}, all labels ({full.mean():.1f})')
     ax.set(xlabel='labeled fraction', ylabel='mIoU (%)', title='CPU mini reproduction: mean ± sd over seeds')
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -303,14 +402,18 @@ def summary_markdown(table) -> str:
     "A table's summary as markdown: per split and method, seeds, mIoU mean ± sd, paired gain over supervised, median s per run."
     s = summarize(table)
     n_labeled = table.groupby('split')['n_labeled'].first()
-    seconds = table.groupby(['split', 'method'])['wall_seconds'].median()
-    lines = ['| labels | method | seeds | mIoU, mean ± sd | gain over supervised (paired by seed) | s per run |',
-             '|---|---|---|---|---|---|']
+    arms = has_arms(table)
+    keys = ['split', 'arm', 'row'] if arms else ['split', 'method']
+    seconds = table.assign(arm=table['arm'].fillna('') if 'arm' in table else '').groupby(keys)['wall_seconds'].median()
+    lines = ['| labels | ' + ('arm | row (from its settings)' if arms else 'method') +
+             ' | seeds | mIoU, mean ± sd | gain over supervised (paired by seed) | s per run |',
+             '|---|---|' + ('---|' if arms else '') + '---|---|---|---|']
     for r in s.itertuples():
         gain = '' if r.gain_vs_supervised != r.gain_vs_supervised else _pm(r.gain_vs_supervised, r.gain_std, '+')
+        name = f"{ARM_TITLES.get(r.arm, r.arm)} | {r.label}" if arms else method_label(r.method)
         lines.append(f"| {SPLIT_LABELS.get(r.split, r.split)} ({n_labeled[r.split]}) | "
-                     f"{method_label(r.method)} | {r.n_seeds} | {_pm(r.miou_mean, r.miou_std)} | "
-                     f"{gain} | {seconds[(r.split, r.method)]:.0f} |")
+                     f"{name} | {r.n_seeds} | {_pm(r.miou_mean, r.miou_std)} | "
+                     f"{gain} | {seconds[tuple(getattr(r, k) for k in keys)]:.0f} |")
     return '\n'.join(lines)
 
 # %% ../nbs/11_mini.ipynb #c017u
@@ -331,39 +434,93 @@ def overlap_trend(history) -> dict:
     return dict(runs=len(first), first=first.mean(), lowest=low.mean(), final=last.mean(),
                 rising=int((last > first).sum()), above_lowest=int((last > low).sum()), per_method=per_method)
 
+GAIN_TARGET = 3.0          # CPS+CutMix − supervised at 1/16, mIoU points
+CUTMIX_TARGET = 1.0        # CPS+CutMix − CPS at 1/16, and more than 2 sd of the paired differences
+COLLAPSE_TOLERANCE = 0.5   # a CPS / CPS+CutMix run this far below its supervised run has collapsed
+BALANCE_TARGET = 1.0       # tuned CPS+CutMix − supervised · balanced at 1/16: cross supervision beyond the weighting
+# the claims `check_targets` measures, in its order: (claim, target, the arms it is pre-registered for)
+CLAIMS = (
+    ('CutMix helps at 1/16', f'CPS+CutMix − supervised ≥ +{GAIN_TARGET:g}', ARMS),
+    ('CutMix helps at 1/16', f'CPS+CutMix − CPS ≥ +{CUTMIX_TARGET:g} and > 2 sd of the paired differences', ARMS),
+    ('no run collapses', f'every CPS / CPS+CutMix run ≥ its supervised run − {COLLAPSE_TOLERANCE:g}', ARMS),
+    ('gains shrink as labels grow', 'CPS+CutMix − supervised: 1/16 ≥ 1/8 ≥ 1/4, and 1/16 > 1/4', ARMS),
+    ('CPS beats offline self-training (Figure 5)', 'CPS − self-training at 1/8 > 0', ARMS),
+    ('the two networks converge (Figure 7)', 'overlap at the final evaluation > at the first, mean over CPS runs', ARMS),
+    ('cross supervision beyond balancing', f'CPS+CutMix − supervised · balanced at 1/16 ≥ +{BALANCE_TARGET:g}', ('tuned',)),
+)
+
 def check_targets(table, history=None):
-    """The miniature's targets checked on a table of runs (and its evaluation history for Figure 7): one row per
-    target with the claim, the target, what was measured and whether it holds (None when its runs are missing)."""
+    """The miniature's targets (`CLAIMS`) checked on a table of runs of one arm (or of the `mini_*` presets) and its
+    evaluation history for Figure 7: one row per target with the claim, the target, what was measured and whether it
+    holds (None when its runs are missing). Self-training is the arm's self-training row (the tuned arm's: balanced
+    and ramped); the last claim needs the tuned arm's balanced supervised row and is left out without it."""
     import pandas as pd
-    rows = []
-    def add(claim, target, measured, holds): rows.append(dict(claim=claim, target=target, measured=measured, holds=holds))
+    table = _one_arm(table)
+    rows, targets = [], iter(CLAIMS)
+    def add(measured, holds):
+        claim, target, _ = next(targets)
+        rows.append(dict(claim=claim, target=target, measured=measured, holds=holds))
+    names = set(table['row'] if 'row' in table else table['method'])
     d = paired_gains(table, '1_16', 'cps_cutmix'); m, sd = _mean_sd(d)
-    add('CutMix helps at 1/16', 'CPS+CutMix − supervised ≥ +3', _pm(m, sd, '+') if d else 'not run', bool(m >= 3) if d else None)
+    add(_pm(m, sd, '+') if d else 'not run', bool(m >= GAIN_TARGET) if d else None)
     d = paired_gains(table, '1_16', 'cps_cutmix', 'cps'); m, sd = _mean_sd(d)
-    add('CutMix helps at 1/16', 'CPS+CutMix − CPS ≥ +1 and > 2 sd of the paired differences',
-        _pm(m, sd, '+') if d else 'not run', bool(m >= 1 and m > 2 * sd) if len(d) > 1 else None)
+    add(_pm(m, sd, '+') if d else 'not run', bool(m >= CUTMIX_TARGET and m > 2 * sd) if len(d) > 1 else None)
     diffs = [(g, m_, s) for s in TARGET_SPLITS for m_ in CPS_METHODS for g in paired_gains(table, s, m_)]
     if diffs:
         g, m_, s = min(diffs)
-        add('no run collapses', 'every CPS / CPS+CutMix run ≥ its supervised run − 0.5',
-            f"lowest {g:+.2f} ({method_label(m_)} at {SPLIT_LABELS.get(s, s)}; {len(diffs)} runs)", bool(g >= -0.5))
-    else: add('no run collapses', 'every CPS / CPS+CutMix run ≥ its supervised run − 0.5', 'not run', None)
+        add(f"lowest {g:+.2f} ({method_label(m_)} at {SPLIT_LABELS.get(s, s)}; {len(diffs)} runs)", bool(g >= -COLLAPSE_TOLERANCE))
+    else: add('not run', None)
     gains = {s: _mean_sd(paired_gains(table, s, 'cps_cutmix'))[0] for s in TARGET_SPLITS}
     known = all(v == v for v in gains.values())
-    add('gains shrink as labels grow', 'CPS+CutMix − supervised: 1/16 ≥ 1/8 ≥ 1/4, and 1/16 > 1/4',
-        ' → '.join(f"{v:+.2f}" for v in gains.values()) if known else 'not run',
+    add(' → '.join(f"{v:+.2f}" for v in gains.values()) if known else 'not run',
         bool(gains['1_16'] >= gains['1_8'] >= gains['1_4'] and gains['1_16'] > gains['1_4']) if known else None)
-    d = paired_gains(table, '1_8', 'cps', 'self_training'); m, sd = _mean_sd(d)
-    add('CPS beats offline self-training (Figure 5)', 'CPS − self-training at 1/8 > 0',
-        _pm(m, sd, '+') if d else 'not run', bool(m > 0) if d else None)
+    st = 'self_training_balanced' if 'self_training_balanced' in names else 'self_training'
+    d = paired_gains(table, '1_8', 'cps', st); m, sd = _mean_sd(d)
+    add(_pm(m, sd, '+') if d else 'not run', bool(m > 0) if d else None)
+    if history is not None and len(history) and 'arm' in history and 'arm' in table and len(table):
+        history = history[history['arm'].fillna('') == table['arm'].fillna('').iloc[0]]
     t = overlap_trend(history) if history is not None and len(history) else dict(runs=0)
-    add('the two networks converge (Figure 7)', 'overlap at the final evaluation > at the first, mean over CPS runs',
-        f"first {100 * t['first']:.1f}% → lowest {100 * t['lowest']:.1f}% → final {100 * t['final']:.1f}% (final above first in "
+    add(f"first {100 * t['first']:.1f}% → lowest {100 * t['lowest']:.1f}% → final {100 * t['final']:.1f}% (final above first in "
         f"{t['rising']} of {t['runs']} runs, above its lowest in {t['above_lowest']}); first → final per method: "
         + ', '.join(f"{method_label(m)} {100 * a:.1f}% → {100 * b:.1f}%" for m, (a, b) in t['per_method'].items())
         if t['runs'] else 'not run',
         bool(t['final'] > t['first']) if t['runs'] else None)
+    if 'supervised_balanced' in names:
+        d = paired_gains(table, '1_16', 'cps_cutmix', 'supervised_balanced'); m, sd = _mean_sd(d)
+        add(_pm(m, sd, '+') if d else 'not run', bool(m >= BALANCE_TARGET) if d else None)
     return pd.DataFrame(rows, columns=['claim', 'target', 'measured', 'holds'])
+
+FRESH_DATA_SEEDS = (9, 10)   # never generated before the claims: 0 is the development seed, 1-8 ran earlier recipes, 1000 is the corpus
+CLAIMS_FILE = 'nbs/mini_results/claims.md'   # relative to the project root
+
+def fresh_seed_commands(data_seed: int, out_dir: str = 'results/mini') -> str:
+    "The commands that run one data seed's whole test-set table (both arms, every split, self-training) and commit it."
+    runs, dest = f'{out_dir}/data_seed{data_seed}_test', f'nbs/mini_results/data_seed{data_seed}_test'
+    return '\n'.join([
+        f"papermill nbs/exp_mini.ipynb runs/mini_test{data_seed}.ipynb -p data_seed {data_seed} -p out_dir {out_dir}",
+        f"python -c \"from cps_repro.mini import export_results; export_results('{runs}', '{dest}/run_results', '.')\"",
+        f"cp {runs}/mini_table.csv {runs}/mini_summary.csv {runs}/mini_history.csv {runs}/mini_figure.png {dest}/"])
+
+def claims_markdown() -> str:
+    """The pre-registered claims file (`CLAIMS_FILE`): the claims and thresholds (`CLAIMS`), where they are tested
+    and the exact commands, as committed before any fresh-seed run; a test checks the file says this."""
+    lines = ['# The miniature\'s pre-registered claims', '',
+             'Status: **draft**. The as-published arm\'s settings await issue 28 (why the paper\'s method collapses at 1/4 in the',
+             'miniature): a forced change it finds (e.g. the paper\'s effective learning rate) is one more entry of',
+             '`cps_repro.presets.MINI_FORCED`, after which this file is committed again, before any fresh-seed run.', '',
+             f'Tested on the held-out **test** images (`eval.set=test`, {MINI_N_TEST} per data seed) of the fresh data seeds '
+             f'{" and ".join(map(str, FRESH_DATA_SEEDS))} (never generated before this file) and of the development seed 0, '
+             'with both arms (`cps_repro.presets.MINI_ARM_ROWS`) at 1/16, 1/8 and 1/4, self-training at 1/8, training seeds 0, 1 '
+             f'and 2, and the full-label ceiling (its {MINI_ITERS:,} iterations, like every run: a lower bound on what all '
+             'labels give, shown with its learning curve). A claim holds for an arm when it holds on each fresh data seed; the '
+             'development seed is reported beside them. Validation images are for choosing only. Measured by '
+             '`cps_repro.mini.check_targets` on one arm\'s table of one data seed.', '',
+             '| # | claim | target | arms |', '|---|---|---|---|']
+    lines += [f"| {i} | {c} | {t} | {', '.join(ARM_TITLES[a] for a in arms)} |" for i, (c, t, arms) in enumerate(CLAIMS, 1)]
+    lines += ['', 'Commands, one data seed per session (each is hours of the two cores), in this order:', '', '```bash']
+    for k in (*FRESH_DATA_SEEDS, 0): lines += [f'# data seed {k}' + (' (development seed: its test set)' if k == 0 else ' (fresh)'),
+                                                fresh_seed_commands(k)]
+    return '\n'.join(lines + ['```', ''])
 
 def targets_markdown(targets) -> str:
     """`check_targets`'s frame as a markdown table (✓ holds, ✗ does not, — not run); a dict {column title: frame}

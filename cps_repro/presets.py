@@ -17,9 +17,11 @@ from .partitions import full_split_lists
 __all__ = ['OFFICIAL_TRAIN_SIZE', 'OFFICIAL_EPOCHS', 'FEW_LABEL_EPOCHS', 'OFFICIAL_N_LABELED', 'CPS_WEIGHT',
            'FEW_LABEL_CPS_WEIGHT', 'FULL_SUPERVISED_EPOCHS', 'FULL_SUPERVISED_BATCH', 'OFFICIAL_EVAL_EPOCHS',
            'OFFICIAL_SNAPSHOT_EVERY', 'PAPER_BACKBONES', 'FULL_METHODS', 'PAPER_METHODS', 'MINI_SIZE', 'MINI_N_TRAIN',
-           'MINI_N_VAL', 'MINI_ITERS', 'MINI_EVAL_BATCH', 'MINI_DEMO_ITERS', 'MINI_BACKBONE', 'MINI_WEIGHTS_ASSET',
-           'MINI_WEIGHTS', 'MINI_DEVIATIONS', 'official_iters', 'official_epochs', 'official_checkpoint_iters',
-           'mini_preset', 'register_preset', 'list_presets', 'preset', 'experiment_config']
+           'MINI_N_VAL', 'MINI_N_TEST', 'MINI_ITERS', 'MINI_EVAL_BATCH', 'MINI_DEMO_ITERS', 'MINI_BACKBONE',
+           'MINI_WEIGHTS_ASSET', 'MINI_WEIGHTS', 'MINI_FORCED', 'MINI_TUNING', 'MINI_DEVIATIONS', 'MINI_BALANCE',
+           'MINI_TUNED_HPARAMS', 'ARMS', 'ARM_TITLES', 'MINI_ARM_ROWS', 'official_iters', 'official_epochs',
+           'official_checkpoint_iters', 'mini_preset', 'published_hparams', 'hparam_deviations', 'mini_arm_overrides',
+           'register_preset', 'list_presets', 'preset', 'experiment_config']
 
 # %% ../nbs/15_presets.ipynb #c015
 OFFICIAL_TRAIN_SIZE = {'voc': 10582, 'cityscapes': 2975}
@@ -128,7 +130,8 @@ def _full_preset(dataset: str, method: str, backbone: str) -> ExperimentConfig:
 # %% ../nbs/15_presets.ipynb #c019b
 MINI_SIZE = 32          # image side (px) of the mini data and the crop
 MINI_N_TRAIN = 8000     # train_aug pool: 1/16 = 500 labeled images, 1/4 = 2,000
-MINI_N_VAL = 600        # validation images, whatever the pool size
+MINI_N_VAL = 600        # validation images, whatever the pool size (for choosing: probes, recipes)
+MINI_N_TEST = 600       # held-out test images, whatever the pool size (for reporting: the tables and claims)
 MINI_ITERS = 3000       # iterations of every mini run
 MINI_EVAL_BATCH = 100   # validation images per forward (all 32 px); 1 at a time was several times slower
 MINI_DEMO_ITERS = 2000  # `make demo`'s shorter schedule, to fit 10 minutes on 2 cores (11_mini: the demo's schedule)
@@ -136,17 +139,34 @@ MINI_BACKBONE = 'small_resnet_s2'   # stride-2 stem: layer1 and the decoder at 1
 MINI_WEIGHTS_ASSET = f'{MINI_BACKBONE}_pretrained.pt'   # packaged; regenerate with `python -m cps_repro.mini pretrain`
 MINI_WEIGHTS = ASSETS_DIR / MINI_WEIGHTS_ASSET
 
-MINI_DEVIATIONS = {
-    'data': f'generated VOC-layout scenes (cps_repro.synthetic), 5 classes (background + 4 fill textures), {MINI_SIZE} px, '
+# The changes the scale forces on the paper's recipe (backbone, data, crop, schedule, batch, images): {name: (what and
+# why, the overrides the as-published arm applies on top of `mini_preset`)}; {} where `mini_preset` makes the change
+# already. ONE place: a further forced change (e.g. a learning rate from issue 28) is one more entry, and every run of
+# the as-published arm, its own supervised baseline included, takes it.
+MINI_FORCED = {
+    'data': (f'generated VOC-layout scenes (cps_repro.synthetic), 5 classes (background + 4 fill textures), {MINI_SIZE} px, '
             f'{MINI_N_TRAIN} train_aug images + {MINI_N_VAL} val, instead of PASCAL VOC / Cityscapes',
-    'network': f'{MINI_BACKBONE} DeepLabv3+ (deep stem 8-8-16 without max-pool, one basic block per stage, widths 16-32-48-64, '
+        {}),
+    'network': (f'{MINI_BACKBONE} DeepLabv3+ (deep stem 8-8-16 without max-pool, one basic block per stage, widths 16-32-48-64, '
                'layer1 and decoder at stride 2, output stride 4, ASPP rates 1/2/3, head widths 32/16/32; 214k parameters) '
                'instead of ResNet-50/101',
-    'pretraining': 'backbone pretrained by the project on a disjoint generated corpus (other seed, texture vocabulary '
+        {}),
+    'pretraining': ('backbone pretrained by the project on a disjoint generated corpus (other seed, texture vocabulary '
                    "'pretrain', 3000 images, full labels, 1500 iterations; `python -m cps_repro.mini pretrain`) instead of ImageNet",
-    'schedule': f'{MINI_ITERS:,} iterations, SGD lr 0.02 / wd 1e-4 (effective = nominal, no loss scale), poly 0.9, instead of ~40k iterations '
+        {}),
+    'schedule': (f'{MINI_ITERS:,} iterations, SGD lr 0.02 / wd 1e-4 (effective = nominal, no loss scale), poly 0.9, instead of ~40k iterations '
                 'at effective lr 0.0025 / wd 4e-4; CPS+CutMix learns slowest and was still improving at 2,000',
-    'augmentation': 'flip only (scale 1.0): the images are the crop size',
+        {}),
+    'augmentation': ('flip only (scale 1.0): the images are the crop size',
+        {}),
+    'evaluation': ('whole image at 32 px; mIoU of network 1 over all 5 classes',
+        {}),
+    'full-label ceiling': ("split 'full' trains supervised on every train_aug image (data.labeled_list = train_aug.txt); "
+                          'the paper has no such row',
+        {}),
+}
+# The tuned arm's own changes, not forced by the scale: chosen on data seed 0's validation images (11_mini's probes)
+MINI_TUNING = {
     'cutmix': 'half-image mask (one random half from the second batch) instead of 3 boxes: box masks do not beat supervised at 32 px; '
               'λ 1.5 (plain CPS\'s VOC value) instead of the official CutMix 1.0, which tied plain CPS at 1/16',
     'pseudo-label balance': 'each pixel of the CPS loss (plain CPS and CPS+CutMix) weighs its pseudo class\'s share of the '
@@ -156,10 +176,15 @@ MINI_DEVIATIONS = {
     'λ ramp-up': 'λ ramps up (sigmoid, exp(-5(1-t)²)) over the first 40% of iterations for plain CPS and the first 20% for '
                  'CPS+CutMix; the paper uses none. Without it one CPS run of three at 1/4 never learned two classes (the two '
                  'networks confirmed each other), and CPS+CutMix lost texture classes at 1/2',
-    'evaluation': 'whole image at 32 px; mIoU of network 1 over all 5 classes',
-    'full-label ceiling': "split 'full' trains supervised on every train_aug image (data.labeled_list = train_aug.txt); "
-                          'the paper has no such row',
 }
+# every deviation of the tuned recipe (`mini_preset`), in the order of its notes (which name them in every run)
+MINI_DEVIATIONS = {name: MINI_FORCED[name][0] if name in MINI_FORCED else MINI_TUNING[name] for name in
+                   ('data', 'network', 'pretraining', 'schedule', 'augmentation', 'cutmix', 'pseudo-label balance',
+                    'λ ramp-up', 'evaluation', 'full-label ceiling')}
+
+MINI_BALANCE = 0.5      # the tuned recipe's class-balancing power (pseudo labels of CPS; the baselines get it too)
+MINI_TUNED_HPARAMS = {'cps': dict(weight=1.5, rampup=0.4, balance=MINI_BALANCE),
+                      'cps_cutmix': dict(weight=1.5, mask='half', rampup=0.2, balance=MINI_BALANCE)}
 
 def mini_preset(method: str, split) -> ExperimentConfig:
     "The CPU mini recipe for `method` and `split` (used by the `mini_*` presets); its backbone: the packaged `MINI_WEIGHTS`, by reference."
@@ -172,8 +197,7 @@ def mini_preset(method: str, split) -> ExperimentConfig:
     data = DataConfig(dataset='voc', root='data/mini', split=split, num_classes=5, crop_size=MINI_SIZE,
                       scales=(1.0,), workers=0, cache=True, **lists)
     optim = OptimConfig(lr=0.02, weight_decay=1e-4, nominal_lr=0.02, nominal_weight_decay=1e-4, gpus_official=1)
-    hparams = {'cps': method_params('cps', weight=1.5, rampup=0.4, balance=0.5),
-               'cps_cutmix': method_params('cps_cutmix', weight=1.5, mask='half', rampup=0.2, balance=0.5)}.get(method) or method_params(method)
+    hparams = method_params(method, **MINI_TUNED_HPARAMS.get(method, {}))
     train = TrainConfig(method=method, iters=MINI_ITERS, batch_size=8, unlabeled_batch_size=8,
                         amp='none', eval_every=500, checkpoint_every=500, log_every=10)
     model = ModelConfig(backbone=MINI_BACKBONE, output_stride=4, pretrained=asset_ref(MINI_WEIGHTS_ASSET))
@@ -181,6 +205,63 @@ def mini_preset(method: str, split) -> ExperimentConfig:
                             eval=EvalConfig(mode='whole', crop_size=MINI_SIZE, save_predictions=8, batch_size=MINI_EVAL_BATCH), hparams=hparams,
                             notes="CPU mini recipe on generated VOC-layout data; deviations from the paper: "
                                   + '; '.join(f"{k}: {v}" for k, v in MINI_DEVIATIONS.items())).validate()
+
+# %% ../nbs/15_presets.ipynb #c006b
+ARMS = ('published', 'tuned')
+ARM_TITLES = {'published': 'as published', 'tuned': 'tuned for the miniature'}
+# {arm: {row: (method, hyperparameters)}}; None: the paper's (`published_hparams`)
+MINI_ARM_ROWS = {
+    'published': {'supervised': ('supervised', None), 'cps': ('cps', None), 'cps_cutmix': ('cps_cutmix', None),
+                  'self_training': ('self_training', None)},
+    'tuned': {'supervised': ('supervised', {}), 'supervised_balanced': ('supervised', {'balance': MINI_BALANCE}),
+              'cps': ('cps', MINI_TUNED_HPARAMS['cps']), 'cps_cutmix': ('cps_cutmix', MINI_TUNED_HPARAMS['cps_cutmix']),
+              'self_training_balanced': ('self_training', {'balance': MINI_BALANCE, 'rampup': MINI_TUNED_HPARAMS['cps']['rampup']})},
+}
+_DEVIATION_ORDER = ('balance', 'rampup', 'mask', 'weight', 'n_boxes', 'prop_range')   # a row name's order
+_DEVIATION_TEXT = {'balance': lambda v: 'balanced' + ('' if v == MINI_BALANCE else f' {v:g}'),
+                   'rampup': lambda v: f'ramp {v:.0%}', 'mask': lambda v: f'{v} mask', 'weight': lambda v: f'λ {v:g}',
+                   'n_boxes': lambda v: f'{v} boxes', 'prop_range': lambda v: f'box area {v[0]:g}-{v[1]:g}'}
+
+def published_hparams(method: str, dataset: str = 'voc', split=None):
+    """The paper's hyperparameters of `method` on `dataset` (and `split`): its dataclass's defaults with the paper's λ
+    (`CPS_WEIGHT`; `FEW_LABEL_CPS_WEIGHT` on the few-label splits)."""
+    hp = method_params(method)
+    if (dataset, method) not in CPS_WEIGHT: return hp
+    few = split is not None and normalize_split(split) in FEW_LABEL_SPLITS
+    return dataclasses.replace(hp, weight=FEW_LABEL_CPS_WEIGHT if few else CPS_WEIGHT[(dataset, method)])
+
+def hparam_deviations(cfg) -> tuple:
+    """What a config's hyperparameters change from the paper's (`published_hparams` of its method and dataset), as
+    short words for a row name: ('balanced', 'ramp 20%', 'half mask', 'λ 1.5'); () for the paper's method."""
+    if isinstance(cfg, dict): cfg = ExperimentConfig.from_dict(cfg)
+    method, dataset = cfg.train.method, cfg.data.dataset
+    paper = dataclasses.asdict(published_hparams(method, dataset if dataset in ('voc', 'cityscapes') else 'voc', cfg.data.split))
+    mine = dataclasses.asdict(cfg.hparams)
+    changed = [k for k in mine if mine[k] != paper.get(k)]
+    changed.sort(key=lambda k: _DEVIATION_ORDER.index(k) if k in _DEVIATION_ORDER else len(_DEVIATION_ORDER))
+    return tuple(_DEVIATION_TEXT.get(k, lambda v, k=k: f'{k} {v}')(mine[k]) for k in changed)
+
+def _published_notes() -> str:
+    return ("CPU mini, the paper's method as published (its hyperparameters); changes forced by the scale: "
+            + '; '.join(f"{k}: {text}" for k, (text, _) in MINI_FORCED.items()))
+
+def mini_arm_overrides(arm: str, row: str) -> tuple:
+    """`(method, overrides)`: the `key=value` overrides (`cps-repro train --preset mini_<method> --set ...`) that make
+    row `row` of arm `arm` (`MINI_ARM_ROWS`) from the `mini_<method>` preset: the arm's label, the row's
+    hyperparameters where they differ from the preset's, and, for the as-published arm, `MINI_FORCED`'s overrides and
+    notes naming the forced changes."""
+    if arm not in MINI_ARM_ROWS: raise ValueError(f"Unknown arm {arm!r}; use one of {ARMS}")
+    if row not in MINI_ARM_ROWS[arm]:
+        raise ValueError(f"Arm {arm!r} has no row {row!r}; its rows: {', '.join(MINI_ARM_ROWS[arm])}")
+    method, hp = MINI_ARM_ROWS[arm][row]
+    want = dataclasses.asdict(published_hparams(method) if hp is None else method_params(method, **hp))
+    have = dataclasses.asdict(mini_preset(method, '1_8').hparams)
+    sets = [f'arm={arm}'] + [f'hparams.{k}={v}' for k, v in want.items() if v != have[k] and not isinstance(v, (tuple, list))]
+    odd = [k for k, v in want.items() if v != have[k] and isinstance(v, (tuple, list))]
+    if odd: raise ValueError(f"row {row!r} of arm {arm!r} changes {odd}, which mini_arm_overrides cannot write as key=value")
+    if arm == 'published':
+        sets += [f'{k}={v}' for _, (_, over) in MINI_FORCED.items() for k, v in over.items()] + [f'notes={_published_notes()}']
+    return method, sets
 
 # %% ../nbs/15_presets.ipynb #c020
 _PRESETS: dict[str, Callable] = {}

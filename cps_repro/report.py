@@ -4,7 +4,7 @@
 
 # %% ../nbs/09_report.ipynb #c003
 from __future__ import annotations
-import io, json, math, warnings
+import hashlib, io, json, math, warnings
 from importlib import resources
 from pathlib import Path
 
@@ -12,17 +12,19 @@ import numpy as np
 import pandas as pd
 
 import cps_repro
-from .config import FEW_LABEL_SPLITS, TRAIN_AUG_SPLITS, normalize_split
+from .config import FEW_LABEL_SPLITS, TRAIN_AUG_SPLITS, normalize_split, recipe_id, train_pool
 from .methods import method_label as registry_label, paper_rows
+from .presets import ARM_TITLES, hparam_deviations
 
 # %% auto #0
 __all__ = ['PAPER_TABLE_FILES', 'TABLE_ALIASES', 'TABLE_TITLES', 'PAPER_COLUMNS', 'BACKBONE_LABELS', 'SPLIT_LABELS',
-           'SPLIT_ORDER', 'TABLE_SPLITS', 'PAPER_TABLES', 'MINI_NOTE', 'REQUIRED_KEYS', 'RESULT_COLUMNS',
+           'SPLIT_ORDER', 'TABLE_SPLITS', 'PAPER_TABLES', 'MINI_NOTE', 'REQUIRED_KEYS', 'RESULT_COLUMNS', 'EARLIER',
            'GENERATED_TABLE', 'MARK_NOTES', 'DASH', 'MINUS', 'GENERATED_NOTE', 'table_name', 'paper_numbers',
-           'method_label', 'backbone_label', 'split_label', 'is_mini_run', 'table_for', 'run_provenance', 'run_marks',
-           'table_notes', 'result_row', 'load_results', 'seed_stats', 'signed', 'ours_text', 'cell_text', 'paper_table',
-           'checkpoint_table', 'mini_table', 'latex_escape', 'to_markdown', 'to_latex', 'write_table', 'NoRunsError',
-           'save_figure', 'figure5_self_training', 'colorize', 'figure6_qualitative', 'run_history', 'figure7_overlap']
+           'method_label', 'run_label', 'backbone_label', 'split_label', 'is_mini_run', 'table_for', 'run_provenance',
+           'run_marks', 'table_notes', 'run_recipe', 'result_row', 'load_results', 'recipe_rows', 'seed_stats',
+           'signed', 'ours_text', 'cell_text', 'paper_table', 'checkpoint_table', 'mini_table', 'latex_escape',
+           'to_markdown', 'to_latex', 'write_table', 'NoRunsError', 'save_figure', 'figure5_self_training', 'colorize',
+           'figure6_qualitative', 'run_history', 'figure7_overlap']
 
 # %% ../nbs/09_report.ipynb #c005
 PAPER_TABLE_FILES = {'table1': 'table1_voc.csv', 'table2': 'table2_cityscapes.csv', 'table3': 'table3_pseudoseg_voc.csv',
@@ -77,6 +79,10 @@ def method_label(method: str) -> str:
     "The paper's row name of a method (its registered label when the paper has no row; unknown methods keep their name)."
     return paper_rows().get(method) or registry_label(method)
 
+def run_label(method: str, deviations=()) -> str:
+    "A row name generated from a run's settings: the method's name and what its hyperparameters change from the paper's."
+    return ' · '.join([method_label(method), *deviations])
+
 def backbone_label(backbone: str) -> str:
     "The paper's name of a backbone (`resnet101` -> `R101`); others keep their own name."
     return BACKBONE_LABELS.get(backbone, backbone)
@@ -105,7 +111,9 @@ REQUIRED_KEYS = ('dataset', 'split', 'backbone', 'method', 'seed', 'miou')
 RESULT_COLUMNS = ('run_id', 'preset', 'dataset', 'split', 'n_labeled', 'n_unlabeled', 'backbone', 'method', 'seed',
                   'iters', 'miou', 'miou_net2', 'best_miou', 'best_iter', 'overlap', 'pixel_acc', 'wall_seconds',
                   'device', 'mini', 'table', 'fits', 'provenance', 'pretrained', 'marks', 'data_root', 'history',
-                  'run_dir', 'path', 'range_best_miou', 'range_best_iter', 'range_checkpoints')
+                  'run_dir', 'path', 'range_best_miou', 'range_best_iter', 'range_checkpoints',
+                  'recipe', 'arm', 'eval_set', 'label', 'earlier')
+EARLIER = 'earlier'   # a folder of history (earlier recipes, other images): loaded, shown apart, never in the tables
 GENERATED_TABLE = 'generated'      # the `table` of a non-mini run on generated data: in no paper table unless asked
 MARK_NOTES = {'‡': 'generated data (a synthetic dataset written by `cps-repro synth`), not the dataset of the table',
               '†': 'data not verified by the official lists (an older result.json without data provenance, or your own lists)',
@@ -128,6 +136,32 @@ def table_notes(table) -> str:
     "The notes on the marks a paper table (`paper_table`'s wide frame or its text) uses; '' when none."
     text = table if isinstance(table, str) else table.to_string()
     return '\n'.join(f"{m} {note}" for m, note in MARK_NOTES.items() if m in text)
+
+def _config_of(result: dict) -> dict:
+    "A result's config with its method filled in from the result when the config lacks it (hand-written results)."
+    cfg = json.loads(json.dumps(result.get('config') or {}))
+    cfg.setdefault('train', {}).setdefault('method', result['method'])
+    return cfg
+
+def run_recipe(result: dict) -> tuple:
+    """`(recipe id, row name)` of a result: its `recipe` when recorded, else computed from its config
+    (`cps_repro.config.recipe_id`, the training pool from its label counts); the row name from its method and
+    hyperparameters (`run_label`). A config that no longer parses gets the hash of its text without seed, split and
+    data as its recipe, and its method's name."""
+    cfg = _config_of(result)
+    try:
+        few = (cfg.get('data') or {}).get('unlabeled_from_train_aug', False)
+        pool = result.get('train_images') or train_pool(normalize_split(result['split']), result.get('n_labeled') or 0,
+                                                        result.get('n_unlabeled') or 0, few_label=few)
+        deviations = hparam_deviations(cfg) if cfg.get('hparams') is not None else ()   # unrecorded: none claimed
+        return result.get('recipe') or recipe_id(cfg, pool), run_label(result['method'], deviations)
+    except (KeyError, TypeError, ValueError) as e:
+        warnings.warn(f"run {result.get('run_id')}: its config does not parse ({type(e).__name__}: {e}); "
+                      "its recipe is the hash of the config's text")
+        for sec, names in (('train', ('seed',)), ('data', ('split', 'root', 'labeled_list', 'unlabeled_list', 'val_list'))):
+            cfg[sec] = {k: v for k, v in (cfg.get(sec) or {}).items() if k not in names}
+        cfg.pop('notes', None)
+        return 'c' + hashlib.sha256(json.dumps(cfg, sort_keys=True).encode()).hexdigest()[:7], method_label(result['method'])
 
 def result_row(result: dict, path) -> dict:
     "One `load_results` row from the parsed `result.json` at `path`; ValueError naming the file and key when unusable."
@@ -153,10 +187,15 @@ def result_row(result: dict, path) -> dict:
     rng = result.get('official_range') or {}
     row.update(range_best_miou=rng.get('best_miou'), range_best_iter=rng.get('best_iter'),
                range_checkpoints=rng.get('evaluated', 0) if rng else 0)
+    recipe, label = run_recipe(result)
+    row.update(recipe=recipe, label=label, arm=result.get('arm') or '', earlier=False,
+               eval_set=result.get('eval_set') or ((cfg.get('eval') or {}).get('set')) or 'val')
     return row
 
 def load_results(results_dir) -> pd.DataFrame:
-    "One row per readable `result.json` under `results_dir` (recursive); unreadable files are skipped with a warning."
+    """One row per readable `result.json` under `results_dir` (recursive); unreadable files are skipped with a warning.
+    Each row has its `recipe` (what may be averaged with it), `arm`, `eval_set` ('val' or 'test'), generated row name
+    (`label`) and `earlier` (under a folder named `earlier`: history, kept out of the tables)."""
     root = Path(results_dir)
     if not root.is_dir():
         raise FileNotFoundError(f"Results folder {root} does not exist: pass the `out_dir` your runs wrote to "
@@ -176,19 +215,37 @@ def load_results(results_dir) -> pd.DataFrame:
             warnings.warn(f"Skipping {path}: run {row['run_id']} was already loaded from {seen[key]} "
                           "(the same run copied twice would count twice)."); continue
         seen[key] = path
+        row['earlier'] = EARLIER in path.relative_to(root).parts[:-1]
         rows.append(row)
     return pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
 
 # %% ../nbs/09_report.ipynb #c017
 DASH, MINUS = '—', '−'
 
-def _as_results(results) -> pd.DataFrame:
-    "`results` itself when it is a `load_results` frame, else the results loaded from that folder."
+def _as_results(results, include_earlier: bool = False) -> pd.DataFrame:
+    """`results` itself when it is a `load_results` frame, else the results loaded from that folder; without the
+    history under `earlier/` unless `include_earlier`. A frame without recipe columns is one recipe on 'val'."""
     if isinstance(results, pd.DataFrame):
         missing = [c for c in ('method', 'backbone', 'split', 'miou', 'table') if c not in results.columns]
         if missing: raise ValueError(f"results lack the columns {missing}: pass the frame of `load_results` or a results folder")
-        return results
-    return load_results(results)
+        defaults = {'recipe': '', 'arm': '', 'eval_set': 'val', 'earlier': False}
+        results = results.assign(**{k: v for k, v in defaults.items() if k not in results.columns})
+        if 'label' not in results.columns: results = results.assign(label=results.method.map(method_label))
+    else: results = load_results(results)
+    return results if include_earlier else results[~results['earlier'].astype(bool)]
+
+def recipe_rows(runs: pd.DataFrame) -> pd.Series:
+    """The row name of each run: its generated name (`label`, after its arm's title when it has an arm), with
+    '(test)' for runs on the test images, and `[recipe <id>]` wherever runs of different recipes would otherwise share
+    a name in one table and backbone: a row never averages runs of different recipes or evaluation sets."""
+    if runs.empty: return pd.Series([], index=runs.index, dtype=object)
+    arm = runs['arm'].fillna('') if 'arm' in runs else pd.Series('', index=runs.index)
+    base = pd.Series([f"{ARM_TITLES.get(a, a)}: {l}" if a else l for a, l in zip(arm, runs['label'])], index=runs.index)
+    base = base + [' (test)' if s == 'test' else '' for s in runs['eval_set'].fillna('val')]
+    table = runs['fits'] if 'fits' in runs else runs['table'] if 'table' in runs else None   # a generated run's own table
+    where = ([] if table is None else [table]) + ([runs['backbone'].map(backbone_label)] if 'backbone' in runs else [])
+    clash = runs.groupby([base, *where])['recipe'].transform('nunique') > 1   # within a table's rows (one backbone)
+    return base.where(~clash, base + ' [recipe ' + runs['recipe'].astype(str) + ']')
 
 def seed_stats(runs: pd.DataFrame, by: list) -> pd.DataFrame:
     "mean, sample std (ddof=1; NaN for one run) and count of `miou` over the runs of each `by` group."
@@ -230,27 +287,31 @@ def paper_table(results, table: str, long: bool = False, include_generated: bool
     cells `paper | mean ± std (n) | delta`. `long=True`: one row per cell with numeric columns instead.
 
     Runs on generated data are left out unless `include_generated`; every cell with a run that is not a verified
-    real-data run from ImageNet weights carries a mark (`MARK_NOTES`, printed under the table by `table_notes`)."""
+    real-data run from ImageNet weights carries a mark (`MARK_NOTES`, printed under the table by `table_notes`).
+    Runs of different recipes are different rows (`recipe_rows`), each beside the paper's number of its method;
+    runs under `earlier/` are left out."""
     t = table_name(table)
     paper = paper_numbers(t)
     runs = _as_results(results)
     fits = runs['fits'] if 'fits' in runs.columns else runs['table']
     runs = runs[(runs['table'] == t) | ((fits == t) & include_generated)]
-    runs = runs.assign(method=runs.method.map(method_label), backbone=runs.backbone.map(backbone_label),
+    runs = runs.assign(row=recipe_rows(runs), method=runs.method.map(method_label), backbone=runs.backbone.map(backbone_label),
                        split=runs.split.map(split_label))
-    ours = seed_stats(runs, ['method', 'backbone', 'split'])
-    marks = {k: _marks_of(g) for k, g in runs.groupby(['method', 'backbone', 'split'], sort=False)} if len(runs) else {}
+    ours = seed_stats(runs, ['row', 'method', 'backbone', 'split'])
+    marks = {k: _marks_of(g) for k, g in runs.groupby(['row', 'backbone', 'split'], sort=False)} if len(runs) else {}
     n_labeled = dict(zip(paper.split, paper.n_labeled))
     cells = []
-    for method, backbone in _row_order(paper, ours):
+    rows = [(r, m, b) for m, b in _row_order(paper, ours)
+            for r in (list(dict.fromkeys(ours[(ours.method == m) & (ours.backbone == b)].row)) or [m])]
+    for row, method, backbone in rows:
         for split in TABLE_SPLITS.get(t, SPLIT_ORDER):
             p = paper[(paper.method == method) & (paper.backbone == backbone) & (paper.split == split)].miou
-            o = ours[(ours.method == method) & (ours.backbone == backbone) & (ours.split == split)]
+            o = ours[(ours.row == row) & (ours.backbone == backbone) & (ours.split == split)]
             mean, std, n = (o['mean'].item(), o['std'].item(), int(o['n'].item())) if len(o) else (math.nan, math.nan, 0)
             pv = p.item() if len(p) else math.nan
-            cells.append({'table': t, 'method': method, 'backbone': backbone, 'split': split,
+            cells.append({'table': t, 'method': row, 'backbone': backbone, 'split': split,
                           'n_labeled': n_labeled.get(split), 'paper': pv, 'mean': mean, 'std': std, 'n': n,
-                          'delta': mean - pv if n else math.nan, 'marks': marks.get((method, backbone, split), '')})
+                          'delta': mean - pv if n else math.nan, 'marks': marks.get((row, backbone, split), '')})
     tidy = pd.DataFrame(cells)
     if long: return tidy
     tidy['column'] = [f"{s} ({n})" for s, n in zip(tidy.split, tidy.n_labeled)]
@@ -272,15 +333,15 @@ def checkpoint_table(results, table: str, include_generated: bool = False) -> pd
     runs = runs[((runs['table'] == t) | ((fits == t) & include_generated)) & runs.range_best_miou.notna()]
     cols = ['method', 'backbone', 'split', 'paper', 'final (ours)', 'best of official range (ours)', 'checkpoints per run']
     if runs.empty: return pd.DataFrame(columns=cols)
-    runs = runs.assign(method=runs.method.map(method_label), backbone=runs.backbone.map(backbone_label),
+    runs = runs.assign(row=recipe_rows(runs), method=runs.method.map(method_label), backbone=runs.backbone.map(backbone_label),
                        split=runs.split.map(split_label))
     paper = paper_numbers(t)
     rows = []
-    for (m, b, s), g in runs.groupby(['method', 'backbone', 'split'], sort=False):
+    for (r, m, b, s), g in runs.groupby(['row', 'method', 'backbone', 'split'], sort=False):   # one recipe per row
         fm, fs, n = g.miou.mean(), g.miou.std(), len(g)
         bm, bs = g.range_best_miou.astype(float).mean(), g.range_best_miou.astype(float).std()
         p = paper[(paper.method == m) & (paper.backbone == b) & (paper.split == s)].miou
-        rows.append({'method': m, 'backbone': b, 'split': s, 'paper': f"{p.item():.2f}" if len(p) else DASH,
+        rows.append({'method': r, 'backbone': b, 'split': s, 'paper': f"{p.item():.2f}" if len(p) else DASH,
                      'final (ours)': ours_text(fm, fs, n), 'best of official range (ours)': ours_text(bm, bs, n),
                      'checkpoints per run': '/'.join(str(int(c)) for c in sorted(set(g.range_checkpoints)))})
     return pd.DataFrame(rows, columns=cols)
@@ -291,20 +352,24 @@ def _count_label(values) -> str:
     vals = sorted({int(v) for v in values if v is not None and not pd.isna(v)})
     return '/'.join(map(str, vals)) if vals else '?'
 
-def mini_table(results, long: bool = False) -> pd.DataFrame:
-    "Mean ± std (n) of the mini runs, method × split (wide); `long=True`: method, split, n_labeled, mean, std, n."
-    runs = _as_results(results)
+def mini_table(results, long: bool = False, include_earlier: bool = False) -> pd.DataFrame:
+    """Mean ± std (n) of the mini runs, row × split (wide); `long=True`: method, split, n_labeled, mean, std, n.
+    A row is one recipe (`recipe_rows`: the generated name, its arm, '(test)' for test-set runs); runs under
+    `earlier/` only with `include_earlier` (give it the earlier frame alone to show the history apart)."""
+    runs = _as_results(results, include_earlier)
     runs = runs[runs['table'] == 'mini']
+    runs = runs.assign(row=recipe_rows(runs))
     splits = [s for s in TRAIN_AUG_SPLITS + FEW_LABEL_SPLITS if s in set(runs.split)]
-    order = tuple(paper_rows())   # the registry's order: supervised first, then the paper's rows
-    methods = [m for m in order if m in set(runs.method)] + sorted(set(runs.method) - set(order))
-    stats = seed_stats(runs, ['method', 'split'])
+    order = {m: i for i, m in enumerate(paper_rows())}   # the registry's order: supervised first, then the paper's rows
+    first = runs.drop_duplicates('row').assign(k=lambda d: d.method.map(order).fillna(len(order)))
+    methods = list(first.sort_values(['k', 'arm', 'row'], kind='stable').row)   # rows, in the registry's method order
+    stats = seed_stats(runs.assign(method=runs.row), ['method', 'split'])
     counts = {s: _count_label(runs[runs.split == s].n_labeled) for s in splits}
-    tidy = pd.DataFrame([{'method': method_label(m), 'split': SPLIT_LABELS[s] if s in TRAIN_AUG_SPLITS else s,
+    tidy = pd.DataFrame([{'method': m, 'split': SPLIT_LABELS[s] if s in TRAIN_AUG_SPLITS else s,
                           'n_labeled': counts[s], **_stats_of(stats, m, s)} for m in methods for s in splits],
                         columns=['method', 'split', 'n_labeled', 'mean', 'std', 'n'])
     if long: return tidy
-    wide = pd.DataFrame({'Method': [method_label(m) for m in methods]})
+    wide = pd.DataFrame({'Method': methods})
     for s in splits:
         col = tidy[tidy.split == (SPLIT_LABELS[s] if s in TRAIN_AUG_SPLITS else s)]
         wide[f"{col.split.iloc[0]} ({counts[s]})"] = [ours_text(r.mean, r.std, r.n) for r in col.itertuples()]
@@ -425,13 +490,13 @@ def figure5_self_training(results, methods=('supervised', 'self_training', 'cps'
     kind = set(runs['table'])
     runs = _as_results(results)
     runs = runs[runs.method.isin(methods) & runs['table'].isin(kind)].copy()
-    runs['Method'], runs['Backbone'] = runs.method.map(method_label), runs.backbone.map(backbone_label)
+    runs['Method'], runs['Backbone'] = recipe_rows(runs), runs.backbone.map(backbone_label)   # one bar per recipe
     groups = list(dict.fromkeys(zip(runs['table'], runs.Backbone)))
     with_st = list(dict.fromkeys(zip(*[runs[runs.method == 'self_training'][c] for c in ('table', 'Backbone')])))
     groups = with_st or groups                 # panels where self-training was run, else every panel
     fig = _new_figure(4.2 * len(groups) + 1.5, 3.6)
     axes = fig.subplots(1, len(groups), squeeze=False)[0]
-    hue_order = [method_label(m) for m in methods if m in set(runs.method)]
+    hue_order = [r for m in methods for r in dict.fromkeys(runs[runs.method == m].Method)]
     with sns.axes_style('whitegrid'):
         for ax, (table, backbone) in zip(axes, groups):
             g = runs[(runs['table'] == table) & (runs.Backbone == backbone)]
@@ -540,19 +605,19 @@ def figure7_overlap(results, methods=('cps', 'cps_cutmix')):
     "Overlap of the two networks (top) and network 1's mIoU (bottom) over iterations; returns the Figure."
     import seaborn as sns
     runs, note = _figure_runs(results, methods)
-    runs = runs.assign(Backbone=runs.backbone.map(backbone_label))
+    runs = runs.assign(Backbone=runs.backbone.map(backbone_label), row=recipe_rows(runs))   # one line per recipe
     groups = runs.groupby(['table', 'Backbone'], sort=False).size().sort_values(ascending=False, kind='stable')
     table, backbone = groups.index[0]
     runs = runs[(runs['table'] == table) & (runs.Backbone == backbone)]
     curves = []
     for _, r in runs.iterrows():
         h = run_history(r)
-        curves.append(h.assign(Method=method_label(r.method), Split=split_label(r.split), seed=r.seed, run=r.run_id))
+        curves.append(h.assign(Method=r.row, Split=split_label(r.split), seed=r.seed, run=r.run_id))
     curves = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame()
     if curves.empty or curves.overlap.isna().all():
         raise NoRunsError(f"the runs of {list(methods)} have no overlap in their history (train with train.eval_both=True)")
     curves['overlap (%)'] = curves.overlap.astype(float) * 100
-    hue_order = [method_label(m) for m in methods if method_label(m) in set(curves.Method)]
+    hue_order = [r for m in methods for r in dict.fromkeys(runs[runs.method == m].row) if r in set(curves.Method)]
     style_order = [split_label(s) for s in _split_order(runs.split)]
     style_order = list(dict.fromkeys(style_order))
     fig = _new_figure(8.0, 6.0)

@@ -4,10 +4,11 @@
 
 # %% auto #0
 __all__ = ['TEXTURES', 'TARGET_VOCABULARY', 'PRETRAIN_VOCABULARY', 'VOCABULARIES', 'SHAPES', 'STYLE_NAMES', 'VOC_TRAIN_FRACTION',
-           'VAL_FRACTION', 'TRAIN_CITIES', 'VAL_CITIES', 'LAYOUTS', 'texture_stripes', 'texture_checker',
-           'texture_dots', 'texture_solid', 'texture_noise', 'texture_rings', 'texture_grid', 'texture_zigzag',
-           'resolve_vocabulary', 'resolve_styles', 'SynthConfig', 'scene_seed', 'render_scene',
-           'colour_baseline_accuracy', 'add_border_ignore', 'synthesize', 'load_synthetic_info', 'cli_synth']
+           'VAL_FRACTION', 'TRAIN_CITIES', 'VAL_CITIES', 'TEST_CITIES', 'SUBSETS', 'LAYOUTS', 'texture_stripes',
+           'texture_checker', 'texture_dots', 'texture_solid', 'texture_noise', 'texture_rings', 'texture_grid',
+           'texture_zigzag', 'resolve_vocabulary', 'resolve_styles', 'SynthConfig', 'scene_seed', 'render_scene',
+           'colour_baseline_accuracy', 'add_border_ignore', 'synthesize', 'add_test_split', 'load_synthetic_info',
+           'cli_synth']
 
 # %% ../nbs/03_synthetic.ipynb #c003
 import json
@@ -188,8 +189,8 @@ class SynthConfig:
 
 # %% ../nbs/03_synthetic.ipynb #c012
 def scene_seed(seed: int, index: int, subset: str = 'train') -> int:
-    "The seed of image `index` of `subset` ('train' or 'val') in a dataset generated with `seed`."
-    codes = {'train': 0, 'val': 1}
+    "The seed of image `index` of `subset` ('train', 'val' or 'test') in a dataset generated with `seed`."
+    codes = {'train': 0, 'val': 1, 'test': 2}   # 'test' came later: the train and val scenes of a seed never moved
     if subset not in codes: raise ValueError(f"scene_seed: subset must be one of {sorted(codes)}, got {subset!r}")
     for name, x in (('seed', seed), ('index', index)):
         if isinstance(x, bool) or not isinstance(x, (int, np.integer)) or x < 0:
@@ -346,6 +347,8 @@ VOC_TRAIN_FRACTION = 1464 / 10582            # VOC 'train' (PseudoSeg's pool) wi
 VAL_FRACTION = 0.3                           # default n_val = ceil(0.3 n)
 TRAIN_CITIES = ('arnhold', 'brekke', 'corvin')
 VAL_CITIES = ('dunmore',)
+TEST_CITIES = ('eastvale',)
+SUBSETS = ('train', 'val', 'test')           # train_aug (train), val (for choosing), test (held out, for reporting)
 LAYOUTS = ('voc', 'cityscapes')
 _DATASET_MARKERS = ('synthetic.json', 'VOCdevkit', 'partitions', 'leftImg8bit', 'gtFine')
 _VOC_ROOT = Path('VOCdevkit/VOC2012')
@@ -357,8 +360,10 @@ def _refuse_existing(out: Path):
         raise FileExistsError(f"{out} already contains a dataset ({', '.join(found)}): synthesize never overwrites; "
                               f"choose an empty or new folder for OUT")
 
-def _voc_ids(n: int, n_val: int):
-    return [f'synth_{i:06d}' for i in range(1, n + 1)], [f'synth_{i:06d}' for i in range(n + 1, n + n_val + 1)]
+def _voc_ids(n: int, n_val: int, n_test: int = 0):
+    "train, val and test ids, numbered in that order (test after val, so that adding a test set renames nothing)."
+    ids = [f'synth_{i:06d}' for i in range(1, n + n_val + n_test + 1)]
+    return ids[:n], ids[n:n + n_val], ids[n + n_val:]
 
 def _city_ids(n: int, cities):
     return [(cities[i % len(cities)], f'{cities[i % len(cities)]}_{i // len(cities):06d}_000019') for i in range(n)]
@@ -392,6 +397,11 @@ def _check_count(name, value, minimum):
 # %% ../nbs/03_synthetic.ipynb #c027
 def _split_name(key: str) -> str: return key.replace('_', '-')   # '1_16' -> '1-16', as in the official file names
 
+def _write_test_list(out: Path, layout: str, test) -> Path:
+    "The test list: VOC ImageSets/Segmentation/test.txt, Cityscapes config_new/test.txt (`test`: `(city, id)` pairs)."
+    if layout == 'voc': return write_id_list(out / _VOC_ROOT / 'ImageSets' / 'Segmentation' / 'test.txt', [i for _, i in test])
+    return write_city_list(out / 'partitions' / 'city' / 'config_new' / 'test.txt', [city_entry('test', i) for _, i in test])
+
 def _write_voc_lists(out: Path, train_ids, val_ids, seed: int) -> dict:
     sets = out / _VOC_ROOT / 'ImageSets' / 'Segmentation'
     parts = out / 'partitions' / 'pascal_voc' / 'subset_train_aug'
@@ -421,10 +431,11 @@ def _write_city_lists(out: Path, train, val, seed: int) -> dict:
 # %% ../nbs/03_synthetic.ipynb #c028
 def synthesize(out, layout: str = 'voc', n: int = 2000, n_val: int | None = None, seed: int = 0, size: int = 96,
                cfg: SynthConfig | None = None, progress: bool = True, border_ignore: int | None = None,
-               workers: int = 1) -> dict:
-    """Generate `n` training and `n_val` validation scenes into the folder `out` in `layout` ('voc' or 'cityscapes'),
-    with list files and partitions in the official formats and `out/synthetic.json`; returns that metadata
-    (plus `out` and `seconds`).
+               workers: int = 1, n_test: int | None = None) -> dict:
+    """Generate `n` training, `n_val` validation and `n_test` test scenes into the folder `out` in `layout` ('voc' or
+    'cityscapes'), with list files and partitions in the official formats and `out/synthetic.json`; returns that
+    metadata (plus `out` and `seconds`). Validation is for choosing (probes, recipes), test for reporting: disjoint,
+    from the same generator; `n_test` defaults to `n_val` (0: none, as data generated before test sets existed).
 
     `cfg` sets the scene generator (default `SynthConfig(size=size)`; a `cfg` whose size differs from `size` is an
     error). `border_ignore` (px) marks object borders with 255: default 1 for 'voc' (as VOC does), 0 for
@@ -433,6 +444,7 @@ def synthesize(out, layout: str = 'voc', n: int = 2000, n_val: int | None = None
     if layout not in LAYOUTS: raise ValueError(f"synthesize: unknown layout {layout!r}: use one of {LAYOUTS}")
     n = _check_count('n', n, 2)
     n_val = math.ceil(VAL_FRACTION * n) if n_val is None else _check_count('n_val', n_val, 1)
+    n_test = n_val if n_test is None else _check_count('n_test', n_test, 0)
     seed, workers = _check_count('seed', seed, 0), _check_count('workers', workers, 1)
     size = _check_count('size', size, 8)
     if cfg is None: cfg = SynthConfig(size=size)
@@ -443,36 +455,66 @@ def synthesize(out, layout: str = 'voc', n: int = 2000, n_val: int | None = None
     out = Path(out)
     _refuse_existing(out)
 
+    items = _subset_items(layout, n, n_val, n_test)
+    styles = _render_subsets(out, layout, seed, cfg, border_ignore, {s: items[s] for s in SUBSETS if items[s]}, workers, progress)
+    if layout == 'voc': lists = _write_voc_lists(out, [i for _, i in items['train']], [i for _, i in items['val']], seed)
+    else: lists = _write_city_lists(out, items['train'], items['val'], seed)
+    if n_test: lists['lists'].append(str(_write_test_list(out, layout, items['test']).relative_to(out)))
+    from cps_repro import __version__
+    meta = dict(generator='cps_repro.synthetic', version=__version__, layout=layout, seed=seed, size=size,
+                num_classes=cfg.num_classes, class_names=list(cfg.class_names), ignore_index=255,
+                border_ignore=border_ignore, config=cfg.to_dict(),
+                counts=dict(train=n, val=n_val, **({'train_subset': lists['train_subset']} if layout == 'voc' else {}),
+                            **({'test': n_test} if n_test else {})),
+                lists=lists['lists'], style_names=list(STYLE_NAMES), styles=styles)
+    (out / 'synthetic.json').write_text(json.dumps(meta, indent=1) + '\n')
+    return {**meta, 'out': str(out), 'seconds': time.perf_counter() - t0}
+
+def _subset_items(layout: str, n: int, n_val: int, n_test: int) -> dict:
+    "`(city, image id)` of every scene per subset (city None in the VOC layout)."
     if layout == 'voc':
-        train_ids, val_ids = _voc_ids(n, n_val)
-        train, val = [(None, i) for i in train_ids], [(None, i) for i in val_ids]
-    else:
-        train, val = _city_ids(n, TRAIN_CITIES), _city_ids(n_val, VAL_CITIES)
+        return dict(zip(SUBSETS, ([(None, i) for i in ids] for ids in _voc_ids(n, n_val, n_test))))
+    return {'train': _city_ids(n, TRAIN_CITIES), 'val': _city_ids(n_val, VAL_CITIES), 'test': _city_ids(n_test, TEST_CITIES)}
+
+def _render_subsets(out: Path, layout: str, seed: int, cfg: SynthConfig, border_ignore: int, items: dict, workers: int,
+                    progress: bool) -> dict:
+    "Render and write the scenes of `items` ({subset: [(city, id)]}); their styles, {subset: {id: style}}."
     jobs, names = [], []
-    for subset, items in (('train', train), ('val', val)):
-        for index, (city, image_id) in enumerate(items):
+    for subset, subset_items in items.items():
+        for index, (city, image_id) in enumerate(subset_items):
             paths = _scene_paths(out, layout, subset, image_id, city)
             jobs.append((scene_seed(seed, index, subset), cfg, *paths, border_ignore))
             names.append((subset, image_id))
     for folder in sorted({p.parent for job in jobs for p in job[2:4]}): folder.mkdir(parents=True, exist_ok=True)
-
     bar = dict(total=len(jobs), desc=f'synthesizing {layout} into {out}', disable=not progress, unit='img')
     if workers == 1: styles = [_write_scene(job) for job in tqdm(jobs, **bar)]
     else:
         with multiprocessing.get_context().Pool(workers) as pool:
             styles = list(tqdm(pool.imap(_write_scene, jobs, chunksize=32), **bar))
+    return {subset: {i: s for (sub, i), s in zip(names, styles) if sub == subset} for subset in items}
 
-    if layout == 'voc': lists = _write_voc_lists(out, train_ids, val_ids, seed)
-    else: lists = _write_city_lists(out, train, val, seed)
-    from cps_repro import __version__
-    meta = dict(generator='cps_repro.synthetic', version=__version__, layout=layout, seed=seed, size=size,
-                num_classes=cfg.num_classes, class_names=list(cfg.class_names), ignore_index=255,
-                border_ignore=border_ignore, config=cfg.to_dict(),
-                counts=dict(train=n, val=n_val, **({'train_subset': lists['train_subset']} if layout == 'voc' else {})),
-                lists=lists['lists'], style_names=list(STYLE_NAMES),
-                styles={subset: {i: s for (sub, i), s in zip(names, styles) if sub == subset} for subset in ('train', 'val')})
-    (out / 'synthetic.json').write_text(json.dumps(meta, indent=1) + '\n')
-    return {**meta, 'out': str(out), 'seconds': time.perf_counter() - t0}
+def add_test_split(root, n_test: int | None = None, workers: int = 1, progress: bool = False) -> dict:
+    """Give a dataset generated before test sets existed its test set: the `n_test` (default: its validation count)
+    scenes, ids and list that `synthesize` writes today with the same seed and settings, added beside the untouched
+    training and validation files; `synthetic.json` gains them. Returns the updated metadata. A dataset that has a
+    test set already is returned as it is when `n_test` agrees (otherwise an error)."""
+    root = Path(root)
+    meta = load_synthetic_info(root)
+    counts, layout = meta['counts'], meta['layout']
+    n_test = counts['val'] if n_test is None else _check_count('n_test', n_test, 1)
+    if counts.get('test'):
+        if counts['test'] != n_test:
+            raise FileExistsError(f"{root / 'synthetic.json'} has a test set of {counts['test']} images, not {n_test}; "
+                                  "use another folder for another test set")
+        return meta
+    items = _subset_items(layout, counts['train'], counts['val'], n_test)['test']
+    cfg = SynthConfig.from_dict(meta['config'])
+    styles = _render_subsets(root, layout, meta['seed'], cfg, meta['border_ignore'], {'test': items}, workers, progress)
+    written = _write_test_list(root, layout, items)
+    meta = {**meta, 'counts': {**counts, 'test': n_test}, 'lists': meta['lists'] + [str(written.relative_to(root))],
+            'styles': {**meta['styles'], **styles}}
+    (root / 'synthetic.json').write_text(json.dumps(meta, indent=1) + '\n')
+    return meta
 
 def load_synthetic_info(root) -> dict:
     "The `synthetic.json` of a generated dataset (config, classes, counts, per-image styles)."
@@ -483,14 +525,15 @@ def load_synthetic_info(root) -> dict:
     return json.loads(path.read_text())
 
 # %% ../nbs/03_synthetic.ipynb #c035
-def cli_synth(out, layout: str = 'voc', n: int = 2000, seed: int = 0, size: int = 96, n_val: int | None = None) -> int:
+def cli_synth(out, layout: str = 'voc', n: int = 2000, seed: int = 0, size: int = 96, n_val: int | None = None,
+              n_test: int | None = None) -> int:
     "`cps-repro synth`: generate a synthetic dataset into `out`; prints a summary and returns an exit status."
-    try: info = synthesize(out, layout=layout, n=n, n_val=n_val, seed=seed, size=size, progress=True)
+    try: info = synthesize(out, layout=layout, n=n, n_val=n_val, seed=seed, size=size, progress=True, n_test=n_test)
     except (FileExistsError, ValueError) as e:
         print(f'cps-repro synth: error: {e}', file=sys.stderr)
         return 1
     counts = info['counts']
-    print(f"wrote {counts['train']} train + {counts['val']} val synthetic scenes ({info['num_classes']} classes: "
+    print(f"wrote {counts['train']} train + {counts['val']} val + {counts.get('test', 0)} test synthetic scenes ({info['num_classes']} classes: "
           f"{', '.join(info['class_names'])}; {size}x{size} px; seed {seed}) in the {layout} layout to {out} "
           f"in {info['seconds']:.1f} s")
     print(f"lists: {Path(out) / 'partitions'}; description: {Path(out) / 'synthetic.json'}")

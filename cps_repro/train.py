@@ -12,7 +12,8 @@ import torch.distributed as dist
 import torch.nn as nn
 
 from . import __version__
-from .config import ExperimentConfig
+from .config import ExperimentConfig, recipe_id, train_pool
+from .loaders import resolve_lists
 from .overrides import preflight
 from .config import run_data
 from .runs import run_lock, check_run_data
@@ -394,8 +395,18 @@ class Trainer(Trainer):
                'finished_at': datetime.datetime.now(datetime.timezone.utc).isoformat(timespec='seconds'),
                'pretrained': cfg.model.pretrained, 'data': self.data_identity,
                'official_range': official_range(self.history, cfg.eval.checkpoint_iters),
-               'history': self.history, 'config': cfg.to_dict()}
+               'history': self.history, 'config': cfg.to_dict(),
+               'eval_set': cfg.eval.set, 'train_images': self.train_images(), 'arm': cfg.arm or None}
+        out['recipe'] = recipe_id(cfg, out['train_images'])   # what may be averaged with this run (report groups by it)
         return out
+
+    def train_images(self) -> int | None:
+        "The size of the training pool the split was drawn from (`cps_repro.config.train_pool`), for the recipe id."
+        d, unl = self.cfg.data, None
+        if not self.data.n_unlabeled and d.split != 'full':   # supervised: count the split's unlabeled list
+            path = self.data_identity.get('lists', {}).get('unlabeled', {}).get('path') if self.data_identity else None
+            if path and Path(path).is_file(): unl = sum(1 for line in Path(path).read_text().splitlines() if line.strip())
+        return train_pool(d.split, self.data.n_labeled, self.data.n_unlabeled, unl, few_label=d.unlabeled_from_train_aug)
 
 def train(cfg: ExperimentConfig, out_dir='results', run_dir=None, device=None, progress=True, allow_cpu: bool = False) -> dict:
     """Train one experiment and return its result (also written to `<run dir>/result.json`).

@@ -225,7 +225,8 @@ def test_exp_mini_is_skipped_by_nbdev_test_and_has_its_parameters_cell():
 def test_exp_mini_runs_end_to_end_at_tiny_size(tmp_path):
     pm = pytest.importorskip('papermill')
     out = tmp_path / 'results'
-    params = dict(splits=116, seeds=0, iters=2, data_root=str(tmp_path / 'data'), out_dir=str(out), n_images=128, workers=2)
+    params = dict(splits=116, seeds=0, iters=2, data_root=str(tmp_path / 'data'), out_dir=str(out), n_images=128, workers=2,
+                  arms='none', eval_set='val')     # the mini presets as they are, on the validation images (the demo's form)
     pm.execute_notebook(str(REPO / 'nbs' / 'exp_mini.ipynb'), str(tmp_path / 'exp_mini.out.ipynb'), parameters=params,
                         kernel_name='python3', progress_bar=False, cwd=str(tmp_path))
     import pandas as pd
@@ -243,6 +244,26 @@ def test_exp_mini_runs_end_to_end_at_tiny_size(tmp_path):
     assert full['method'] == 'supervised' and full['config']['data']['labeled_list'].endswith('train_aug.txt')
     assert all(resolve_asset(r['config']['model']['pretrained']) == MINI_WEIGHTS for r in results)
     assert (out / 'data_seed0' / 'mini_figure.png').stat().st_size > 1000 and (out / 'data_seed0' / 'mini_summary.csv').exists()
+    assert all(r['eval_set'] == 'val' and r['arm'] is None for r in results)
+
+
+def test_exp_mini_runs_both_arms_on_the_test_images_at_tiny_size(tmp_path):
+    pm = pytest.importorskip('papermill')
+    out = tmp_path / 'results'
+    params = dict(methods="supervised,cps_cutmix", splits=116, seeds=0, iters=2, data_root=str(tmp_path / 'data'),
+                  out_dir=str(out), n_images=128, workers=2, full_ceiling=False, self_training=[])   # defaults: both arms, test images
+    pm.execute_notebook(str(REPO / 'nbs' / 'exp_mini.ipynb'), str(tmp_path / 'exp_mini.out.ipynb'), parameters=params,
+                        kernel_name='python3', progress_bar=False, cwd=str(tmp_path))
+    import pandas as pd
+    table = pd.read_csv(out / 'data_seed0_test' / 'mini_table.csv', keep_default_na=False)
+    assert sorted(zip(table.arm, table.row, table.split)) == sorted(
+        [('published', r, '1_16') for r in ('cps_cutmix', 'supervised')]
+        + [('tuned', r, '1_16') for r in ('cps_cutmix', 'supervised', 'supervised_balanced')])
+    assert set(table.eval_set) == {'test'} and 'CPS w/ CutMix · balanced · ramp 20% · half mask · λ 1.5' in set(table.label)
+    results = [json.loads(p.read_text()) for p in (out / 'data_seed0_test').glob('*/result.json')]
+    assert all(r['eval_set'] == 'test' and r['data']['lists']['val']['path'].endswith('test.txt') and r['recipe'] for r in results)
+    assert {r['arm'] for r in results} == {'published', 'tuned'}
+    assert (out / 'data_seed0_test' / 'mini_summary.csv').exists() and (out / 'data_seed0_test' / 'mini_history.csv').exists()
 
 
 def test_exp_mini_refuses_the_pretraining_seed(tmp_path):
@@ -278,3 +299,135 @@ def test_make_demo_runs_the_demo_schedule_by_default():
     assert 0 < MINI_DEMO_ITERS < MINI_ITERS
     dry = lambda *a: subprocess.run(['make', '-n', 'demo', *a], cwd=REPO, capture_output=True, text=True, check=True).stdout
     assert '-p iters demo ' in dry() and '-p iters 20 ' in dry('DEMO_ITERS=20') and '-p iters' not in dry('DEMO_ITERS=')
+
+
+# ---- the arms, the held-out test set, the claims, the committed tables ------------------------------------------------
+def test_arm_jobs_give_each_arm_its_rows_and_share_identical_runs(tmp_path):
+    from cps_repro.presets import MINI_ARM_ROWS
+    jobs = mini_jobs(['supervised', 'cps', 'cps_cutmix'], '1_16', [0], 'd', tmp_path / 'o', iters=5, full_ceiling=True,
+                     self_training='1_8', arms=['published', 'tuned'], eval_set='test')
+    cells = {(j.arm, j.row, j.split) for j in jobs}
+    assert cells == {('published', r, '1_16') for r in ('supervised', 'cps', 'cps_cutmix')} | \
+        {('tuned', r, '1_16') for r in ('supervised', 'supervised_balanced', 'cps', 'cps_cutmix')} | \
+        {(a, 'supervised', s) for a in ('published', 'tuned') for s in ('1_8', 'full')} | \
+        {('published', 'self_training', '1_8'), ('tuned', 'self_training_balanced', '1_8')}
+    by = {(j.arm, j.row, j.split): j for j in jobs}
+    assert all(j.cfg.eval.set == 'test' and j.cfg.arm == j.arm and '--set' in j.args for j in jobs)
+    pub, tuned = by[('published', 'cps_cutmix', '1_16')].cfg, by[('tuned', 'cps_cutmix', '1_16')].cfg
+    assert (pub.hparams.weight, pub.hparams.mask, pub.hparams.rampup, pub.hparams.balance) == (1.0, 'box', 0.0, 0.0)
+    assert tuned.hparams == mini_preset('cps_cutmix', '1_16').hparams
+    assert by[('tuned', 'supervised_balanced', '1_16')].cfg.hparams.balance == 0.5
+    st = by[('tuned', 'self_training_balanced', '1_8')]
+    assert (st.cfg.hparams.balance, st.cfg.hparams.rampup) == (0.5, MINI_ARM_ROWS['tuned']['self_training_balanced'][1]['rampup'])
+    assert st.needs == (by[('tuned', 'supervised', '1_8')].cfg.run_id,)                      # taught within its arm
+    assert by[('published', 'self_training', '1_8')].needs == (by[('published', 'supervised', '1_8')].cfg.run_id,)
+    # the jobs' own command lines build the same configs (what the CLI will train)
+    from cps_repro.presets import experiment_config
+    for j in jobs:
+        sets = list(j.args[j.args.index('--set') + 1:])
+        assert experiment_config(j.args[2], j.split, j.args[6], sets).run_id == j.cfg.run_id
+    with pytest.raises(ValueError, match='arm'): mini_jobs('cps', '1_16', 0, 'd', 'o', arms=['paper'])
+
+
+def test_run_jobs_runs_a_run_two_arms_share_once(tmp_path, monkeypatch):
+    jobs = mini_jobs(['supervised'], '1_16', [0], 'd', tmp_path / 'o', full_ceiling=False, arms=['tuned'])
+    twice = jobs + [dataclasses_replace(jobs[0], arm='published')]            # the same run id in another arm
+    calls = []
+    monkeypatch.setattr(mini, 'run_job', lambda j, log_dir=None: calls.append(j.cfg.run_id) or
+                        dict(miou=1.0, wall_seconds=0.0, run_id=j.cfg.run_id))
+    res = run_jobs(twice, workers=2, progress=None)
+    assert len(res) == len(twice) and res[-1] == res[0] and sorted(calls) == sorted({j.cfg.run_id for j in jobs})
+
+
+def dataclasses_replace(obj, **kw):
+    import dataclasses
+    return dataclasses.replace(obj, **kw)
+
+
+def test_check_targets_per_arm_uses_the_arm_s_own_baselines():
+    import pandas as pd
+    rows = [('supervised', 30.0), ('supervised_balanced', 31.0), ('cps', 33.0), ('cps_cutmix', 35.0)]
+    t = pd.DataFrame([dict(method=r.split('_balanced')[0], row=r, arm='tuned', split='1_16', seed=k, miou=v + 0.1 * k)
+                      for r, v in rows for k in range(3)])
+    out = check_targets(t)
+    assert len(out) == 7 and out.claim.iloc[-1] == 'cross supervision beyond balancing'
+    assert out.measured.iloc[-1] == '+4.00 ± 0.00' and out.holds.iloc[-1]                      # against supervised · balanced
+    assert out.measured.iloc[0] == '+5.00 ± 0.00'                                                # against plain supervised
+    with pytest.raises(ValueError, match='one arm'): check_targets(pd.concat([t, t.assign(arm='published')]))
+    assert len(check_targets(t[t.row != 'supervised_balanced'].assign(arm='published'))) == 6
+
+
+def test_ensure_dataset_adds_the_test_set_to_data_generated_before_it(tmp_path):
+    from cps_repro.synthetic import synthesize, load_synthetic_info
+    synthesize(tmp_path / 'd', n=16, n_val=3, seed=4, size=16, progress=False, n_test=0)
+    before = {p: p.read_bytes() for p in (tmp_path / 'd').rglob('*') if p.is_file() and p.name != 'synthetic.json'}
+    ensure_dataset(tmp_path / 'd', 4, 16, 3, size=16, n_test=3)
+    assert load_synthetic_info(tmp_path / 'd')['counts']['test'] == 3
+    assert all(p.read_bytes() == b for p, b in before.items())
+    with pytest.raises(FileExistsError, match='test set of 3'): ensure_dataset(tmp_path / 'd', 4, 16, 3, size=16, n_test=5)
+
+
+def test_the_claims_file_is_the_committed_pre_registration():
+    text = (REPO / mini.CLAIMS_FILE).read_text(encoding='utf-8')
+    assert text == mini.claims_markdown(), 'nbs/mini_results/claims.md differs from claims_markdown(): commit it again'
+    for claim, target, _ in mini.CLAIMS: assert target in text
+    assert 'await issue 28' in text and all(f'-p data_seed {k} ' in text for k in mini.FRESH_DATA_SEEDS)
+    used = {int(p.name.split('data_seed')[1].split('_')[0].split('.')[0]) for p in (REPO / 'nbs' / 'mini_results').rglob('*data_seed*')}
+    assert not used & set(mini.FRESH_DATA_SEEDS)                  # fresh: never generated for a committed result
+
+
+def _csv_of(frame):
+    import io, pandas as pd
+    return pd.read_csv(io.StringIO(frame.to_csv(index=False)))
+
+
+@pytest.mark.parametrize('folder', sorted(p.parent.relative_to(REPO).as_posix()
+                                          for p in (REPO / 'nbs' / 'mini_results').glob('data_seed*/mini_table.csv')))
+def test_every_committed_table_is_recomputed_from_its_result_files(folder):
+    import pandas as pd
+    d = REPO / folder
+    data_seed = int(d.name.removeprefix('data_seed').split('_')[0])
+    results = mini.load_run_results(d / 'run_results')          # every committed table has its result.json files
+    table = results_table(None, results, data_seed=data_seed)
+    committed = pd.read_csv(d / 'mini_table.csv')
+    pd.testing.assert_frame_equal(_csv_of(table[committed.columns]), committed, check_exact=True)
+    pd.testing.assert_frame_equal(_csv_of(summarize(committed)), pd.read_csv(d / 'mini_summary.csv'), check_exact=True)
+    pd.testing.assert_frame_equal(_csv_of(summarize(_csv_of(table[committed.columns]))), pd.read_csv(d / 'mini_summary.csv'), check_exact=True)
+    hist, committed_h = history_table(None, results, data_seed=data_seed), pd.read_csv(d / 'mini_history.csv')
+    key = ['method', 'split', 'seed', 'iter'] + (['arm', 'row'] if 'arm' in committed_h else [])
+    pd.testing.assert_frame_equal(_csv_of(hist[committed_h.columns]).sort_values(key).reset_index(drop=True),
+                                  committed_h.sort_values(key).reset_index(drop=True), check_exact=True)
+
+
+def test_the_history_without_result_files_lives_under_earlier():
+    root = REPO / 'nbs' / 'mini_results'
+    for table in root.glob('data_seed*/mini_table.csv'): assert (table.parent / 'run_results').is_dir(), table
+    assert sorted(p.name for p in (root / 'earlier').glob('tuned_val_1_16_data_seed*')) == \
+        ['tuned_val_1_16_data_seed7', 'tuned_val_1_16_data_seed8']
+
+
+def test_the_baselines_get_the_same_help_and_keep_their_run_ids_without_it():
+    from cps_repro.config import ExperimentConfig
+    from cps_repro.losses import cross_entropy
+    from cps_repro.methods.supervised import balanced_supervised_loss
+    logits = torch.randn(2, 5, 8, 8, generator=torch.Generator().manual_seed(0))
+    target = torch.zeros(2, 8, 8, dtype=torch.long); target[:, :2, :2] = 3; target[1, 7] = 255
+    assert torch.allclose(balanced_supervised_loss(logits, target, 0.0), cross_entropy(logits, target, ignore_index=255))
+    assert not torch.allclose(balanced_supervised_loss(logits, target, 0.5), cross_entropy(logits, target, ignore_index=255))
+    for method in ('supervised', 'self_training'):
+        c = mini_preset(method, '1_8')
+        old = {**c.to_dict(), 'hparams': {}}                       # a config written before the baselines had options
+        assert ExperimentConfig.from_dict(old).run_id == c.run_id
+        assert apply_overrides_(c, ['hparams.balance=0.5']).run_id != c.run_id
+
+
+def apply_overrides_(cfg, pairs):
+    from cps_repro.overrides import apply_overrides
+    return apply_overrides(cfg, pairs)
+
+
+def test_make_demo_keeps_its_three_runs_on_the_validation_images():
+    "exp_mini runs both arms on the test images by default; the demo keeps its three runs (10 minutes on 2 cores)."
+    import subprocess
+    dry = subprocess.run(['make', '-n', 'demo'], cwd=REPO, capture_output=True, text=True, check=True).stdout
+    assert '-p arms none' in dry and '-p eval_set val' in dry, 'the Makefile demo line needs -p arms none -p eval_set val'

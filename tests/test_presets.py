@@ -80,3 +80,43 @@ def test_a_run_started_in_one_copy_resumes_in_the_other(tmp_path):
     go('a', 'half')
     out = go('b', 'resume')
     assert 'from iteration 2' in out and out.split()[-2] == '4'   # iterations 1-2 in copy a, 3-4 resumed by copy b
+
+
+# ---- the arms of the miniature -------------------------------------------------------------------------------------
+def test_the_as_published_arm_is_the_paper_s_hyperparameters_and_the_forced_changes_live_in_one_dict(monkeypatch):
+    from cps_repro import presets
+    from cps_repro.overrides import apply_overrides
+    arm = lambda a, r: apply_overrides(presets.mini_preset(presets.MINI_ARM_ROWS[a][r][0], '1_4'), presets.mini_arm_overrides(a, r)[1])
+    cm = arm('published', 'cps_cutmix')
+    assert (cm.hparams.weight, cm.hparams.mask, cm.hparams.n_boxes, cm.hparams.prop_range) == (1.0, 'box', 3, (0.25, 0.5))
+    assert (cm.hparams.rampup, cm.hparams.balance, arm('published', 'cps').hparams.weight) == (0.0, 0.0, 1.5)
+    assert presets.hparam_deviations(cm) == () and presets.hparam_deviations(arm('published', 'cps')) == ()
+    assert set(presets.MINI_FORCED) | set(presets.MINI_TUNING) == set(presets.MINI_DEVIATIONS)
+    # one more forced change (e.g. issue 28's learning rate) is one entry: every as-published run takes it, no tuned run
+    monkeypatch.setitem(presets.MINI_FORCED, 'learning rate', ("the paper's effective lr", {'optim.lr': 0.0025, 'optim.nominal_lr': 0.0025}))
+    for row in presets.MINI_ARM_ROWS['published']:
+        c = arm('published', row)
+        assert c.optim.lr == 0.0025 and "learning rate: the paper's effective lr" in c.notes
+    assert all(arm('tuned', r).optim.lr == 0.02 for r in presets.MINI_ARM_ROWS['tuned'])
+
+
+def test_tuned_rows_are_today_s_runs_and_their_names_come_from_their_settings():
+    from cps_repro import presets
+    from cps_repro.overrides import apply_overrides
+    for row, (method, _) in presets.MINI_ARM_ROWS['tuned'].items():
+        c = apply_overrides(presets.mini_preset(method, '1_8'), presets.mini_arm_overrides('tuned', row)[1])
+        if row in ('supervised', 'cps', 'cps_cutmix'):
+            assert c.run_id == presets.mini_preset(method, '1_8').run_id       # the committed runs, unchanged
+    names = {r: presets.hparam_deviations(apply_overrides(presets.mini_preset(m, '1_8'), presets.mini_arm_overrides('tuned', r)[1]))
+             for r, (m, _) in presets.MINI_ARM_ROWS['tuned'].items()}
+    assert names == {'supervised': (), 'supervised_balanced': ('balanced',), 'cps': ('balanced', 'ramp 40%'),
+                     'cps_cutmix': ('balanced', 'ramp 20%', 'half mask', 'λ 1.5'), 'self_training_balanced': ('balanced', 'ramp 40%')}
+    with pytest.raises(ValueError, match="arm 'tuned' has no row 'fixmatch'|has no row"): presets.mini_arm_overrides('tuned', 'fixmatch')
+
+
+def test_paper_presets_name_no_deviation():
+    from cps_repro import presets
+    for ds in ('voc', 'cityscapes'):
+        for m in presets.PAPER_METHODS:
+            for s in ('1_16', '1_2') + (('92', '732') if ds == 'voc' else ()):
+                assert presets.hparam_deviations(preset(f'{ds}_{m}', s)) == (), (ds, m, s)

@@ -332,7 +332,9 @@ def test_old_results_without_provenance_are_marked_and_synthetic_roots_detected(
     r = load_results(tmp_path / 'r').set_index('seed')
     assert r.provenance.to_dict() == {0: 'unverified', 1: 'generated', 2: 'real'}
     assert r.marks.to_dict() == {0: '†', 1: '‡', 2: '*'}
-    assert cell(paper_table(tmp_path / 'r', 'table1'), 'CPS w/o CutMix', 'R50', '1/8 (1323)').endswith('(n=2)†* | −2.70')
+    t = paper_table(tmp_path / 'r', 'table1')      # random initialisation is another recipe: its own row, named
+    cps = t[t.Method.str.startswith('CPS w/o CutMix [recipe ') & (t.Backbone == 'R50')]['1/8 (1323)']
+    assert sorted(cps) == ['73.20 | 70.00 (n=1)† | −3.20', '73.20 | 71.00 (n=1)* | −2.20']
 
 
 def test_figures_never_call_generated_data_voc(tmp_path):
@@ -359,3 +361,60 @@ def test_the_same_run_id_on_other_data_is_not_a_duplicate(tmp_path):
     with pytest.warns(UserWarning, match='copied twice'):
         write_run(tmp_path / 'copy', 'cps', 40.0, data_root='data/mini_seed0', provenance=None, name='mini_cps_1_16_seed0_x')
         assert len(load_results(tmp_path)) == 2
+
+
+# ---- one recipe per row -------------------------------------------------------------------------------------------
+def _set_config(run_dir, **sections):
+    p = Path(run_dir) / 'result.json'; r = json.loads(p.read_text())
+    for k, v in sections.items(): r['config'][k] = {**r['config'].get(k, {}), **v}
+    p.write_text(json.dumps(r))
+
+
+def test_two_recipes_in_one_folder_are_two_named_groups_never_one_mean(tmp_path):
+    for seed, v in enumerate([40.0, 44.0]):
+        write_run(tmp_path / 'r', 'cps', v, seed=seed, preset='mini_cps', backbone='small_resnet', split='1_4', n_labeled=16)
+        _set_config(write_run(tmp_path / 'r', 'cps', v + 10, seed=seed, preset='mini_cps', backbone='small_resnet', split='1_4',
+                              n_labeled=16, name=f'long_{seed}'), train={'iters': 100})
+    r = load_results(tmp_path / 'r')
+    assert r.recipe.nunique() == 2 and r.groupby('recipe').size().tolist() == [2, 2]
+    mt = mini_table(r)
+    assert len(mt) == 2 and all(m.startswith('CPS w/o CutMix [recipe ') for m in mt.Method)
+    assert {m.split('[recipe ')[1].rstrip(']') for m in mt.Method} == set(r.recipe)       # each group named by its recipe
+    assert sorted(mt['1/4 (16)']) == ['42.00 ± 2.83 (n=2)', '52.00 ± 2.83 (n=2)']
+    # the same in the paper tables and the figures: a real-data method with two recipes is two rows / two hues
+    for seed, v in enumerate([70.0, 72.0]):
+        write_run(tmp_path / 'p', 'cps', v, seed=seed)
+        _set_config(write_run(tmp_path / 'p', 'cps', v - 20, seed=seed, name=f'short_{seed}'), train={'iters': 100})
+    t1 = paper_table(tmp_path / 'p', 'table1', long=True)
+    rows = t1[t1.method.str.startswith('CPS w/o CutMix') & (t1.backbone == 'R50') & (t1.split == '1/8')]
+    assert sorted(rows['mean']) == [51.0, 71.0] and rows.n.tolist() == [2, 2]
+    fig = figure7_overlap(tmp_path / 'p')
+    assert len([t for t in fig.axes[0].get_legend_handles_labels()[1] if t.startswith('CPS w/o CutMix [recipe ')]) == 2
+
+
+def test_recipe_of_an_old_result_is_computed_from_its_config_and_earlier_runs_stay_apart(tmp_path):
+    from cps_repro.config import recipe_id
+    from cps_repro.presets import preset
+    cfg = preset('mini_cps', '1_4')
+    d = write_run(tmp_path / 'r', 'cps', 41.0, preset='mini_cps', backbone='small_resnet', split='1_4', n_labeled=500)
+    p = d / 'result.json'; res = json.loads(p.read_text()); res['config'] = cfg.to_dict(); res['n_unlabeled'] = 1500
+    p.write_text(json.dumps(res))                        # a result.json written before runs recorded their recipe
+    write_run(tmp_path / 'r' / 'earlier', 'cps', 1.0, preset='mini_cps', backbone='small_resnet', split='1_4', n_labeled=500, name='old')
+    r = load_results(tmp_path / 'r')
+    new = r[~r.earlier].iloc[0]
+    assert new.recipe == recipe_id(cfg, 2000) and new.label == 'CPS w/o CutMix · balanced · ramp 40%' and new.eval_set == 'val'
+    assert r.earlier.tolist().count(True) == 1
+    assert mini_table(r)['1/4 (500)'].tolist() == ['41.00 (n=1)']                           # history left out
+    assert mini_table(r[r.earlier], include_earlier=True)['1/4 (500)'].tolist() == ['1.00 (n=1)']   # shown apart
+
+
+def test_the_committed_mini_results_are_never_pooled_across_recipes():
+    r = load_results(REPO / 'nbs' / 'mini_results')
+    current = r[~r.earlier]
+    assert current.recipe.nunique() == current.groupby('method').ngroups                # one recipe per method
+    assert r[r.earlier].recipe.isin(current.recipe).sum() == 0                            # the 2,000-image runs differ
+    long = mini_table(r, long=True)
+    table0 = pd.read_csv(REPO / 'nbs' / 'mini_results' / 'data_seed0' / 'mini_table.csv')
+    sup = table0[(table0.method == 'supervised') & (table0.split == '1_16')].miou
+    row = long[(long.method == 'Supervised') & (long.split == '1/16')].iloc[0]
+    assert row.n == len(sup) and math.isclose(row['mean'], sup.mean()) and math.isclose(row['std'], sup.std())

@@ -58,7 +58,7 @@ def test_scene_seed_is_a_pure_function_and_validates():
     assert scene_seed(0, 7) == scene_seed(0, 7) and len({scene_seed(s, i) for s in range(5) for i in range(50)}) == 250
     for bad in ((-1, 0), (0, -1), (1.5, 0), (True, 0)):
         with pytest.raises(ValueError, match='scene_seed'): scene_seed(*bad)
-    with pytest.raises(ValueError, match='subset'): scene_seed(0, 0, 'test')
+    with pytest.raises(ValueError, match='subset'): scene_seed(0, 0, 'extra')   # 'test' is a subset now
 
 
 def test_shapes_and_dtypes():
@@ -196,8 +196,10 @@ def test_voc_layout_files(voc_dataset):
     train_aug, val, train = read_list(sets / 'train_aug.txt'), read_list(sets / 'val.txt'), read_list(sets / 'train.txt')
     assert train_aug == [f'synth_{i:06d}' for i in range(1, 41)] and val == [f'synth_{i:06d}' for i in range(41, 49)]
     assert set(train) < set(train_aug) and len(train) == round(40 * 1464 / 10582)
-    assert sorted(p.stem for p in (voc / 'JPEGImages').iterdir()) == train_aug + val
-    assert sorted(p.name for p in (voc / 'SegmentationClassAug').iterdir()) == [f'{i}.png' for i in train_aug + val]
+    test = read_list(sets / 'test.txt')                      # the held-out test set, numbered after val
+    assert test == [f'synth_{i:06d}' for i in range(49, 57)]
+    assert sorted(p.stem for p in (voc / 'JPEGImages').iterdir()) == train_aug + val + test
+    assert sorted(p.name for p in (voc / 'SegmentationClassAug').iterdir()) == [f'{i}.png' for i in train_aug + val + test]
     assert (sets / 'train_aug.txt').read_bytes().endswith(b'synth_000040\n') and b'\r' not in (sets / 'val.txt').read_bytes()
     for image_id in ('synth_000001', 'synth_000045'):
         jpg = Image.open(voc / 'JPEGImages' / f'{image_id}.jpg')
@@ -245,11 +247,11 @@ def test_voc_metadata(voc_dataset):
     assert {k: info[k] for k in meta} == meta and info['seconds'] > 0 and info['out'] == str(out)
     assert meta['layout'] == 'voc' and meta['seed'] == 5 and meta['size'] == 48 and meta['border_ignore'] == 1
     assert meta['num_classes'] == 5 and meta['class_names'] == ['background', 'stripes', 'checker', 'dots', 'solid']
-    assert meta['counts'] == {'train': 40, 'val': 8, 'train_subset': 6}
+    assert meta['counts'] == {'train': 40, 'val': 8, 'train_subset': 6, 'test': 8}
     assert meta['style_names'] == list(STYLE_NAMES)
-    assert len(meta['styles']['train']) == 40 and len(meta['styles']['val']) == 8
+    assert len(meta['styles']['train']) == 40 and len(meta['styles']['val']) == 8 and len(meta['styles']['test']) == 8
     assert all(0 <= s < 6 for s in meta['styles']['train'].values())
-    assert all((out / p).is_file() for p in meta['lists']) and len(meta['lists']) == 3 + 16
+    assert all((out / p).is_file() for p in meta['lists']) and len(meta['lists']) == 3 + 16 + 1   # + test.txt
     with pytest.raises(FileNotFoundError, match='cps-repro synth'): load_synthetic_info(out / 'VOCdevkit')
 
 
@@ -294,7 +296,8 @@ def test_cityscapes_layout(city_dataset):
     _check_partition_lists(lambda r: ids(f'train_aug_labeled_1-{r}.txt'), lambda r: ids(f'train_aug_unlabeled_1-{r}.txt'), train_ids)
     assert len(list(sub.iterdir())) == 8
     n_files = sum(1 for p in (out / 'leftImg8bit').rglob('*.png')) + sum(1 for p in (out / 'gtFine').rglob('*.png'))
-    assert n_files == 2 * 48 and not (out / 'VOCdevkit').exists()
+    assert n_files == 2 * (48 + 8) and not (out / 'VOCdevkit').exists()      # train, val and the 8 test scenes
+    assert len(read_list(cfgdir / 'test.txt')) == 8 and all(city_entry_id(l)[0] == 'test' for l in read_list(cfgdir / 'test.txt'))
     meta = load_synthetic_info(out)
     assert meta['layout'] == 'cityscapes' and meta['border_ignore'] == 0 and set(meta['styles']['train']) == set(train_ids)
 
@@ -385,8 +388,35 @@ def test_cli_synth(tmp_path, capsys):
     assert cli_synth(tmp_path / 'c', layout='cityscapes', n=6, seed=1, size=16, n_val=2) == 0
     out = capsys.readouterr().out
     assert str(tmp_path / 'c') in out and 'cityscapes' in out and ' s' in out
-    assert load_synthetic_info(tmp_path / 'c')['counts'] == {'train': 6, 'val': 2}
+    assert load_synthetic_info(tmp_path / 'c')['counts'] == {'train': 6, 'val': 2, 'test': 2}
     assert cli_synth(tmp_path / 'c', n=6, size=16) == 1
     assert 'choose an empty or new folder' in capsys.readouterr().err
     assert cli_synth(tmp_path / 'd', layout='coco', n=6, size=16) == 1
     assert 'layout' in capsys.readouterr().err
+
+
+# ---- the held-out test set ------------------------------------------------------------------------------------------
+@pytest.mark.parametrize('layout', LAYOUTS)
+def test_every_generated_dataset_gets_a_disjoint_test_set_and_train_val_files_do_not_move(tmp_path, layout):
+    from cps_repro.synthetic import add_test_split
+    new = synthesize(tmp_path / 'new', layout=layout, n=12, n_val=3, seed=2, size=24, progress=False)
+    old = synthesize(tmp_path / 'old', layout=layout, n=12, n_val=3, seed=2, size=24, progress=False, n_test=0)
+    assert new['counts']['test'] == 3 and 'test' not in old['counts']
+    files = lambda root: {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob('*'))
+                          if p.is_file() and p.name != 'synthetic.json'}
+    a, b = files(tmp_path / 'new'), files(tmp_path / 'old')
+    assert {k: a[k] for k in b} == b and len(a) - len(b) == 2 * 3 + 1          # 3 images + 3 masks + the test list
+    test_list = next(k for k in set(a) - set(b) if k.endswith('test.txt'))
+    assert set(new['styles']['test']).isdisjoint(set(new['styles']['train']) | set(new['styles']['val']))
+    assert add_test_split(tmp_path / 'old')['counts'] == new['counts'] and files(tmp_path / 'old') == a
+    assert test_list in load_synthetic_info(tmp_path / 'old')['lists']
+
+
+def test_test_scenes_have_their_own_seeds():
+    assert len({scene_seed(0, 0, s) for s in ('train', 'val', 'test')}) == 3
+    assert scene_seed(5, 1, 'train') == int(np.random.SeedSequence([5, 0, 1]).generate_state(1, np.uint64)[0])   # unchanged
+    with pytest.raises(ValueError, match='subset'): scene_seed(0, 0, 'extra')
+
+
+def test_synthesize_refuses_a_negative_test_count(tmp_path):
+    with pytest.raises(ValueError, match='n_test'): synthesize(tmp_path / 'x', n=4, size=16, n_test=-1, progress=False)

@@ -10,7 +10,8 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-from ..losses import cross_entropy
+from ..config import checked
+from ..losses import cross_entropy, balanced_cross_entropy, sigmoid_rampup
 from ..models import deeplabv3plus
 from .core import Method, StepContext, register_method, supervised_loss, one_network
 
@@ -20,7 +21,9 @@ __all__ = ['SELF_TRAINING', 'SelfTrainingParams', 'FrozenTeacher', 'load_teacher
 # %% ../../nbs/14e_self_training.ipynb #c004
 @dataclass
 class SelfTrainingParams:
-    "Self-training has no hyperparameters of its own; its teacher is `model.teacher_checkpoint`."
+    "Self-training's options (its teacher is `model.teacher_checkpoint`); the defaults are the paper's plain baseline."
+    balance: float = checked(0.0, 'non_negative')   # pseudo-label pixels weighted by their class's share^-balance; 0 = none
+    rampup: float = checked(0.0, 'probability')     # fraction of iters for a sigmoid ramp-up of the pseudo-label weight; 0 = none
 
 class FrozenTeacher(nn.Module):
     "A network that stays in evaluation mode and never receives gradients (the self-training teacher)."
@@ -51,11 +54,15 @@ def build_self_training(cfg, model_kw: dict) -> list:
 
 def self_training_losses(ctx: StepContext, batch: dict) -> dict:
     """Self-training: `sup` on the labeled images, and `pseudo` = CE of the student on the unlabeled images against the
-    frozen teacher's argmax (weight 1). Reads 'labeled' and 'unlabeled'."""
-    xu = batch['unlabeled']['image']
+    frozen teacher's argmax (weight 1, ramped up over `hparams.rampup` of the iterations; class-balanced with
+    `hparams.balance > 0`). Reads 'labeled' and 'unlabeled'."""
+    xu, h = batch['unlabeled']['image'], ctx.hparams
     with torch.no_grad(): pseudo = ctx.forward('teacher', xu).argmax(1)
+    student = ctx.forward('student', xu)
+    pseudo_loss = (balanced_cross_entropy(student, pseudo, h.balance) if h.balance
+                   else cross_entropy(student, pseudo, ignore_index=ctx.cfg.data.ignore_index))
     return {'sup': (supervised_loss(ctx.forward('student', batch['labeled']['image']), batch['labeled']['label'], ctx.cfg), 1.0),
-            'pseudo': (cross_entropy(ctx.forward('student', xu), pseudo, ignore_index=ctx.cfg.data.ignore_index), 1.0)}
+            'pseudo': (pseudo_loss, sigmoid_rampup(ctx.it, h.rampup * ctx.cfg.train.iters))}
 
 SELF_TRAINING = register_method(Method('self_training', self_training_losses, SelfTrainingParams, build_self_training,
                                        views=('labeled', 'unlabeled'), nets=('student', 'teacher'), trained=(0,),

@@ -6,21 +6,40 @@
 from __future__ import annotations
 from dataclasses import dataclass
 
+import torch
+import torch.nn.functional as F
+
+from ..config import checked
+from ..losses import class_balance_weights
 from .core import Method, StepContext, register_method, supervised_loss, one_network
 
 # %% auto #0
-__all__ = ['SUPERVISED', 'SupervisedParams', 'supervised_losses']
+__all__ = ['SUPERVISED', 'SupervisedParams', 'balanced_supervised_loss', 'supervised_losses']
 
 # %% ../../nbs/14a_supervised.ipynb #c004
 @dataclass
 class SupervisedParams:
-    "The supervised baseline has no hyperparameters of its own (the loss and schedule are in `train`)."
+    "The supervised baseline's one option (the loss and schedule are in `train`)."
+    balance: float = checked(0.0, 'non_negative')   # labeled pixels weighted by their class's share^-balance; 0 = none, as the paper
+
+def balanced_supervised_loss(logits: torch.Tensor, target: torch.Tensor, power: float, ignore_index: int = 255) -> torch.Tensor:
+    """Cross-entropy over the labeled pixels of `target` (`ignore_index` left out), each weighted by its class's share
+    of those pixels to the power −`power` (`class_balance_weights`, mean 1); `power = 0` is the plain CE."""
+    valid = target != ignore_index
+    w = class_balance_weights(target[valid], logits.shape[1], power).to(logits.dtype)
+    ce = F.cross_entropy(logits, target.masked_fill(~valid, 0), reduction='none')[valid]
+    return (ce * w).mean()
 
 def supervised_losses(ctx: StepContext, batch: dict) -> dict:
-    """The supervised baseline's loss: `sup`, CE (or OHEM) of network 1 on `batch['labeled']`, weight 1.
-    Reads view 'labeled' (`image` [B, 3, H, W], `label` [B, H, W])."""
-    lab = batch['labeled']
-    return {'sup': (supervised_loss(ctx.forward(0, lab['image']), lab['label'], ctx.cfg), 1.0)}
+    """The supervised baseline's loss: `sup`, CE (or OHEM) of network 1 on `batch['labeled']`, weight 1; with
+    `hparams.balance > 0` the class-balanced CE. Reads view 'labeled' (`image` [B, 3, H, W], `label` [B, H, W])."""
+    lab, power = batch['labeled'], ctx.hparams.balance
+    logits = ctx.forward(0, lab['image'])
+    if not power: return {'sup': (supervised_loss(logits, lab['label'], ctx.cfg), 1.0)}
+    if ctx.cfg.train.sup_loss != 'ce':
+        raise ValueError(f"hparams.balance={power} weighs the plain cross-entropy; train.sup_loss={ctx.cfg.train.sup_loss!r} "
+                         "(OHEM) has its own pixel selection: set train.sup_loss=ce or hparams.balance=0")
+    return {'sup': (balanced_supervised_loss(logits, lab['label'], power, ctx.cfg.data.ignore_index), 1.0)}
 
 SUPERVISED = register_method(Method('supervised', supervised_losses, SupervisedParams, one_network,
                                     views=('labeled',), nets=('net',), trained=(0,),
