@@ -21,7 +21,7 @@ __all__ = ['OFFICIAL_TRAIN_SIZE', 'OFFICIAL_EPOCHS', 'FEW_LABEL_EPOCHS', 'OFFICI
            'OFFICIAL_SNAPSHOT_EVERY', 'PAPER_BACKBONES', 'FULL_METHODS', 'PAPER_METHODS', 'MINI_SIZE', 'MINI_N_TRAIN',
            'MINI_N_VAL', 'MINI_ITERS', 'MINI_EVAL_BATCH', 'MINI_DEMO_ITERS', 'MINI_BACKBONE', 'MINI_WEIGHTS_ASSET',
            'MINI_WEIGHTS', 'MINI_DEVIATIONS', 'official_iters', 'official_epochs', 'official_checkpoint_iters',
-           'mini_preset', 'register_preset', 'list_presets', 'preset', 'experiment_config']
+           'mini_preset', 'register_preset', 'unregister_preset', 'list_presets', 'preset', 'experiment_config']
 
 # %% ../nbs/15_presets.ipynb #c015
 OFFICIAL_TRAIN_SIZE = {'voc': 10582, 'cityscapes': 2975}
@@ -187,10 +187,17 @@ def mini_preset(method: str, split) -> ExperimentConfig:
 # %% ../nbs/15_presets.ipynb #c020
 _PRESETS: dict[str, Callable] = {}
 
-def register_preset(name: str, build: Callable) -> None:
-    "Add preset `name`: `build(split)` returns its ExperimentConfig (a new method brings its own preset this way)."
-    if name in _PRESETS or name in _builtin_presets(): raise ValueError(f"Preset {name!r} exists already")
+def register_preset(name: str, build: Callable, force: bool = False) -> None:
+    """Add preset `name`: `build(split)` returns its ExperimentConfig (a new method brings its own preset this way).
+    A name that exists (built in or registered) is refused unless `force=True` (which replaces it)."""
+    if not force and (name in _PRESETS or name in _builtin_presets()):
+        raise ValueError(f"Preset {name!r} exists already: choose another name, or pass force=True to replace it")
     _PRESETS[name] = build
+
+def unregister_preset(name: str) -> None:
+    "Remove a preset added with `register_preset` (a test removes what it registered); built-in presets stay."
+    if name not in _PRESETS: raise ValueError(f"Preset {name!r} was not added with register_preset")
+    del _PRESETS[name]
 
 def _builtin_presets() -> list[str]:
     names = [f"{ds}_{m}{sfx}" for ds in ('voc', 'cityscapes') for m in PAPER_METHODS for sfx in ('', '_resnet50', '_resnet101')]
@@ -199,7 +206,7 @@ def _builtin_presets() -> list[str]:
 
 def list_presets() -> list[str]:
     "Every preset name `cps-repro train --preset` accepts."
-    return _builtin_presets() + list(_PRESETS)
+    return list(dict.fromkeys(_builtin_presets() + list(_PRESETS)))
 
 def preset(name: str, split='1_8', **overrides) -> ExperimentConfig:
     "The config of preset `name` for `split`, with optional `key=value` overrides (see `apply_overrides`)."

@@ -97,3 +97,11 @@ def test_import_layers_contract_is_declared_and_kept():
     exe = Path(sys.executable).parent / 'lint-imports'
     r = subprocess.run([str(exe)], capture_output=True, text=True, cwd=REPO)
     assert r.returncode == 0 and 'broken' in r.stdout and '0 broken' in r.stdout, r.stdout[-3000:]
+
+
+def test_make_browser_waits_for_the_dpkg_lock():
+    "`make browser` runs apt-get, which fails at once when another process holds the dpkg lock: it must wait instead."
+    make = (REPO / 'Makefile').read_text()
+    target = make.split('\nbrowser:', 1)[1].split('\n\n', 1)[0]
+    calls = re.findall(r'apt-get [^;&|>]*(?:update|install)[^;&|>]*', target)
+    assert len(calls) == 2 and all('-o DPkg::Lock::Timeout=' in c for c in calls), calls

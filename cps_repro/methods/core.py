@@ -13,7 +13,7 @@ from typing import Callable
 import torch
 import torch.nn as nn
 
-from ..config import ExperimentConfig, register_params
+from ..config import ExperimentConfig, register_params, _PARAMS
 from ..losses import cross_entropy, ohem_cross_entropy
 from ..models import deeplabv3plus, make_cps_pair
 from ..overrides import NO_PRETRAINED
@@ -21,7 +21,8 @@ from ..packaged import resolve_asset
 
 # %% auto #0
 __all__ = ['VIEWS', 'amp_dtype', 'autocast', 'StepContext', 'supervised_loss', 'model_kwargs', 'one_network', 'network_pair',
-           'micro_batches', 'Method', 'register_method', 'get_method', 'method_names', 'method_label', 'paper_rows']
+           'micro_batches', 'Method', 'register_method', 'get_method', 'unregister_method', 'method_names',
+           'method_label', 'paper_rows']
 
 # %% ../../nbs/14_methods.ipynb #c005
 VIEWS = ('labeled', 'unlabeled', 'unlabeled2')   # what the loaders can deliver per iteration
@@ -147,8 +148,18 @@ class Method:
 
 _METHODS: dict[str, Method] = {}
 
-def register_method(method: Method) -> Method:
-    "Make `method` trainable by name (`train.method`): registers it and its hyperparameter class; returns it."
+def _definition(m: Method) -> tuple:
+    "What makes two registrations of a method the same definition (a module reloaded, a chapter re-run)."
+    names = tuple(getattr(f, '__qualname__', repr(f)) for f in (m.losses, m.build, m.params, m.after_step, m.extra_optimizers))
+    return (m.name, tuple(m.views), tuple(m.nets), tuple(m.trained), m.label, m.paper_row, names)
+
+def register_method(method: Method, force: bool = False) -> Method:
+    """Make `method` trainable by name (`train.method`): registers it and its hyperparameter class; returns it.
+    A name that is taken by another definition is refused unless `force=True` (which replaces it)."""
+    old = _METHODS.get(method.name)
+    if old is not None and not force and _definition(old) != _definition(method):
+        raise ValueError(f"Method {method.name!r} is registered already (label {old.label or old.name!r}, from "
+                         f"{getattr(old.losses, '__module__', '?')}): choose another name, or pass force=True to replace it")
     bad = [v for v in method.views if v not in VIEWS]
     if bad or 'labeled' not in method.views or list(method.views) != [v for v in VIEWS if v in method.views]:
         raise ValueError(f"Method {method.name!r}: views {method.views} must be 'labeled' then optional "
@@ -165,6 +176,13 @@ def get_method(name: str) -> Method:
         raise ValueError(f"Unknown method {name!r}; methods: {', '.join(_METHODS)} "
                          "(a new method is added with cps_repro.methods.register_method)")
     return _METHODS[name]
+
+def unregister_method(name: str) -> Method:
+    "Remove method `name` and its hyperparameter class from the registries (a test removes what it registered); returns it."
+    method = get_method(name)
+    del _METHODS[name]
+    _PARAMS.pop(name, None)
+    return method
 
 def method_names() -> list[str]:
     "Every registered method, in registration order."
