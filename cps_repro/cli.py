@@ -124,16 +124,7 @@ def _add_eval(sub):
 
 def load_checkpoint(path) -> dict:
     "The trainer checkpoint at `path`, or an error naming the file (missing, damaged, or not a trainer checkpoint)."
-    import torch
-    path = Path(path)
-    if not path.exists(): raise FileNotFoundError(f"No checkpoint at {path}: train the run first (cps-repro train ...)")
-    try: state = torch.load(path, map_location='cpu', weights_only=False)
-    except Exception as e:
-        raise ValueError(f"{path} is not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
-                         "it may have been cut short by a kill or a full disk") from None
-    if not isinstance(state, dict) or not {'config', 'nets', 'iteration'} <= set(state):
-        raise ValueError(f"{path} is not a cps_repro trainer checkpoint (it lacks config/nets/iteration)")
-    return state
+    return read_checkpoint(path)                   # the one reader of checkpoints (weights_only), chapter 14_methods
 
 def evaluate_checkpoint(checkpoint, data_root=None, overrides=(), device=None) -> dict:
     "Evaluate network 1 (and 2) of a trainer checkpoint on the validation set of its config."
@@ -143,8 +134,8 @@ def evaluate_checkpoint(checkpoint, data_root=None, overrides=(), device=None) -
     cfg = ExperimentConfig.from_dict(state['config'])
     extra = [*override_pairs(overrides), *([('data_root', data_root)] if data_root else [])]
     if extra: cfg = apply_overrides(cfg, extra)
-    tr = Trainer(cfg, run_dir=path.parent, dist_info=setup_distributed(device), progress=False)
-    for n, sd in zip(tr.nets, state['nets']): n.load_state_dict(sd)
+    tr = Trainer(cfg, run_dir=path.parent, dist_info=setup_distributed(device), progress=True)   # evaluation's progress
+    load_networks(tr.nets, state, path, what=f"config {cfg.name!r} ({cfg.model.backbone}, {cfg.data.num_classes} classes)")
     res = tr.evaluate()
     return {'checkpoint': str(path), 'iteration': state['iteration'], **res}
 
@@ -178,7 +169,8 @@ def preflight_device(device) -> None:
         raise ValueError(f"--device {device}: this machine has no CUDA GPU that PyTorch can use; use --device cpu")
 
 # %% ../nbs/10_cli.ipynb #c006
-import dis, re, warnings
+import dis, logging, re, warnings
+from .methods import load_networks, read_checkpoint
 from .partitions import InputError
 from .splits import normalize_split
 from .synthetic import MAX_SIZE, VAL_FRACTION
@@ -317,6 +309,10 @@ def check_device(device) -> None:
         raise InputError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA GPU(s), "
                          f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
 
+class _Said(logging.Handler):
+    "Log records of the library printed on the current stdout (the command's messages)."
+    def emit(self, record): print(self.format(record), file=sys.stdout)
+
 def _show_warning(message, category, filename, lineno, file=None, line=None):
     print(f"cps-repro: warning: {message}", file=sys.stderr)
 
@@ -325,6 +321,9 @@ def main(argv=None) -> int:
     line each; a bug keeps its traceback (see `input_error`)."""
     args = build_parser().parse_args(argv)
     debug = bool(os.environ.get('CPS_REPRO_DEBUG'))
+    said = _Said(); said.setFormatter(logging.Formatter('%(message)s'))
+    lib = logging.getLogger('cps_repro'); level = lib.level
+    lib.addHandler(said); lib.setLevel(logging.INFO)          # the library's messages (a run resumed ...) on stdout
     try:
         with warnings.catch_warnings():
             if not debug: warnings.showwarning = _show_warning
@@ -338,6 +337,7 @@ def main(argv=None) -> int:
         if debug or not input_error(e): raise
         print(f"cps-repro: error: {_one_line(e)}", file=sys.stderr)
         return 2
+    finally: lib.removeHandler(said); lib.setLevel(level)
     return int(code or 0)
 
 # %% ../nbs/10_cli.ipynb #c008

@@ -311,3 +311,17 @@ def test_ctrl_c_while_the_command_starts_is_one_line(monkeypatch, capsys):
     assert err.startswith('cps-repro: interrupted while starting') and len(err.splitlines()) == 1
     tomlp = (Path(__file__).resolve().parents[1] / 'pyproject.toml').read_text()
     assert 'cps-repro = "cps_repro.console:run"' in tomlp
+
+
+def test_evaluation_shows_its_progress_and_the_library_says_through_logging(syn, tmp_path, capsys):
+    "Issue 26: evaluation inside train and `cps-repro eval` showed no progress; train.py printed."
+    argv = ['train', '--preset', 'mini_cps', '--split', '1_8', '--data-root', syn, '--out-dir', tmp_path, '--set', *TINY, 'iters=2']
+    code, out, err = run(capsys, *argv)
+    n_val = len((syn / 'VOCdevkit' / 'VOC2012' / 'ImageSets' / 'Segmentation' / 'val.txt').read_text().split())
+    assert code == 0 and f'evaluate: {n_val}/{n_val} images' in err, err          # stderr is no terminal here: lines
+    code, out, err = run(capsys, *argv)
+    assert code == 0 and 'is finished already' in out                               # logging, shown by the command
+    code, out, err = run(capsys, 'eval', '--run', next(tmp_path.glob('mini_cps_*')))
+    assert code == 0 and f'evaluate: {n_val}/{n_val} images' in err
+    import cps_repro.train
+    assert 'print(' not in Path(cps_repro.train.__file__).read_text()

@@ -633,8 +633,9 @@ def test_check_cityscapes(city):
 def test_check_folder_num_classes(tmp_path, capsys):
     root = tmp_path / 'f'
     write_folder(root)
-    assert cli_data_check('folder', root) == 2                        # number of classes unknown
-    assert 'num-classes' in capsys.readouterr().err
+    assert cli_data_check('folder', root) == 0                        # no class count: checked, and the classes named
+    out = capsys.readouterr().out
+    assert 'the masks use classes 0, 1, 2' in out and '--num-classes 3' in out, out
     assert check_dataset('folder', root, num_classes=3, progress=False) == []
     assert len(check_dataset('folder', root, 'unlabeled.txt', num_classes=3, progress=False)) == 0
     assert len(check_dataset('folder', root, num_classes=2, progress=False)) == 3          # masks hold 0..2

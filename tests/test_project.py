@@ -105,3 +105,15 @@ def test_make_browser_waits_for_the_dpkg_lock():
     target = make.split('\nbrowser:', 1)[1].split('\n\n', 1)[0]
     calls = re.findall(r'apt-get [^;&|>]*(?:update|install)[^;&|>]*', target)
     assert len(calls) == 2 and all('-o DPkg::Lock::Timeout=' in c for c in calls), calls
+
+
+def test_library_hygiene_no_mutable_default_and_no_silent_fallback(monkeypatch):
+    "Issue 26: `dist_info: DistInfo = DistInfo()` was a mutable default; report.py swallowed TypeError/AttributeError."
+    import inspect
+    import pytest
+    from cps_repro import report
+    from cps_repro.train import build_data
+    assert inspect.signature(build_data).parameters['dist_info'].default is None
+    def broken(package): raise TypeError('a bug in the resource lookup')
+    monkeypatch.setattr(report.resources, 'files', broken)
+    with pytest.raises(TypeError, match='a bug'): report._paper_csv_text(sorted(report.PAPER_TABLE_FILES.values())[0])

@@ -6,23 +6,27 @@ Docs: https://cps-repro.github.io/cps_repro/methods.html.md"""
 
 # %% ../../nbs/14_methods.ipynb #c003
 from __future__ import annotations
-import contextlib
+import contextlib, pickle
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Callable
 
+import numpy as np
 import torch
 import torch.nn as nn
 
 from ..config import ExperimentConfig, register_params, _PARAMS
+from ..partitions import InputError
 from ..losses import cross_entropy, ohem_cross_entropy
 from ..models import deeplabv3plus, make_cps_pair
 from ..overrides import NO_PRETRAINED
 from ..packaged import resolve_asset
 
 # %% auto #0
-__all__ = ['VIEWS', 'amp_dtype', 'autocast', 'StepContext', 'supervised_loss', 'model_kwargs', 'one_network', 'network_pair',
-           'micro_batches', 'Method', 'register_method', 'get_method', 'unregister_method', 'method_names',
-           'method_label', 'paper_rows']
+__all__ = ['VIEWS', 'CHECKPOINT_KEYS', 'CHECKPOINT_GLOBALS', 'amp_dtype', 'autocast', 'StepContext', 'supervised_loss',
+           'model_kwargs', 'one_network', 'network_pair', 'micro_batches', 'Method', 'register_method', 'get_method',
+           'unregister_method', 'method_names', 'method_label', 'paper_rows', 'CheckpointError', 'read_checkpoint',
+           'load_networks']
 
 # %% ../../nbs/14_methods.ipynb #c005
 VIEWS = ('labeled', 'unlabeled', 'unlabeled2')   # what the loaders can deliver per iteration
@@ -195,3 +199,45 @@ def method_label(name: str) -> str:
 def paper_rows() -> dict:
     "`{method: row}` of the paper's tables for every registered method that has one."
     return {n: m.paper_row for n, m in _METHODS.items() if m.paper_row is not None}
+
+# %% ../../nbs/14_methods.ipynb #k017
+CHECKPOINT_KEYS = ('config', 'nets', 'iteration')
+CHECKPOINT_GLOBALS = (np.ndarray, np.dtype, type(np.dtype(np.uint32)),                 # the NumPy random state
+                      (np._core if hasattr(np, '_core') else np.core).multiarray._reconstruct)
+
+class CheckpointError(InputError):
+    "A checkpoint file that cannot be read, or is not a cps_repro checkpoint; the message names the file."
+
+def read_checkpoint(path, state_dict_ok: bool = False) -> dict:
+    """The trainer checkpoint at `path` (a dict with `CHECKPOINT_KEYS`), loaded on the CPU with `weights_only=True`
+    and `CHECKPOINT_GLOBALS` allowed. With `state_dict_ok`, a bare state dict of one network (tensors by name) is
+    accepted too and returned as `{'nets': [state_dict]}`. FileNotFoundError or CheckpointError naming the file."""
+    path = Path(path)
+    if not path.is_file(): raise FileNotFoundError(f"No checkpoint at {path}: train the run first (cps-repro train ...) or give the right file")
+    try:
+        with torch.serialization.safe_globals(list(CHECKPOINT_GLOBALS)):
+            state = torch.load(path, map_location='cpu', weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(f"{path} holds objects other than tensors and plain data, which are not loaded (a file from "
+                              f"elsewhere could run code): {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+    except Exception as e:
+        raise CheckpointError(f"{path} is not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                              "it may have been cut short by a kill or a full disk") from None
+    if isinstance(state, dict) and set(CHECKPOINT_KEYS) <= set(state) and isinstance(state['nets'], (list, tuple)) \
+            and all(isinstance(sd, dict) for sd in state['nets']):
+        return state
+    if state_dict_ok and isinstance(state, dict) and state and all(isinstance(v, torch.Tensor) for v in state.values()):
+        return {'nets': [state]}
+    raise CheckpointError(f"{path} is not a cps_repro trainer checkpoint (it lacks {'/'.join(CHECKPOINT_KEYS)})"
+                          + (" nor a state dict of tensors" if state_dict_ok else ''))
+
+def load_networks(nets, state: dict, path, what: str = 'this config') -> None:
+    "Load `state['nets'][k]` into `nets[k]`; a CheckpointError naming `path` when they do not fit (classes, backbone)."
+    if len(state['nets']) < len(nets):
+        raise CheckpointError(f"{path} holds {len(state['nets'])} network(s); {what} needs {len(nets)}")
+    for k, (net, sd) in enumerate(zip(nets, state['nets'])):
+        try: net.load_state_dict(sd)
+        except RuntimeError as e:
+            first = next((l.strip() for l in str(e).splitlines()[1:] if l.strip()), str(e).splitlines()[0])
+            raise CheckpointError(f"{path}: network {k + 1} does not fit {what} ({first}); was it trained with another "
+                                  "data.num_classes or model (e.g. a changed --set)? Use the config it was trained with") from None
