@@ -639,8 +639,9 @@ class InfiniteBatchSampler:
         n = sampler.num_samples
         self.batches_per_epoch = n // self.batch_size if drop_last else math.ceil(n / self.batch_size)
         if self.batches_per_epoch < 1:
-            raise ValueError(f"{n} samples per rank and epoch (virtual length {sampler.virtual_length}, world size "
-                             f"{sampler.world_size}) do not make one batch of {batch_size}: lower the batch size or pass drop_last=False")
+            raise ValueError(f"{n} images per process and epoch ({sampler.virtual_length} images in the larger of the labeled and "
+                             f"unlabeled lists, {sampler.world_size} process(es)) do not make one batch of {batch_size}: lower the "
+                             f"batch size (--set batch_size=N), use fewer processes, or list more images")
         self.start_epoch, self.start_batch = 0, 0
 
     def __iter__(self):

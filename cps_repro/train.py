@@ -332,7 +332,7 @@ class Trainer(Trainer):
     # ---- the run ---------------------------------------------------------------------------------------
     def fit(self) -> dict:
         "Train to `cfg.train.iters` (resuming when possible), evaluate, write and return `result.json`."
-        from tqdm.auto import tqdm
+        from tqdm import tqdm          # plain tqdm: tqdm.auto's widget warning would end up in notebooks and logs
         cfg, t = self.cfg, self.cfg.train
         result_path = self.run_dir / 'result.json'
         if self.dist.is_main: prepare_run_dir(self.run_dir, cfg)
