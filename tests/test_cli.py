@@ -323,5 +323,8 @@ def test_evaluation_shows_its_progress_and_the_library_says_through_logging(syn,
     assert code == 0 and 'is finished already' in out                               # logging, shown by the command
     code, out, err = run(capsys, 'eval', '--run', next(tmp_path.glob('mini_cps_*')))
     assert code == 0 and f'evaluate: {n_val}/{n_val} images' in err
+    code, out, err = run(capsys, 'eval', '--run', next(tmp_path.glob('mini_cps_*')), '--set', 'data.num_classes=7')
+    errors = [l for l in err.splitlines() if l.startswith('cps-repro: error:')]       # was a bare state_dict size mismatch
+    assert code == 2 and len(errors) == 1 and 'does not fit' in errors[0] and '7 classes' in errors[0], err
     import cps_repro.train
     assert 'print(' not in Path(cps_repro.train.__file__).read_text()
