@@ -13,7 +13,7 @@ import json, warnings
 
 import torch
 
-from .partitions import split_files
+from .partitions import InputError, split_files
 from .data import voc_root, load_samples, SegmentationDataset, TrainTransform, EvalTransform, make_train_streams, DataError
 
 # %% auto #0
@@ -60,7 +60,7 @@ def eval_collate(items: list) -> dict:
     first = tuple(items[0]['image'].shape[-2:])
     other = next((it for it in items if tuple(it['image'].shape[-2:]) != first), None)
     if other is not None:
-        raise ValueError(f"eval.batch_size={len(items)} puts validation images of different sizes in one batch: "
+        raise InputError(f"eval.batch_size={len(items)} puts validation images of different sizes in one batch: "
                          f"{items[0]['id']!r} is {first[0]}x{first[1]} and {other['id']!r} is "
                          f"{other['image'].shape[-2]}x{other['image'].shape[-1]} (HxW). Set eval.batch_size=1 "
                          f"(`--set eval.batch_size=1`), as every paper preset does")

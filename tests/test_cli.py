@@ -328,3 +328,16 @@ def test_evaluation_shows_its_progress_and_the_library_says_through_logging(syn,
     assert code == 2 and len(errors) == 1 and 'does not fit' in errors[0] and '7 classes' in errors[0], err
     import cps_repro.train
     assert 'print(' not in Path(cps_repro.train.__file__).read_text()
+
+
+def test_an_input_error_raised_in_a_loader_worker_stays_one_line():
+    "DataLoader workers re-raise an exception in the main process from torch's code: its type must say 'bad input'."
+    import torch
+    from torch._utils import ExceptionWrapper
+    from cps_repro.cli import input_error
+    from cps_repro.loaders import eval_collate
+    items = [{'image': torch.zeros(3, 4, 4), 'id': 'a'}, {'image': torch.zeros(3, 5, 5), 'id': 'b'}]
+    try: eval_collate(items)
+    except ValueError: wrapper = ExceptionWrapper(where='in DataLoader worker process 0')
+    with pytest.raises(ValueError) as e: wrapper.reraise()
+    assert input_error(e.value) and 'eval.batch_size=2' in str(e.value)
