@@ -41,7 +41,7 @@ def test_nbdev_settings_keep_parameters_tags_and_test_flags():
     nb = _pyproject()['tool']['nbdev']
     assert nb['allowed_cell_metadata_keys'] == ['tags']
     assert set(nb['tst_flags'].split()) == {'notest', 'slow', 'cuda'}
-    assert _pyproject()['project']['scripts']['cps-repro'] == 'cps_repro.cli:main'
+    assert _pyproject()['project']['scripts']['cps-repro'] == 'cps_repro.console:run'   # Ctrl-C while starting: one line
 
 
 def test_readme_is_generated_from_index_notebook():

@@ -217,10 +217,11 @@ def read_checkpoint(path, state_dict_ok: bool = False) -> dict:
     try:
         with torch.serialization.safe_globals(list(CHECKPOINT_GLOBALS)):
             state = torch.load(path, map_location='cpu', weights_only=True)
-    except pickle.UnpicklingError as e:
-        raise CheckpointError(f"{path} holds objects other than tensors and plain data, which are not loaded (a file from "
-                              f"elsewhere could run code): {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
     except Exception as e:
+        unsafe = next((l.strip() for l in str(e).splitlines() if 'Unsupported global' in l), None)
+        if isinstance(e, pickle.UnpicklingError) and unsafe:
+            raise CheckpointError(f"{path} holds objects other than tensors and plain data, which are not loaded (a file "
+                                  f"from elsewhere could run code): {unsafe}") from None
         raise CheckpointError(f"{path} is not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
                               "it may have been cut short by a kill or a full disk") from None
     if isinstance(state, dict) and set(CHECKPOINT_KEYS) <= set(state) and isinstance(state['nets'], (list, tuple)) \
