@@ -341,3 +341,12 @@ def test_an_input_error_raised_in_a_loader_worker_stays_one_line():
     except ValueError: wrapper = ExceptionWrapper(where='in DataLoader worker process 0')
     with pytest.raises(ValueError) as e: wrapper.reraise()
     assert input_error(e.value) and 'eval.batch_size=2' in str(e.value)
+
+
+def test_a_run_directory_of_another_config_names_the_differing_keys(syn, tmp_path, capsys):
+    "Issue 26: 'holds another run (its config.json differs)' did not say which key differs."
+    argv = ['train', '--preset', 'mini_cps', '--split', '1_8', '--data-root', syn, '--run-dir', tmp_path / 'run',
+            '--no-progress', '--set', *TINY, 'iters=2']
+    assert run(capsys, *argv)[0] == 0
+    code, _, err = run(capsys, *argv[:-1], 'iters=2', 'seed=9')
+    assert code == 2 and 'train.seed (0 there, 9 here)' in err and len(err.splitlines()) == 1, err
