@@ -49,7 +49,7 @@ lint-imports: venv
 browser:
 	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
 	  { if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	      apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	      apt-get -o DPkg::Lock::Timeout=300 update -qq && DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq chromium >/dev/null; \
 	    else echo "no chromium and no way to install it (needs root and apt-get): tests/test_docs.py will skip its browser test"; fi; }
 
 # The documentation site (Sphinx + MyST-NB, docs/conf.py) built from the committed notebooks, nothing executed.

@@ -19,7 +19,7 @@ from .synthetic import synthesize
 
 # %% auto #0
 __all__ = ['EVAL_SETTABLE', 'own_data', 'check_data_root', 'load_checkpoint', 'evaluate_checkpoint', 'preflight_device',
-           'build_parser', 'main']
+           'build_parser', 'Interrupted', 'input_error', 'check_device', 'main']
 
 # %% ../nbs/10_cli.ipynb #c004
 def _add_train(sub):
@@ -100,8 +100,9 @@ def _cmd_train(a) -> int:
     check_data_root(cfg)
     run_dir = Path(a.run_dir or Path(a.out_dir) / cfg.run_id)
     _check_checkpoint(run_dir / 'checkpoint.pt')
-    result = train(cfg, out_dir=a.out_dir, run_dir=a.run_dir, device=a.device, progress=not a.no_progress,
-                   allow_cpu=a.allow_cpu)
+    try: result = train(cfg, out_dir=a.out_dir, run_dir=a.run_dir, device=a.device, progress=not a.no_progress,
+                        allow_cpu=a.allow_cpu)
+    except KeyboardInterrupt: raise Interrupted(_interrupted_run(run_dir, cfg)) from None
     if int(os.environ.get('RANK', 0)) == 0:
         print(f"mIoU {result['miou']:.2f} (network 1, final iteration {result['iters']}); "
               f"result: {Path(result.get('run_dir') or run_dir) / 'result.json'}")
@@ -122,16 +123,7 @@ def _add_eval(sub):
 
 def load_checkpoint(path) -> dict:
     "The trainer checkpoint at `path`, or an error naming the file (missing, damaged, or not a trainer checkpoint)."
-    import torch
-    path = Path(path)
-    if not path.exists(): raise FileNotFoundError(f"No checkpoint at {path}: train the run first (cps-repro train ...)")
-    try: state = torch.load(path, map_location='cpu', weights_only=False)
-    except Exception as e:
-        raise ValueError(f"{path} is not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
-                         "it may have been cut short by a kill or a full disk") from None
-    if not isinstance(state, dict) or not {'config', 'nets', 'iteration'} <= set(state):
-        raise ValueError(f"{path} is not a cps_repro trainer checkpoint (it lacks config/nets/iteration)")
-    return state
+    return read_checkpoint(path)                   # the one reader of checkpoints (weights_only), chapter 14_methods
 
 EVAL_SETTABLE = ('eval.', 'data.workers', 'data.cache')   # what `eval --set` may change: how to evaluate, how to read
 
@@ -168,8 +160,8 @@ def evaluate_checkpoint(checkpoint, data_root=None, overrides=(), device=None) -
     data = {'root': cfg.data.root, 'fingerprint': now['fingerprint'], 'same_as_training': same,
             'trained_on': {'root': trained.data.root, 'fingerprint': before.get('fingerprint')},
             'differences': data_difference(before, now) if same is False else []}
-    tr = Trainer(cfg, run_dir=path.parent, dist_info=setup_distributed(device), progress=False)
-    for n, sd in zip(tr.nets, state['nets']): n.load_state_dict(sd)
+    tr = Trainer(cfg, run_dir=path.parent, dist_info=setup_distributed(device), progress=True)   # evaluation's progress
+    load_networks(tr.nets, state, path, what=f"config {cfg.name!r} ({cfg.model.backbone}, {cfg.data.num_classes} classes)")
     res = tr.evaluate()
     return {'checkpoint': str(path), 'iteration': state['iteration'], **res, 'data': data}
 
@@ -228,6 +220,21 @@ def preflight_device(device) -> None:
         raise ValueError(f"--device {device}: this machine has no CUDA GPU that PyTorch can use; use --device cpu")
 
 # %% ../nbs/10_cli.ipynb #c006
+import dis, logging, re, warnings
+from .methods import load_networks, read_checkpoint
+from .partitions import InputError
+from .splits import normalize_split
+from .synthetic import MAX_SIZE, VAL_FRACTION
+
+def _count(least: int):
+    "An argparse type: an integer >= `least`, else a one-line error naming the value."
+    def parse(text):
+        try: value = int(text)
+        except ValueError: value = None
+        if value is None or value < least: raise argparse.ArgumentTypeError(f"{text!r}: expected an integer >= {least}")
+        return value
+    return parse
+
 def _add_presets(sub):
     p = sub.add_parser('presets', help='list the preset names')
     p.add_argument('--split', default='1_8', help='show the settings for this split')
@@ -235,6 +242,7 @@ def _add_presets(sub):
     p.set_defaults(func=_cmd_presets)
 
 def _cmd_presets(a) -> int:
+    normalize_split(a.split)                        # an unknown split is an error, not a list of presets
     for name in list_presets():
         if not a.verbose: print(name); continue
         try: c = preset(name, a.split)
@@ -263,7 +271,9 @@ def _add_data(sub):
     c = s.add_parser('check', help='decode every listed image and mask and report each problem with its file')
     c.add_argument('--dataset', required=True, choices=('voc', 'cityscapes', 'folder'))
     c.add_argument('--root', required=True); c.add_argument('--list', help='a list file (default: every list of the layout)')
-    c.add_argument('--num-classes', type=int, help='default: synthetic.json when present, else 21 (VOC) / 19 (Cityscapes)')
+    c.add_argument('--num-classes', type=_count(2), help='classes, background included (default: synthetic.json when '
+                   'present, else 21 (VOC) / 19 (Cityscapes); folder data without it: mask values are not compared with a '
+                   'class count, and the classes the masks use are reported)')
     c.set_defaults(func=lambda a: __import__('cps_repro.data', fromlist=['x']).cli_data_check(
         a.dataset, a.root, list_file=a.list, num_classes=a.num_classes))
 
@@ -277,9 +287,9 @@ def _add_synth(sub):
     p.add_argument('out', help='folder to create (must not hold another dataset)')
     p.add_argument('--layout', default='voc', choices=('voc', 'cityscapes'), help='directory layout and list format')
     p.add_argument('--n', type=int, default=2000, help='training (train_aug) images')
-    p.add_argument('--n-val', type=int, help='validation images (default: a quarter of --n, at least 1)')
+    p.add_argument('--n-val', type=int, help=f'validation images (default: {VAL_FRACTION:g} of --n, rounded up)')
     p.add_argument('--seed', type=int, default=0, help='seed of the scenes: the same seed writes the same files')
-    p.add_argument('--size', type=int, default=96, help='image side in pixels')
+    p.add_argument('--size', type=int, default=96, help=f'image side in pixels (8 to {MAX_SIZE})')
     p.add_argument('--no-progress', action='store_true', help='no progress bar')
     p.set_defaults(func=_cmd_synth)
 
@@ -317,19 +327,68 @@ def _one_line(e: BaseException) -> str:
     if isinstance(e, KeyError) and text.startswith(("'", '"')) and text.endswith(("'", '"')): text = text[1:-1]
     return text
 
+class Interrupted(KeyboardInterrupt):
+    "Ctrl-C, with what it means for the command that was running (e.g. whether a run can resume)."
+
+def _interrupted_run(run_dir: Path, cfg) -> str:
+    "What a Ctrl-C during `train` means: the run resumes from its checkpoint, or starts again when it has none yet."
+    if (run_dir / 'checkpoint.pt').is_file():
+        return f"interrupted; run the same command again to resume {run_dir} from its last checkpoint"
+    return (f"interrupted before the first checkpoint of {run_dir} (one is written every {cfg.train.checkpoint_every} "
+            "iterations): the same command starts the run again from the beginning")
+
+def input_error(e: BaseException) -> bool:
+    """Whether `e` reports bad input (one line for the user) rather than a bug (its traceback). Bad input: the
+    project's `InputError` (`DataError` included), a file-system error, or an error that the project's own code
+    raises on purpose (a `raise` statement in `cps_repro`). A bug: an exception that Python or a library raised
+    inside the code, like the `KeyError` of a dict lookup in a method's loss or a `TypeError`."""
+    if isinstance(e, (InputError, OSError)): return True
+    if not isinstance(e, (ValueError, KeyError, RuntimeError)) or e.__traceback__ is None: return False
+    tb = e.__traceback__
+    while tb.tb_next is not None: tb = tb.tb_next
+    module = tb.tb_frame.f_globals.get('__name__', '')       # '__main__': `python -m cps_repro.cli` (or this notebook)
+    ours = module == '__main__' or module.split('.')[0] == 'cps_repro'
+    return ours and dis.opname[tb.tb_frame.f_code.co_code[tb.tb_lasti]] == 'RAISE_VARARGS'
+
+def check_device(device) -> None:
+    "`--device`: cpu, cuda or cuda:N (an index this machine has); anything else is an error naming the value."
+    import torch
+    m = re.fullmatch(r'(cpu|cuda)(?::(\d+))?', str(device))
+    if m is None or (m[1] == 'cpu' and m[2] is not None):
+        raise InputError(f"--device {device}: expected cpu, cuda or cuda:N (N: the index of a GPU)")
+    if m[2] is not None and torch.cuda.is_available() and int(m[2]) >= torch.cuda.device_count():
+        raise InputError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA GPU(s), "
+                         f"cuda:0 to cuda:{torch.cuda.device_count() - 1}")
+
+class _Said(logging.Handler):
+    "Log records of the library printed on the current stdout (the command's messages)."
+    def emit(self, record): print(self.format(record), file=sys.stdout)
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"cps-repro: warning: {message}", file=sys.stderr)
+
 def main(argv=None) -> int:
-    "Entry point of the `cps-repro` console script: library errors become one line on stderr (status 2)."
+    """Entry point of the `cps-repro` console script: bad input becomes one line on stderr (status 2), warnings one
+    line each; a bug keeps its traceback (see `input_error`)."""
     args = build_parser().parse_args(argv)
     debug = bool(os.environ.get('CPS_REPRO_DEBUG'))
-    try: code = args.func(args)
-    except KeyboardInterrupt:
+    said = _Said(); said.setFormatter(logging.Formatter('%(message)s'))
+    lib = logging.getLogger('cps_repro'); level = lib.level
+    lib.addHandler(said); lib.setLevel(logging.INFO)          # the library's messages (a run resumed ...) on stdout
+    try:
+        with warnings.catch_warnings():
+            if not debug: warnings.showwarning = _show_warning
+            if getattr(args, 'device', None): check_device(args.device)
+            code = args.func(args)
+    except KeyboardInterrupt as e:
         if debug: raise
-        print("cps-repro: interrupted; run the same command again to resume from the last checkpoint", file=sys.stderr)
+        print(f"cps-repro: {e if isinstance(e, Interrupted) else 'interrupted'}", file=sys.stderr)
         return 130
-    except (OSError, ValueError, KeyError, RuntimeError, DataError) as e:
-        if debug: raise
+    except Exception as e:
+        if debug or not input_error(e): raise
         print(f"cps-repro: error: {_one_line(e)}", file=sys.stderr)
         return 2
+    finally: lib.removeHandler(said); lib.setLevel(level)
     return int(code or 0)
 
 # %% ../nbs/10_cli.ipynb #c008

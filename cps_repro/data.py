@@ -31,7 +31,7 @@ from torchvision.transforms.v2 import functional as TF
 from tqdm import tqdm
 
 from .evaluate import voc_palette
-from .partitions import city_entry_id, coarse_list_file, read_list
+from .partitions import InputError, city_entry_id, coarse_list_file, read_list
 
 # %% ../nbs/02_data.ipynb #c006
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -43,7 +43,7 @@ DATASETS = ('voc', 'cityscapes', 'folder')
 IMAGE_EXTS = ('.jpg', '.jpeg', '.png')            # looked up in this order for the folder layout
 
 # %% ../nbs/02_data.ipynb #c008
-class DataError(Exception):
+class DataError(InputError):
     """A data file or folder is missing, unreadable or inconsistent.
 
     `path` is the offending file (or folder) and `reason` the problem without the remedy; `str(e)` has both plus
@@ -267,9 +267,10 @@ def cityscapes_extra_samples(data_root, coarse_list: int = 3000, list_file=None)
     return _require_files(_city_candidates(root, keys, labeled=False), f'list {path}', 'cityscapes', data_root)
 
 # %% ../nbs/02_data.ipynb #c028
-_DAMAGED_HINT = ("re-run the command that prepared this data (`python data_scripts/prepare_voc.py --root DIR`, "
-                 "`python data_scripts/prepare_cityscapes.py --zips DIR --root DIR` or `cps-repro synth DIR --layout voc`); "
-                 "`cps-repro data check --dataset {voc,cityscapes,folder} --root DIR` lists every damaged file")
+_DAMAGED_HINT = ("replace the file with an intact copy: your own data from where it came, data this project prepared by "
+                 "re-running its command (`python data_scripts/prepare_voc.py --root DIR`, `python data_scripts/prepare_cityscapes.py "
+                 "--zips DIR --root DIR` or `cps-repro synth DIR`); `cps-repro data check --dataset {voc,cityscapes,folder} "
+                 "--root DIR` lists every damaged file")
 
 def _open_decoded(path) -> Image.Image:
     path = Path(path)
@@ -514,6 +515,33 @@ class SegmentationDataset(Dataset):
                           f"train nothing: {', '.join(map(str, ignored[:3]))}{' ...' if len(ignored) > 3 else ''}", stacklevel=2)
         return ignored
 
+    def check_files(self, progress: bool = False) -> tuple[list, set]:
+        """Before training, cheaply: open every image (its header and size; PNGs verified, JPEGs decoded at 1/8 scale)
+        and decode every mask (values, size), so that a damaged file stops a run at its start rather than at its first
+        evaluation. Returns `(problems, classes)`: `[(file, reason)]` and the class indices the masks use."""
+        problems, classes = [], set()
+        for i, s in enumerate(tqdm(self.samples, desc='checking files', unit='img', disable=not progress, file=sys.stderr)):
+            try:
+                if not s.image.is_file(): _fail(DataNotFoundError, s.image, f"image of id {s.id!r} not found")
+                try:
+                    with Image.open(s.image) as im:
+                        size = im.size[::-1]                               # (H, W)
+                        if im.format == 'JPEG': im.draft('RGB', (max(1, im.size[0] // 8), max(1, im.size[1] // 8))); im.load()
+                        elif im.format == 'PNG': im.verify()
+                        else: im.load()
+                except Exception as e:    # PIL raises OSError, SyntaxError, ValueError, ... on bad data
+                    _fail(DataError, s.image, f"cannot decode the file ({type(e).__name__}: {e}); it is truncated or corrupt")
+                if s.label is None: continue
+                mask = _mask_array(s.label)
+                if tuple(mask.shape) != tuple(size):
+                    _fail(DataError, s.label, f"mask size {tuple(mask.shape)} (H, W) differs from image size {tuple(size)} of {s.image}")
+                check_mask_values(torch.from_numpy(mask), s.label, self.num_classes, self.ignore_index)
+                used = np.flatnonzero(np.bincount(mask.ravel(), minlength=256)) if mask.dtype == np.uint8 else np.unique(mask)
+                classes.update(int(c) for c in used if c != self.ignore_index)
+                self._checked.add(i)
+            except DataError as e: problems.append((e.path, e.reason))
+        return problems, classes
+
     def __getitem__(self, key) -> dict:
         index, sample_seed = (key if isinstance(key, tuple) else (key, key))
         index = int(index)
@@ -609,8 +637,9 @@ class InfiniteBatchSampler:
         n = sampler.num_samples
         self.batches_per_epoch = n // self.batch_size if drop_last else math.ceil(n / self.batch_size)
         if self.batches_per_epoch < 1:
-            raise ValueError(f"{n} samples per rank and epoch (virtual length {sampler.virtual_length}, world size "
-                             f"{sampler.world_size}) do not make one batch of {batch_size}: lower the batch size or pass drop_last=False")
+            raise ValueError(f"{n} images per process and epoch ({sampler.virtual_length} images in the larger of the labeled and "
+                             f"unlabeled lists, {sampler.world_size} process(es)) do not make one batch of {batch_size}: lower the "
+                             f"batch size (--set batch_size=N), use fewer processes, or list more images")
         self.start_epoch, self.start_batch = 0, 0
 
     def __iter__(self):
@@ -754,12 +783,14 @@ def _check_entries(dataset: str, root, list_file) -> list[tuple[Sample, bool]]:
                 for i in map(_strip_image_ext, ids)]
     raise ValueError(f"unknown dataset {dataset!r}: expected one of {DATASETS}")
 
-def _check(dataset, root, list_file, num_classes, ignore_index, progress) -> tuple[list[Problem], int, int]:
-    "check_dataset's work: (problems, images decoded, masks decoded)."
+def _check(dataset, root, list_file, num_classes, ignore_index, progress) -> tuple[list[Problem], int, int, set]:
+    """check_dataset's work: (problems, images decoded, masks decoded, classes the masks use). Folder data without a
+    class count (no `num_classes`, no synthetic.json) has its mask values checked against the ignore value only."""
+    if dataset == 'folder' and num_classes is None and not (Path(root) / 'synthetic.json').is_file(): num_classes = ignore_index
     num_classes = default_num_classes(dataset, root, num_classes)
     try: entries = _check_entries(dataset, root, list_file)
-    except DataError as e: return [Problem(e.path, e.reason)], 0, 0
-    problems, n_img, n_mask, n_ignored = [], 0, 0, 0
+    except DataError as e: return [Problem(e.path, e.reason)], 0, 0, set()
+    problems, n_img, n_mask, n_ignored, classes = [], 0, 0, 0, set()
     for s, mask_required in tqdm(entries, desc=f'data check ({dataset})', unit='img', disable=not progress, file=sys.stderr):
         if not s.image.is_file():
             problems.append(Problem(s.image, f"image of listed id {s.id!r} not found")); continue
@@ -769,6 +800,7 @@ def _check(dataset, root, list_file, num_classes, ignore_index, progress) -> tup
         try:
             _, mask = load_sample(Sample(s.image, label, s.id), num_classes, ignore_index)
             n_img, n_mask = n_img + 1, n_mask + (label is not None)
+            if mask is not None: classes.update(int(c) for c in torch.unique(mask).tolist() if c != ignore_index)
             if mask is not None and is_all_ignore(mask, ignore_index):
                 n_ignored += 1
                 problems.append(Problem(label, f"every pixel of the mask of id {s.id!r} is the ignore value {ignore_index}: "
@@ -778,7 +810,7 @@ def _check(dataset, root, list_file, num_classes, ignore_index, progress) -> tup
         where = Path(list_file) if list_file is not None else Path(root)
         problems.append(Problem(where, f"all {n_mask} masks are ignore-only ({ignore_index} everywhere): training on "
                                        f"them gives loss 0; were the masks written with the wrong palette or value?"))
-    return problems, n_img, n_mask
+    return problems, n_img, n_mask, classes
 
 def check_dataset(dataset: str, root, list_file=None, num_classes: int | None = None, ignore_index: int = IGNORE_INDEX,
                   progress: bool = True) -> list[Problem]:
@@ -789,14 +821,19 @@ def check_dataset(dataset: str, root, list_file=None, num_classes: int | None = 
 def cli_data_check(dataset: str, root, list_file=None, num_classes: int | None = None) -> int:
     """`cps-repro data check`: print one line `<file>: <problem>` per problem and a summary; return 0 when the data
     is fine, 1 when problems were found, 2 when the check could not run (unknown dataset or number of classes)."""
-    try: problems, n_img, n_mask = _check(dataset, root, list_file, num_classes, IGNORE_INDEX, progress=True)
+    try: problems, n_img, n_mask, classes = _check(dataset, root, list_file, num_classes, IGNORE_INDEX, progress=True)
     except (DataError, ValueError) as e:
         print(f"data check: {e}", file=sys.stderr); return 2
     what = f"{dataset} data at {root}" + (f" (list {list_file})" if list_file is not None else '')
     for p in problems: print(f"{p.file}: {p.message}")
+    uncounted = dataset == 'folder' and num_classes is None and not (Path(root) / 'synthetic.json').is_file()
+    if uncounted and classes:
+        print(f"data check: the masks use classes {', '.join(map(str, sorted(classes)))}; no class count was given, so "
+              f"their values were not compared with one: train with --num-classes {max(classes) + 1} if that is all of them")
     if problems:
-        print(f"data check: {len(problems)} problem(s) in {what}; {n_img} images and {n_mask} masks decoded. "
-              f"To fix: {prepare_hint(dataset, root)}")
+        fix = (f"repair or replace each file named above, or remove its id from the list" if dataset == 'folder' or
+               (Path(root) / 'synthetic.json').is_file() else f"repair or replace each file named above; {prepare_hint(dataset, root)}")
+        print(f"data check: {len(problems)} problem(s) in {what}; {n_img} images and {n_mask} masks decoded. To fix: {fix}")
         return 1
     print(f"data check: OK, {what}: {n_img} images and {n_mask} masks decoded, no problems")
     return 0

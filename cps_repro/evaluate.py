@@ -4,7 +4,7 @@
 
 # %% ../nbs/07_evaluate.ipynb #c003
 from __future__ import annotations
-import math
+import math, sys, time
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -18,7 +18,7 @@ from tqdm import tqdm
 __all__ = ['AMP_DTYPES', 'EVAL_MODES', 'CITYSCAPES_COLORS', 'check_label_maps', 'ConfusionMatrix', 'is_distributed',
            'all_reduce_sum_', 'OverlapMeter', 'prediction_overlap', 'center_pad', 'default_stride', 'window_starts',
            'autocast_dtype', 'sliding_window', 'predict_whole', 'predict', 'voc_palette', 'cityscapes_palette',
-           'save_predictions', 'evaluate']
+           'save_predictions', 'progress_batches', 'evaluate']
 
 # %% ../nbs/07_evaluate.ipynb #c005
 def _is_integer_tensor(t) -> bool:
@@ -367,6 +367,20 @@ def _unpack_batch(batch, i: int):
                          f"shape {tuple(image.shape)}; labels must be [B, H, W] at the image's size")
     return image, label, ids
 
+def progress_batches(loader: Iterable, desc: str = 'evaluate', show: bool = True, lines: int = 10):
+    """`loader`'s batches with progress on stderr: a tqdm bar on a terminal (or in Jupyter), else (a log file, a pipe)
+    about `lines` lines `desc: n/N images` (a bar there would be one long line of carriage returns)."""
+    if not show: yield from loader; return
+    total = len(getattr(loader, 'dataset', ())) or None
+    if sys.stderr.isatty() or 'ipykernel' in sys.modules:
+        yield from tqdm(loader, desc=desc, unit='batch', leave=False, dynamic_ncols=True); return
+    n, every, t0 = 0, max(1, len(loader) // lines) if hasattr(loader, '__len__') else 50, time.perf_counter()
+    for i, batch in enumerate(loader, 1):
+        yield batch
+        n += len(batch['image']) if isinstance(batch, dict) and 'image' in batch else 1
+        if i % every == 0 or (total is not None and n >= total):
+            print(f"{desc}: {n}/{total or '?'} images ({time.perf_counter() - t0:.0f} s)", file=sys.stderr, flush=True)
+
 def evaluate(model, loader: Iterable, num_classes: int, mode: str = 'whole', crop=512, stride=None, flip: bool = False,
              scales: Sequence[float] = (1.0,), device='cpu', ignore_index: int = 255, progress: bool = True,
              second_model=None, save_dir=None, palette=None, amp=None, window_batch: int = 4) -> dict:
@@ -386,7 +400,7 @@ def evaluate(model, loader: Iterable, num_classes: int, mode: str = 'whole', cro
     for m in models: m.eval()
     show = progress and (not is_distributed() or dist.get_rank() == 0)
     try:
-        for i, batch in enumerate(tqdm(loader, desc='evaluate', disable=not show)):
+        for i, batch in enumerate(progress_batches(loader, 'evaluate', show)):
             image, label, ids = _unpack_batch(batch, i)
             image, label = image.to(device, non_blocking=True), label.to(device, non_blocking=True)
             pred = predict(model, image, **kw).argmax(1)

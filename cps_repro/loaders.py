@@ -7,13 +7,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import json, warnings
+
 import torch
 
-from .partitions import split_files
-from .data import voc_root, load_samples, SegmentationDataset, TrainTransform, EvalTransform, make_train_streams
+from .partitions import InputError, split_files
+from .data import voc_root, load_samples, SegmentationDataset, TrainTransform, EvalTransform, make_train_streams, DataError
 
 # %% auto #0
-__all__ = ['TrainData', 'resolve_lists', 'eval_collate', 'build_data', 'eval_list']
+__all__ = ['TrainData', 'resolve_lists', 'eval_collate', 'check_lists', 'check_num_classes', 'build_data', 'eval_list']
 
 # %% ../nbs/02b_loaders.ipynb #c004
 @dataclass
@@ -57,11 +59,62 @@ def eval_collate(items: list) -> dict:
     first = tuple(items[0]['image'].shape[-2:])
     other = next((it for it in items if tuple(it['image'].shape[-2:]) != first), None)
     if other is not None:
-        raise ValueError(f"eval.batch_size={len(items)} puts validation images of different sizes in one batch: "
+        raise InputError(f"eval.batch_size={len(items)} puts validation images of different sizes in one batch: "
                          f"{items[0]['id']!r} is {first[0]}x{first[1]} and {other['id']!r} is "
                          f"{other['image'].shape[-2]}x{other['image'].shape[-1]} (HxW). Set eval.batch_size=1 "
                          f"(`--set eval.batch_size=1`), as every paper preset does")
     return torch.utils.data.default_collate(items)
+
+def _repeated(ids) -> list:
+    "The ids that occur more than once in `ids`, in order of first repetition."
+    seen, out = set(), {}
+    for i in ids:
+        if i in seen: out[i] = None
+        seen.add(i)
+    return list(out)
+
+def _some(ids, n: int = 5) -> str:
+    ids = list(ids)
+    return ', '.join(map(str, ids[:n])) + (f' ... ({len(ids)} in all)' if len(ids) > n else '')
+
+def check_lists(lists: dict, ids: dict) -> None:
+    """Refuse lists that would make a run measure something else than it says, naming the ids: an id twice in one
+    list (trained or evaluated twice), the same file as labeled and validation list, validation ids among the
+    labeled ones. Validation ids among the unlabeled ones are a warning (a transductive setting a user may mean).
+    `lists` and `ids`: role ('labeled', 'unlabeled', 'val') -> list file and its ids (None: no such list)."""
+    for role, role_ids in ids.items():
+        if role_ids is not None and (twice := _repeated(role_ids)):
+            raise DataError(f"{lists[role]} ({role} list) holds {len(twice)} id(s) more than once: {_some(twice)}. "
+                            f"Each id may appear once (it would be counted twice): remove the repeated lines",
+                            path=lists[role], reason=f"repeated ids {_some(twice)}")
+    lab, val = Path(lists['labeled']), Path(lists['val'])
+    if lab.resolve() == val.resolve():
+        raise DataError(f"{lab} is both the labeled and the validation list: the run would be evaluated on its "
+                        "training images; give a separate validation list", path=lab, reason='labeled list is the validation list')
+    if both := [i for i in ids['val'] if i in set(ids['labeled'])]:
+        raise DataError(f"{len(both)} of the {len(ids['val'])} validation ids of {val} are in the labeled list {lab}: "
+                        f"{_some(both)}. The run would be evaluated on its training images: remove them from one of "
+                        "the two lists", path=val, reason=f"validation ids in the labeled list: {_some(both)}")
+    if ids.get('unlabeled') and (both := [i for i in ids['val'] if i in set(ids['unlabeled'])]):
+        warnings.warn(f"{len(both)} of the {len(ids['val'])} validation ids of {val} are in the unlabeled list "
+                      f"{lists['unlabeled']} ({_some(both)}): the networks see the validation images (without their "
+                      "masks) while training", stacklevel=2)
+
+def check_num_classes(cfg, val_classes: set) -> None:
+    """Warn when `data.num_classes` is not what the data holds: another count than the generator's `synthetic.json`
+    says, or classes that no validation mask uses (they lower the mIoU whenever a network predicts them)."""
+    d, marker = cfg.data, Path(cfg.data.root) / 'synthetic.json'
+    n = d.num_classes
+    try: n_data = int(json.loads(marker.read_text())['num_classes']) if marker.is_file() else None
+    except (ValueError, KeyError, TypeError): n_data = None
+    if n_data is not None and n_data != n:
+        warnings.warn(f"data.num_classes={n}, but the generated data at {d.root} has {n_data} classes ({marker}): "
+                      f"pass --num-classes {n_data} (or --set data.num_classes={n_data})", stacklevel=2)
+    elif n_data is None and val_classes and max(val_classes) + 1 < n:
+        k = max(val_classes) + 1
+        warnings.warn(f"data.num_classes={n}, but the validation masks use only classes 0-{k - 1}: classes {k}-{n - 1} "
+                      f"are in no validation mask and lower the mIoU whenever a network predicts them. If the data has "
+                      f"{k} classes, pass --num-classes {k} (or --set data.num_classes={k})", stacklevel=2)
 
 def _shard(dataset, rank: int, world: int):
     return dataset if world == 1 else torch.utils.data.Subset(dataset, list(range(rank, len(dataset), world)))
@@ -74,10 +127,18 @@ def build_data(cfg, n_unlabeled_streams: int, rank: int = 0, world_size: int = 1
     aug = TrainTransform(d.crop_size, d.scales, d.mean, d.std, d.ignore_index, d.flip_p)
     ds = lambda key, labeled, tf: SegmentationDataset(load_samples(d.dataset, d.root, list_file=lists[key], labeled=labeled),
                                                       tf, d.num_classes, d.ignore_index, cache=d.cache)
-    labeled = ds('labeled', True, aug)
+    labeled, val_ds = ds('labeled', True, aug), ds('val', True, EvalTransform(d.mean, d.std))
     unlabeled = ds('unlabeled', False, aug) if n_unlabeled_streams and lists['unlabeled'] is not None else None
     if n_unlabeled_streams and unlabeled is None:
         raise ValueError(f"method {t.method!r} needs unlabeled images but split {d.split!r} of {d.dataset!r} has no unlabeled list")
+    check_lists(lists, {'labeled': labeled.ids, 'unlabeled': unlabeled.ids if unlabeled is not None else None, 'val': val_ds.ids})
+    problems, val_classes = val_ds.check_files()          # a damaged validation file: now, not at the first evaluation
+    if problems:
+        (path, reason), n = problems[0], len(problems)
+        raise DataError(f"{n} of the {len(val_ds)} validation images cannot be evaluated; the first: {path}: {reason}. "
+                        f"Nothing was trained. To fix: repair or replace the file{'s' if n > 1 else ''} (`cps-repro data check "
+                        f"--dataset {d.dataset} --root {d.root} --list {lists['val']}` lists every one)", path=path, reason=reason)
+    check_num_classes(cfg, val_classes)
     loader_kw = dict(num_workers=d.workers, pin_memory=cuda, persistent_workers=d.workers > 0)
     stream_kw = dict(n_unlabeled_streams=n_unlabeled_streams, pair_unlabeled_with_itself=d.pair_unlabeled_with_itself, **loader_kw)
     same = t.unlabeled_batch_size == t.batch_size
@@ -85,7 +146,7 @@ def build_data(cfg, n_unlabeled_streams: int, rank: int = 0, world_size: int = 1
                                   **{**stream_kw, 'n_unlabeled_streams': n_unlabeled_streams if same else 0})
     if not same and unlabeled is not None:   # the unlabeled streams at their own batch size
         _, unl = make_train_streams(labeled, unlabeled, t.unlabeled_batch_size // world_size, t.seed, rank, world_size, **stream_kw)
-    val = torch.utils.data.DataLoader(_shard(ds('val', True, EvalTransform(d.mean, d.std)), rank, world_size),
+    val = torch.utils.data.DataLoader(_shard(val_ds, rank, world_size),
                                       batch_size=cfg.eval.batch_size, num_workers=min(d.workers, 4), pin_memory=cuda,
                                       collate_fn=eval_collate)
     return TrainData(lab, unl[0] if unl else None, unl[1] if len(unl) > 1 else None, val,

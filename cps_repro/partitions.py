@@ -4,12 +4,12 @@
 
 # %% auto #0
 __all__ = ['RATIOS', 'PINNED_COMMIT', 'OFFICIAL_REPO', 'DEFAULT_SOURCE', 'REGISTRY', 'OFFICIAL_DATASETS', 'VALID_SPLITS',
-           'SYNTHETIC_MARKER', 'COARSE_LIST_SIZES', 'read_list', 'file_sha256', 'write_id_list', 'city_entry',
-           'city_entry_id', 'write_city_list', 'Partition', 'labeled_count', 'make_partition', 'make_partitions',
-           'ListFile', 'registry_file', 'split_files', 'train_aug_ids', 'Finding', 'VerifyReport', 'verify',
-           'write_mini_official_lists', 'FetchError', 'fetch', 'synthetic_marker', 'data_provenance', 'files_summary',
-           'data_fingerprint', 'data_identity', 'data_difference', 'cli_verify', 'cli_fetch', 'coarse_list_file',
-           'full_split_lists']
+           'SYNTHETIC_MARKER', 'COARSE_LIST_SIZES', 'InputError', 'read_list', 'file_sha256', 'write_id_list',
+           'city_entry', 'city_entry_id', 'write_city_list', 'Partition', 'labeled_count', 'make_partition',
+           'make_partitions', 'ListFile', 'registry_file', 'split_files', 'train_aug_ids', 'Finding', 'VerifyReport',
+           'verify', 'write_mini_official_lists', 'FetchError', 'fetch', 'synthetic_marker', 'data_provenance',
+           'files_summary', 'data_fingerprint', 'data_identity', 'data_difference', 'cli_verify', 'cli_fetch',
+           'coarse_list_file', 'full_split_lists']
 
 # %% ../nbs/01_partitions.ipynb #c003
 import hashlib
@@ -32,6 +32,11 @@ from tqdm import tqdm
 from .splits import normalize_split
 
 # %% ../nbs/01_partitions.ipynb #c006
+class InputError(ValueError):
+    """Bad input that the user can fix: a file, list, option or value that the project checked and refused. The message
+    names the input and the fix. The project's input errors derive from it (`data.DataError` too), so that front ends
+    report them in one line and let any other exception (a bug) show its traceback."""
+
 def read_list(path) -> list[str]:
     """The entries of a list file, one per non-blank line, stripped of surrounding whitespace and `\\r`.
 
@@ -46,11 +51,11 @@ def read_list(path) -> list[str]:
     try:
         text = path.read_bytes().decode('utf-8')
     except UnicodeDecodeError as e:
-        raise ValueError(f"list file {path} is not UTF-8 text ({e}): is it really a list of ids?") from None
+        raise InputError(f"list file {path} is not UTF-8 text ({e}): is it really a list of ids?") from None
     entries = [line.strip() for line in text.splitlines()]
     entries = [e for e in entries if e]
     if not entries:
-        raise ValueError(f"list file {path} is empty (no non-blank lines): re-create it or re-fetch it")
+        raise InputError(f"list file {path} is empty (no non-blank lines): re-create it or re-fetch it")
     return entries
 
 # %% ../nbs/01_partitions.ipynb #c010
@@ -395,14 +400,18 @@ def _check_file(f: ListFile, path: Path, problems: list) -> list[str] | None:
     keys, bad = [], []
     for n, e in entries:
         if f.kind == 'voc':
-            if _VOC_ID.fullmatch(e): keys.append(e)
-            else: bad.append(f'line {n}: {e!r} is not a VOC id like 2007_000032')
+            if not _VOC_ID.fullmatch(e): bad.append(f'line {n}: {e!r} is not a VOC id like 2007_000032')
+            keys.append(e)                     # other ids (a generated dataset's) still count for duplicates and nesting
         else:
             try: keys.append('/'.join(city_entry_id(e)))
-            except ValueError: bad.append(f'line {n}: {e!r} is not a Cityscapes list line (image<TAB>label)')
+            except ValueError: bad.append(f'line {n}: {e!r} is not a Cityscapes list line (image<TAB>label)'); keys.append(e)
     if bad: problem(f'{len(bad)} malformed lines, first: {bad[0]}')
-    dups = len(keys) - len(set(keys))
-    if dups: problem(f'{dups} duplicate entries')
+    seen, dups = set(), set()
+    for k in keys: (dups if k in seen else seen).add(k)
+    if dups:
+        dups = sorted(dups)
+        problem(f'{len(keys) - len(set(keys))} duplicate entries: {", ".join(dups[:5])}{" ..." if len(dups) > 5 else ""} '
+                f'(each id may appear once)')
     return keys
 
 def _find(registry, dataset, split, role):
@@ -466,6 +475,10 @@ def verify(root, registry: Iterable[ListFile] = REGISTRY) -> VerifyReport:
 
     Files not in the registry are ignored; absent registry files are listed in `report.missing`."""
     root = Path(root)
+    if root.is_file():
+        folder = next((q for q in root.parents if (q / 'pascal_voc').is_dir() or (q / 'city').is_dir()), None)
+        raise NotADirectoryError(f"{root} is a file, not a partition folder: give the folder that holds pascal_voc/ "
+                                 f"and/or city/" + (f" ({folder})" if folder else ''))
     if not root.is_dir():
         raise FileNotFoundError(f"partition folder {root} does not exist: create it with `cps-repro splits fetch {root}`")
     registry = tuple(registry)
@@ -694,12 +707,15 @@ def data_difference(old: dict, new: dict) -> list[str]:
 # %% ../nbs/01_partitions.ipynb #c041
 def cli_verify(root, strict: bool = False) -> int:
     "`cps-repro splits verify ROOT`: print one line per bad, warned or missing file and a summary; 0 if it passed."
+    marker, registry = synthetic_marker(root), REGISTRY
+    if marker is not None and Path(root).is_dir():   # a generated dataset has the lists of its own layout only
+        present = {f.dataset for f in REGISTRY if (Path(root) / f.relpath).is_file()}
+        registry = tuple(f for f in REGISTRY if f.dataset in present) or REGISTRY
     try:
-        report = verify(root)
-    except FileNotFoundError as e:
+        report = verify(root, registry)
+    except (FileNotFoundError, NotADirectoryError) as e:
         print(f'error: {e}')
         return 1
-    marker = synthetic_marker(root)
     if marker is not None:   # `cps-repro synth` lists: official names, generated contents
         report.problems = [p for p in report.problems if not _official_only(p.message)]
         print(f'note: {root} holds the generated lists of a synthetic dataset ({marker}): their sha256, entry counts, '

@@ -22,6 +22,7 @@ from .data import normalize
 from .evaluate import cityscapes_palette, voc_palette
 from .evaluate import predict as predict_logits
 from .models import segmentation_model
+from .methods import read_checkpoint
 
 # %% auto #0
 __all__ = ['IMAGE_SUFFIXES', 'TRAINING_ONLY_PREFIXES', 'ImageReadError', 'to_rgb', 'load_image', 'Predictor', 'load_predictor',
@@ -76,18 +77,11 @@ class Predictor:
     @property
     def device(self) -> torch.device: return next(self.model.parameters()).device
 
-def _read_checkpoint(path: Path) -> dict:
-    if not path.is_file(): raise FileNotFoundError(f"no checkpoint at {path}: train the run first (cps-repro train ...) or pass the right file")
-    try: state = torch.load(path, map_location='cpu', weights_only=False)
-    except Exception as e: raise ValueError(f"{path} is not a PyTorch checkpoint ({type(e).__name__}: {e})") from None
-    if not isinstance(state, dict): raise ValueError(f"{path} holds a {type(state).__name__}, not a checkpoint or state dict")
-    return state
-
 def _network_state(state: dict, path: Path) -> dict:
-    "Network 1's state dict from a trainer checkpoint (`nets[0]`) or a bare state dict."
-    sd = state['nets'][0] if isinstance(state.get('nets'), (list, tuple)) else state
+    "Network 1's state dict from what `read_checkpoint` returned (a trainer checkpoint or a bare state dict)."
+    sd = state['nets'][0]
     bad = [k for k, v in sd.items() if not isinstance(v, torch.Tensor)]
-    if bad: raise ValueError(f"{path} is neither a trainer checkpoint (with 'nets') nor a state dict of tensors (found {bad[:5]})")
+    if bad: raise ValueError(f"{path}: network 1 is not a state dict of tensors (found {bad[:5]})")
     return {k: v for k, v in sd.items() if not k.startswith(TRAINING_ONLY_PREFIXES)}
 
 def load_predictor(run=None, checkpoint=None, preset_name: str | None = None, device=None) -> Predictor:
@@ -99,7 +93,7 @@ def load_predictor(run=None, checkpoint=None, preset_name: str | None = None, de
         if not run.is_dir(): raise FileNotFoundError(f"run directory {run} not found")
         path = run / 'checkpoint.pt'
     else: path = Path(checkpoint)
-    state = _read_checkpoint(path)
+    state = read_checkpoint(path, state_dict_ok=True)          # weights_only: a checkpoint from elsewhere runs no code
     if preset_name is not None: cfg = preset(preset_name)
     elif isinstance(state.get('config'), dict): cfg = ExperimentConfig.from_dict(state['config'])
     else: raise ValueError(f"{path} holds no config: pass --preset NAME (see `cps-repro presets`) for its architecture and classes")
@@ -187,10 +181,19 @@ def output_paths(files: Sequence[Path], out, with_overlay: bool) -> list[tuple]:
         pairs.append((out / f'{f.stem}.png', out / 'overlay' / f'{f.stem}.jpg' if with_overlay else None))
     return pairs
 
+def _check_out_folder(out) -> None:
+    "`--out` must be a folder (made if needed): an existing file there is an error naming it, before any work."
+    out = Path(out)
+    blocker = next((q for q in (out, *out.parents) if q.exists() and not q.is_dir()), None)
+    if blocker is not None:
+        raise NotADirectoryError(f"--out {out}: {blocker} is a file, not a folder; give a folder for the masks "
+                                 "(it is created if needed; nothing was written)")
+
 def predict_folder(predictor: Predictor, inputs, out, with_overlay: bool = False, sliding_window: bool = False,
                    overwrite: bool = False, progress: bool = True, report=None) -> PredictSummary:
     "Predict every image of `inputs` into `out` (see the section text); failures are reported and collected."
     report = report or (lambda msg: tqdm.write(msg, file=sys.stderr))
+    _check_out_folder(out)
     files = list_inputs(inputs)
     pairs = output_paths(files, out, with_overlay)
     existing = [p for pair in pairs for p in pair if p is not None and p.exists()]
@@ -233,6 +236,7 @@ def add_predict_parser(subparsers) -> argparse.ArgumentParser:
 def cmd_predict(a) -> int:
     "Run `cps-repro predict` with parsed arguments `a`; 0 when every image was predicted, 1 when any failed."
     if a.preset and not a.checkpoint: raise ValueError("--preset goes with --checkpoint (a run directory knows its preset)")
+    _check_out_folder(a.out)                                   # before the network is loaded
     predictor = load_predictor(a.run, a.checkpoint, a.preset, a.device)
     s = predict_folder(predictor, a.inputs, a.out, a.overlay, a.sliding_window, a.overwrite, progress=not a.no_progress)
     extra = f" and {len(s.overlays)} overlays in {Path(a.out) / 'overlay'}" if a.overlay else ''

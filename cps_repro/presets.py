@@ -21,7 +21,7 @@ __all__ = ['OFFICIAL_TRAIN_SIZE', 'OFFICIAL_EPOCHS', 'FEW_LABEL_EPOCHS', 'OFFICI
            'MINI_WEIGHTS_ASSET', 'MINI_WEIGHTS', 'MINI_FORCED', 'MINI_TUNING', 'MINI_DEVIATIONS', 'MINI_BALANCE',
            'MINI_TUNED_HPARAMS', 'ARMS', 'ARM_TITLES', 'MINI_ARM_ROWS', 'official_iters', 'official_epochs',
            'official_checkpoint_iters', 'mini_preset', 'published_hparams', 'hparam_deviations', 'mini_arm_overrides',
-           'register_preset', 'list_presets', 'preset', 'experiment_config']
+           'register_preset', 'unregister_preset', 'list_presets', 'preset', 'experiment_config']
 
 # %% ../nbs/15_presets.ipynb #c015
 OFFICIAL_TRAIN_SIZE = {'voc': 10582, 'cityscapes': 2975}
@@ -266,10 +266,17 @@ def mini_arm_overrides(arm: str, row: str) -> tuple:
 # %% ../nbs/15_presets.ipynb #c020
 _PRESETS: dict[str, Callable] = {}
 
-def register_preset(name: str, build: Callable) -> None:
-    "Add preset `name`: `build(split)` returns its ExperimentConfig (a new method brings its own preset this way)."
-    if name in _PRESETS or name in _builtin_presets(): raise ValueError(f"Preset {name!r} exists already")
+def register_preset(name: str, build: Callable, force: bool = False) -> None:
+    """Add preset `name`: `build(split)` returns its ExperimentConfig (a new method brings its own preset this way).
+    A name that exists (built in or registered) is refused unless `force=True` (which replaces it)."""
+    if not force and (name in _PRESETS or name in _builtin_presets()):
+        raise ValueError(f"Preset {name!r} exists already: choose another name, or pass force=True to replace it")
     _PRESETS[name] = build
+
+def unregister_preset(name: str) -> None:
+    "Remove a preset added with `register_preset` (a test removes what it registered); built-in presets stay."
+    if name not in _PRESETS: raise ValueError(f"Preset {name!r} was not added with register_preset")
+    del _PRESETS[name]
 
 def _builtin_presets() -> list[str]:
     names = [f"{ds}_{m}{sfx}" for ds in ('voc', 'cityscapes') for m in PAPER_METHODS for sfx in ('', '_resnet50', '_resnet101')]
@@ -278,7 +285,7 @@ def _builtin_presets() -> list[str]:
 
 def list_presets() -> list[str]:
     "Every preset name `cps-repro train --preset` accepts."
-    return _builtin_presets() + list(_PRESETS)
+    return list(dict.fromkeys(_builtin_presets() + list(_PRESETS)))
 
 def preset(name: str, split='1_8', **overrides) -> ExperimentConfig:
     "The config of preset `name` for `split`, with optional `key=value` overrides (see `apply_overrides`)."

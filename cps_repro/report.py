@@ -50,7 +50,7 @@ def table_name(table: str) -> str:
 def _paper_csv_text(filename: str) -> str:
     "Text of a packaged paper table: importlib.resources first, the folder beside the module as a fallback."
     try: return (resources.files('cps_repro') / 'assets' / 'paper_tables' / filename).read_text(encoding='utf-8')
-    except (FileNotFoundError, NotADirectoryError, ModuleNotFoundError, TypeError, AttributeError): pass
+    except (FileNotFoundError, NotADirectoryError, ModuleNotFoundError): pass   # not installed with its assets
     path = Path(cps_repro.__file__).resolve().parent / 'assets' / 'paper_tables' / filename
     if not path.is_file():
         raise FileNotFoundError(f"The paper table {filename} is missing from the installed package ({path}). "

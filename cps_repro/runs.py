@@ -72,6 +72,15 @@ def json_safe(obj):
     if isinstance(obj, (list, tuple)): return [json_safe(v) for v in obj]
     return obj
 
+def _differences(old: dict, new: dict, prefix: str = '') -> list[str]:
+    "The dotted keys whose values differ between two config dicts, each with both values."
+    out = []
+    for k in sorted(set(old) | set(new)):
+        a, b = old.get(k, '(absent)'), new.get(k, '(absent)')
+        if isinstance(a, dict) and isinstance(b, dict): out += _differences(a, b, f'{prefix}{k}.')
+        elif a != b: out.append(f"{prefix}{k} ({a!r} there, {b!r} here)")
+    return out
+
 def prepare_run_dir(run_dir: Path, cfg: ExperimentConfig) -> None:
     "Create `run_dir` for `cfg`, or check that it already belongs to `cfg`."
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -79,7 +88,9 @@ def prepare_run_dir(run_dir: Path, cfg: ExperimentConfig) -> None:
     if cfg_path.exists():
         old = json.loads(cfg_path.read_text())
         if comparable(old) != comparable(cfg.to_dict()):
-            raise FileExistsError(f"{run_dir} holds another run (its config.json differs from this config). "
+            diffs = _differences(comparable(old), comparable(cfg.to_dict()))
+            raise FileExistsError(f"{run_dir} holds another run: its config.json differs from this config in "
+                                  f"{'; '.join(diffs[:5])}{f' (and {len(diffs) - 5} more)' if len(diffs) > 5 else ''}. "
                                   "Nothing was overwritten: choose another out_dir/run directory or delete that run.")
     else: cfg.to_json(cfg_path)
 

@@ -4,11 +4,11 @@
 
 # %% auto #0
 __all__ = ['TEXTURES', 'TARGET_VOCABULARY', 'PRETRAIN_VOCABULARY', 'VOCABULARIES', 'SHAPES', 'STYLE_NAMES', 'VOC_TRAIN_FRACTION',
-           'VAL_FRACTION', 'TRAIN_CITIES', 'VAL_CITIES', 'TEST_CITIES', 'SUBSETS', 'LAYOUTS', 'texture_stripes',
-           'texture_checker', 'texture_dots', 'texture_solid', 'texture_noise', 'texture_rings', 'texture_grid',
-           'texture_zigzag', 'resolve_vocabulary', 'resolve_styles', 'SynthConfig', 'scene_seed', 'render_scene',
-           'colour_baseline_accuracy', 'add_border_ignore', 'synthesize', 'add_test_split', 'load_synthetic_info',
-           'cli_synth']
+           'VAL_FRACTION', 'TRAIN_CITIES', 'VAL_CITIES', 'TEST_CITIES', 'SUBSETS', 'LAYOUTS', 'MAX_SIZE',
+           'texture_stripes', 'texture_checker', 'texture_dots', 'texture_solid', 'texture_noise', 'texture_rings',
+           'texture_grid', 'texture_zigzag', 'resolve_vocabulary', 'resolve_styles', 'SynthConfig', 'scene_seed',
+           'render_scene', 'colour_baseline_accuracy', 'add_border_ignore', 'synthesize', 'add_test_split',
+           'load_synthetic_info', 'cli_synth']
 
 # %% ../nbs/03_synthetic.ipynb #c003
 import json
@@ -429,6 +429,30 @@ def _write_city_lists(out: Path, train, val, seed: int) -> dict:
     return {'lists': [str(p.relative_to(out)) for p in written]}
 
 # %% ../nbs/03_synthetic.ipynb #c028
+import functools, shutil
+
+MAX_SIZE = 2048     # image side limit of `synthesize` (Cityscapes' width); larger scenes only exhaust the memory
+
+def _removed_on_failure(synth):
+    "`synthesize` leaves nothing behind when it fails or is interrupted: what it created is removed, so a re-run works."
+    @functools.wraps(synth)
+    def wrapper(out, *args, **kwargs):
+        out = Path(out)
+        existed = out.exists()
+        before = {name for name in _DATASET_MARKERS if (out / name).exists()}
+        try: return synth(out, *args, **kwargs)
+        except BaseException:
+            if before: raise                                         # refused: a dataset was there, nothing was written
+            if not existed: shutil.rmtree(out, ignore_errors=True)
+            else:
+                for name in _DATASET_MARKERS:
+                    q = out / name
+                    if q.is_dir(): shutil.rmtree(q, ignore_errors=True)
+                    elif q.exists(): q.unlink()
+            raise
+    return wrapper
+
+@_removed_on_failure
 def synthesize(out, layout: str = 'voc', n: int = 2000, n_val: int | None = None, seed: int = 0, size: int = 96,
                cfg: SynthConfig | None = None, progress: bool = True, border_ignore: int | None = None,
                workers: int = 1, n_test: int | None = None) -> dict:
@@ -447,6 +471,8 @@ def synthesize(out, layout: str = 'voc', n: int = 2000, n_val: int | None = None
     n_test = n_val if n_test is None else _check_count('n_test', n_test, 0)
     seed, workers = _check_count('seed', seed, 0), _check_count('workers', workers, 1)
     size = _check_count('size', size, 8)
+    if size > MAX_SIZE: raise ValueError(f"synthesize: size={size} is above the largest side it draws, {MAX_SIZE} px "
+                                         f"(larger scenes exhaust the memory); give a size of {MAX_SIZE} or less (--size)")
     if cfg is None: cfg = SynthConfig(size=size)
     elif not isinstance(cfg, SynthConfig): raise TypeError(f"synthesize: cfg must be a SynthConfig, got {type(cfg).__name__}")
     elif cfg.size != size:

@@ -26,7 +26,7 @@ from .runs import (atomic_torch_save, rng_state, set_rng_state, NonFiniteLossErr
 from .methods import get_method, StepContext, amp_dtype, autocast, micro_batches, model_kwargs
 
 # %% auto #0
-__all__ = ['param_groups', 'poly_factor', 'build_optimizer', 'build_scheduler', 'build_networks', 'build_data',
+__all__ = ['log', 'param_groups', 'poly_factor', 'build_optimizer', 'build_scheduler', 'build_networks', 'build_data',
            'check_batch_norm_batch', 'Trainer', 'train']
 
 # %% ../nbs/08_train.ipynb #c007
@@ -78,8 +78,9 @@ def build_networks(cfg: ExperimentConfig, device: torch.device, distributed: boo
     return [n.to(device=device, memory_format=mem).train() for n in nets]
 
 # %% ../nbs/08_train.ipynb #c033
-def build_data(cfg: ExperimentConfig, dist_info: DistInfo = DistInfo()) -> TrainData:
-    "Datasets, streams and the validation loader for `cfg` on this process (the views of its method)."
+def build_data(cfg: ExperimentConfig, dist_info: DistInfo | None = None) -> TrainData:
+    "Datasets, streams and the validation loader for `cfg` on this process (the views of its method; default: one process)."
+    dist_info = dist_info if dist_info is not None else DistInfo()
     return build_loaders(cfg, get_method(cfg.train.method).unlabeled_streams, dist_info.rank, dist_info.world_size,
                          dist_info.device.type == 'cuda')
 
@@ -197,6 +198,11 @@ class Trainer:
         return self.opts[0].param_groups[0]['lr']
 
 # %% ../nbs/08_train.ipynb #t010
+import logging
+from .methods import read_checkpoint
+
+log = logging.getLogger(__name__)   # what a run says (resumed, finished already): the front end decides where it goes
+
 class Trainer(Trainer):
     "The trainer, part 2: logging, guards and evaluation."
     # ---- logging, guards, evaluation -----------------------------------------------------------------
@@ -207,7 +213,7 @@ class Trainer(Trainer):
             it, term = bad
             last = self.checkpoint_path if self.checkpoint_path.exists() else None
             raise NonFiniteLossError(f"Loss term {term!r} became non-finite at iteration {it} of run {self.run_dir}. "
-                                     + (f"The last good checkpoint is {last} (iteration {torch.load(last, map_location='cpu', weights_only=False)['iteration']})."
+                                     + (f"The last good checkpoint is {last} (iteration {read_checkpoint(last)['iteration']})."
                                         if last else "No checkpoint was written yet.")
                                      + " Lower the learning rate or the CPS weight, or check the data (labels outside the class range?).")
 
@@ -237,7 +243,7 @@ class Trainer(Trainer):
         try:
             res = evaluate(self.nets[0], self.data.val, self.cfg.data.num_classes, mode=e.mode, crop=e.crop_size,
                            stride=e.resolved_stride, flip=e.flip, scales=tuple(e.scales), device=self.device,
-                           ignore_index=self.cfg.data.ignore_index, progress=False, second_model=second,
+                           ignore_index=self.cfg.data.ignore_index, progress=self.progress, second_model=second,
                            amp=self.amp, window_batch=4)
         finally:
             for n in self.nets: n.train()
@@ -316,7 +322,7 @@ class Trainer(Trainer):
     def resume(self) -> bool:
         "Load the run directory's checkpoint if there is one; True when resumed."
         if not self.checkpoint_path.exists(): return False
-        self.load_state_dict(torch.load(self.checkpoint_path, map_location='cpu', weights_only=False))
+        self.load_state_dict(read_checkpoint(self.checkpoint_path))      # weights_only, one validator (14_methods)
         return True
 
 # %% ../nbs/08_train.ipynb #t013
@@ -340,12 +346,12 @@ class Trainer(Trainer):
         if self.dist.distributed: dist.barrier()
         if result_path.exists():   # on the same data (check_run_data above)
             old = json.loads(result_path.read_text())
-            if self.dist.is_main: print(f"{self.run_dir} is finished already; its result.json is kept as it is.")
+            if self.dist.is_main: log.info(f"{self.run_dir} is finished already; its result.json is kept as it is.")
             return old
         resumed = self.resume()
         if self.dist.is_main:
             trim_metrics(self.run_dir / 'metrics.jsonl', self.it)
-            if resumed: print(f"Resuming {self.run_dir.name} from iteration {self.it}")
+            if resumed: log.info(f"Resuming {self.run_dir.name} from iteration {self.it}")
         writer = self._writer()
         pbar = tqdm(total=t.iters, initial=self.it, desc=cfg.run_id, disable=not (self.progress and self.dist.is_main),
                     dynamic_ncols=True)

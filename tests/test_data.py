@@ -633,8 +633,9 @@ def test_check_cityscapes(city):
 def test_check_folder_num_classes(tmp_path, capsys):
     root = tmp_path / 'f'
     write_folder(root)
-    assert cli_data_check('folder', root) == 2                        # number of classes unknown
-    assert 'num-classes' in capsys.readouterr().err
+    assert cli_data_check('folder', root) == 0                        # no class count: checked, and the classes named
+    out = capsys.readouterr().out
+    assert 'the masks use classes 0, 1, 2' in out and '--num-classes 3' in out, out
     assert check_dataset('folder', root, num_classes=3, progress=False) == []
     assert len(check_dataset('folder', root, 'unlabeled.txt', num_classes=3, progress=False)) == 0
     assert len(check_dataset('folder', root, num_classes=2, progress=False)) == 3          # masks hold 0..2
@@ -702,3 +703,10 @@ def test_check_masks_at_data_building_warns_once_and_marks_masks_checked(voc, mo
     with pytest.raises(DataError, match=r'\[21\]'):
         _palette_png(_vdir(root) / 'SegmentationClassAug' / f'{ids[0]}.png', np.full((24, 32), 21, np.uint8))
         SegmentationDataset(voc_samples(root, ids=ids[:1]), TrainTransform(16), 21).check_masks()
+
+
+def test_too_few_images_for_one_batch_names_options_that_exist():
+    "Issue 26: the message advised 'pass drop_last=False', which is no option of any command or config."
+    from cps_repro.data import InfiniteBatchSampler, VirtualEpochSampler
+    with pytest.raises(ValueError) as e: InfiniteBatchSampler(VirtualEpochSampler(3, 0), batch_size=8)
+    assert 'drop_last' not in str(e.value) and '--set batch_size=N' in str(e.value)

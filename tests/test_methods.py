@@ -7,9 +7,10 @@ import torch
 
 from cps_repro.cli import main as cli_main
 from cps_repro.config import checked, method_params, ExperimentConfig, TrainConfig
-from cps_repro.presets import register_preset, preset
+from cps_repro.presets import register_preset, unregister_preset, preset, list_presets
 from cps_repro.methods import (Method, StepContext, register_method, get_method, method_names, supervised_loss,
-                               one_network, paper_rows, method_label)
+                               one_network, paper_rows, method_label, unregister_method)
+from cps_repro.config import registered_methods
 from cps_repro.synthetic import synthesize
 
 
@@ -36,11 +37,32 @@ def _toy_preset(split):
 
 @pytest.fixture(scope='module')
 def toy():
-    if 'toy_entmin' not in method_names():
-        register_method(Method('toy_entmin', toy_losses, ToyParams, one_network, views=('labeled', 'unlabeled'),
-                               nets=('net',), trained=(0,), label='Entropy min.'))
-        register_preset('mini_toy', _toy_preset)
-    return get_method('toy_entmin')
+    register_method(Method('toy_entmin', toy_losses, ToyParams, one_network, views=('labeled', 'unlabeled'),
+                           nets=('net',), trained=(0,), label='Entropy min.'))
+    register_preset('mini_toy', _toy_preset)
+    yield get_method('toy_entmin')
+    unregister_preset('mini_toy'); unregister_method('toy_entmin')      # tests remove what they register
+    assert 'toy_entmin' not in method_names() + list(registered_methods()) and 'mini_toy' not in list_presets()
+
+
+def test_a_taken_method_or_preset_name_is_refused_unless_forced():
+    cps = get_method('cps')
+    other = dataclasses.replace(cps, label='Not CPS')
+    with pytest.raises(ValueError, match='force=True'): register_method(other)     # a built-in is not silently replaced
+    assert get_method('cps') is cps and method_label('cps') == 'CPS'
+    register_method(dataclasses.replace(cps))                                      # the same definition again: fine
+    try:
+        assert register_method(other, force=True) is other and method_label('cps') == 'Not CPS'
+    finally: register_method(cps, force=True)
+    assert get_method('cps') is cps
+    with pytest.raises(ValueError, match='force=True'): register_preset('voc_cps', _toy_preset)
+    register_preset('mini_toy2', _toy_preset)
+    try:
+        with pytest.raises(ValueError, match='force=True'): register_preset('mini_toy2', _toy_preset)
+        register_preset('mini_toy2', _toy_preset, force=True)
+        assert list_presets().count('mini_toy2') == 1
+    finally: unregister_preset('mini_toy2')
+    with pytest.raises(ValueError, match='register_preset'): unregister_preset('voc_cps')   # built-ins stay
 
 
 def test_a_method_defined_in_a_test_file_trains_through_the_cli(toy, tmp_path):

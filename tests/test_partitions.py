@@ -456,6 +456,35 @@ def test_splits_verify_accepts_the_lists_that_synth_writes(tmp_path, capsys):
     assert 'generated lists of a synthetic dataset' in out and '-> OK' in out
 
 
+def test_splits_verify_finds_duplicates_in_generated_lists_and_names_them(tmp_path, capsys):
+    "Issue 26: a generated list with a repeated id passed `splits verify` (its ids are not VOC ids, so none was counted)."
+    from cps_repro.synthetic import synthesize
+    synthesize(tmp_path / 'syn', n=24, n_val=8, size=32, progress=False)
+    lab = tmp_path / 'syn' / 'partitions' / VOC / 'train_aug_labeled_1-8.txt'
+    first = read_list(lab)[0]
+    lab.write_text(lab.read_text() + first + '\n')
+    assert cli_verify(tmp_path / 'syn' / 'partitions') == 1
+    out = capsys.readouterr().out
+    assert f'FAIL {lab}: 1 duplicate entries: {first}' in out and '-> FAILED' in out
+
+
+def test_splits_verify_of_generated_voc_lists_lists_no_missing_cityscapes_files(tmp_path, capsys):
+    from cps_repro.synthetic import synthesize
+    synthesize(tmp_path / 'syn', n=24, n_val=8, size=32, progress=False)
+    assert cli_verify(tmp_path / 'syn' / 'partitions') == 0
+    out = capsys.readouterr().out
+    assert 'missing' not in out and 'city' not in out and '16/16 official lists present' in out
+
+
+def test_splits_verify_of_a_file_says_it_is_a_file(tmp_path, capsys):
+    from cps_repro.synthetic import synthesize
+    synthesize(tmp_path / 'syn', n=24, n_val=8, size=32, progress=False)
+    lab = tmp_path / 'syn' / 'partitions' / VOC / 'train_aug_labeled_1-8.txt'
+    assert cli_verify(lab) == 1
+    out = capsys.readouterr().out
+    assert 'is a file, not a partition folder' in out and str(tmp_path / 'syn' / 'partitions') in out and 'does not exist' not in out
+
+
 def test_data_identity_provenance_and_fingerprint(tmp_path, mini):
     from cps_repro.partitions import data_identity, split_files
     from cps_repro.synthetic import synthesize

@@ -126,3 +126,37 @@ def test_inputs_are_checked_before_any_work(tmp_path):
     with pytest.raises(FileNotFoundError, match='no image files'): list_inputs([tmp_path / 'empty'])
     from cps_repro.predict import output_paths
     with pytest.raises(ValueError, match='both write'): output_paths(list_inputs([tmp_path / 'a', tmp_path / 'b']), tmp_path / 'o', False)
+
+
+class _Payload:
+    "What a malicious checkpoint carries: unpickling it would create `marker` (it must never run)."
+    def __init__(self, marker): self.marker = marker
+    def __reduce__(self): return (Path.touch, (self.marker,))
+
+
+def test_a_checkpoint_from_elsewhere_cannot_run_code(run_dir, photos, tmp_path, capsys):
+    "Issue 26: predict, eval and the self-training teacher read user files with torch.load(weights_only=False)."
+    from cps_repro.methods import CheckpointError, read_checkpoint
+    from cps_repro.methods.self_training import load_teacher
+    from cps_repro.methods import model_kwargs
+    from cps_repro.presets import preset
+    state = torch.load(run_dir / 'checkpoint.pt', weights_only=False)
+    marker = tmp_path / 'code_ran'
+    evil = tmp_path / 'evil.pt'
+    torch.save({**state, 'extra': _Payload(marker)}, evil)
+    with pytest.raises(CheckpointError, match='not loaded'): load_predictor(checkpoint=evil)
+    assert cps_repro(['eval', '--checkpoint', str(evil)]) == 2 and 'not loaded' in capsys.readouterr().err
+    cfg = preset('mini_self_training', '1_2', teacher_checkpoint=str(evil))
+    with pytest.raises(CheckpointError): load_teacher(cfg, model_kwargs(cfg))
+    assert not marker.exists()
+    assert read_checkpoint(run_dir / 'checkpoint.pt')['iteration'] == 3          # a real checkpoint: tensors and plain data
+    import cps_repro as package
+    sources = [p for p in Path(package.__file__).parent.rglob('*.py') if 'weights_only=False' in p.read_text()]
+    assert not sources, sources
+
+
+def test_predict_out_that_is_a_file_is_one_line(run_dir, photos, tmp_path, capsys):
+    (tmp_path / 'masks').write_text('not a folder')
+    code = cps_repro(['predict', '--run', str(run_dir), str(photos / 'scene0.jpg'), '--out', str(tmp_path / 'masks')])
+    err = capsys.readouterr().err
+    assert code == 2 and 'is a file, not a folder' in err and len(err.splitlines()) == 1, err

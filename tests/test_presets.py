@@ -50,7 +50,8 @@ def test_preset_registry():
 
 
 _HALF = """
-import sys
+import logging, sys
+logging.basicConfig(level=logging.INFO, format='%(message)s', stream=sys.stdout)   # the trainer logs "Resuming ..."
 from cps_repro.presets import experiment_config
 from cps_repro.train import Trainer
 from cps_repro.runs import prepare_run_dir

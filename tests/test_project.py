@@ -41,7 +41,7 @@ def test_nbdev_settings_keep_parameters_tags_and_test_flags():
     nb = _pyproject()['tool']['nbdev']
     assert nb['allowed_cell_metadata_keys'] == ['tags']
     assert set(nb['tst_flags'].split()) == {'notest', 'slow', 'cuda'}
-    assert _pyproject()['project']['scripts']['cps-repro'] == 'cps_repro.cli:main'
+    assert _pyproject()['project']['scripts']['cps-repro'] == 'cps_repro.console:run'   # Ctrl-C while starting: one line
 
 
 def test_readme_is_generated_from_index_notebook():
@@ -97,3 +97,23 @@ def test_import_layers_contract_is_declared_and_kept():
     exe = Path(sys.executable).parent / 'lint-imports'
     r = subprocess.run([str(exe)], capture_output=True, text=True, cwd=REPO)
     assert r.returncode == 0 and 'broken' in r.stdout and '0 broken' in r.stdout, r.stdout[-3000:]
+
+
+def test_make_browser_waits_for_the_dpkg_lock():
+    "`make browser` runs apt-get, which fails at once when another process holds the dpkg lock: it must wait instead."
+    make = (REPO / 'Makefile').read_text()
+    target = make.split('\nbrowser:', 1)[1].split('\n\n', 1)[0]
+    calls = re.findall(r'apt-get [^;&|>]*(?:update|install)[^;&|>]*', target)
+    assert len(calls) == 2 and all('-o DPkg::Lock::Timeout=' in c for c in calls), calls
+
+
+def test_library_hygiene_no_mutable_default_and_no_silent_fallback(monkeypatch):
+    "Issue 26: `dist_info: DistInfo = DistInfo()` was a mutable default; report.py swallowed TypeError/AttributeError."
+    import inspect
+    import pytest
+    from cps_repro import report
+    from cps_repro.train import build_data
+    assert inspect.signature(build_data).parameters['dist_info'].default is None
+    def broken(package): raise TypeError('a bug in the resource lookup')
+    monkeypatch.setattr(report.resources, 'files', broken)
+    with pytest.raises(TypeError, match='a bug'): report._paper_csv_text(sorted(report.PAPER_TABLE_FILES.values())[0])

@@ -4,22 +4,27 @@
 
 # %% ../../nbs/14_methods.ipynb #c003
 from __future__ import annotations
-import contextlib
+import contextlib, pickle
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Callable
 
+import numpy as np
 import torch
 import torch.nn as nn
 
-from ..config import ExperimentConfig, register_params
+from ..config import ExperimentConfig, register_params, _PARAMS
+from ..partitions import InputError
 from ..losses import cross_entropy, ohem_cross_entropy
 from ..models import deeplabv3plus, make_cps_pair
 from ..overrides import NO_PRETRAINED
 from ..packaged import resolve_asset
 
 # %% auto #0
-__all__ = ['VIEWS', 'amp_dtype', 'autocast', 'StepContext', 'supervised_loss', 'model_kwargs', 'one_network', 'network_pair',
-           'micro_batches', 'Method', 'register_method', 'get_method', 'method_names', 'method_label', 'paper_rows']
+__all__ = ['VIEWS', 'CHECKPOINT_KEYS', 'CHECKPOINT_GLOBALS', 'amp_dtype', 'autocast', 'StepContext', 'supervised_loss',
+           'model_kwargs', 'one_network', 'network_pair', 'micro_batches', 'Method', 'register_method', 'get_method',
+           'unregister_method', 'method_names', 'method_label', 'paper_rows', 'CheckpointError', 'read_checkpoint',
+           'load_networks']
 
 # %% ../../nbs/14_methods.ipynb #c005
 VIEWS = ('labeled', 'unlabeled', 'unlabeled2')   # what the loaders can deliver per iteration
@@ -145,8 +150,18 @@ class Method:
 
 _METHODS: dict[str, Method] = {}
 
-def register_method(method: Method) -> Method:
-    "Make `method` trainable by name (`train.method`): registers it and its hyperparameter class; returns it."
+def _definition(m: Method) -> tuple:
+    "What makes two registrations of a method the same definition (a module reloaded, a chapter re-run)."
+    names = tuple(getattr(f, '__qualname__', repr(f)) for f in (m.losses, m.build, m.params, m.after_step, m.extra_optimizers))
+    return (m.name, tuple(m.views), tuple(m.nets), tuple(m.trained), m.label, m.paper_row, names)
+
+def register_method(method: Method, force: bool = False) -> Method:
+    """Make `method` trainable by name (`train.method`): registers it and its hyperparameter class; returns it.
+    A name that is taken by another definition is refused unless `force=True` (which replaces it)."""
+    old = _METHODS.get(method.name)
+    if old is not None and not force and _definition(old) != _definition(method):
+        raise ValueError(f"Method {method.name!r} is registered already (label {old.label or old.name!r}, from "
+                         f"{getattr(old.losses, '__module__', '?')}): choose another name, or pass force=True to replace it")
     bad = [v for v in method.views if v not in VIEWS]
     if bad or 'labeled' not in method.views or list(method.views) != [v for v in VIEWS if v in method.views]:
         raise ValueError(f"Method {method.name!r}: views {method.views} must be 'labeled' then optional "
@@ -164,6 +179,13 @@ def get_method(name: str) -> Method:
                          "(a new method is added with cps_repro.methods.register_method)")
     return _METHODS[name]
 
+def unregister_method(name: str) -> Method:
+    "Remove method `name` and its hyperparameter class from the registries (a test removes what it registered); returns it."
+    method = get_method(name)
+    del _METHODS[name]
+    _PARAMS.pop(name, None)
+    return method
+
 def method_names() -> list[str]:
     "Every registered method, in registration order."
     return list(_METHODS)
@@ -175,3 +197,46 @@ def method_label(name: str) -> str:
 def paper_rows() -> dict:
     "`{method: row}` of the paper's tables for every registered method that has one."
     return {n: m.paper_row for n, m in _METHODS.items() if m.paper_row is not None}
+
+# %% ../../nbs/14_methods.ipynb #k017
+CHECKPOINT_KEYS = ('config', 'nets', 'iteration')
+CHECKPOINT_GLOBALS = (np.ndarray, np.dtype, type(np.dtype(np.uint32)),                 # the NumPy random state
+                      (np._core if hasattr(np, '_core') else np.core).multiarray._reconstruct)
+
+class CheckpointError(InputError):
+    "A checkpoint file that cannot be read, or is not a cps_repro checkpoint; the message names the file."
+
+def read_checkpoint(path, state_dict_ok: bool = False) -> dict:
+    """The trainer checkpoint at `path` (a dict with `CHECKPOINT_KEYS`), loaded on the CPU with `weights_only=True`
+    and `CHECKPOINT_GLOBALS` allowed. With `state_dict_ok`, a bare state dict of one network (tensors by name) is
+    accepted too and returned as `{'nets': [state_dict]}`. FileNotFoundError or CheckpointError naming the file."""
+    path = Path(path)
+    if not path.is_file(): raise FileNotFoundError(f"No checkpoint at {path}: train the run first (cps-repro train ...) or give the right file")
+    try:
+        with torch.serialization.safe_globals(list(CHECKPOINT_GLOBALS)):
+            state = torch.load(path, map_location='cpu', weights_only=True)
+    except Exception as e:
+        unsafe = next((l.strip() for l in str(e).splitlines() if 'Unsupported global' in l), None)
+        if isinstance(e, pickle.UnpicklingError) and unsafe:
+            raise CheckpointError(f"{path} holds objects other than tensors and plain data, which are not loaded (a file "
+                                  f"from elsewhere could run code): {unsafe}") from None
+        raise CheckpointError(f"{path} is not a readable checkpoint ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}); "
+                              "it may have been cut short by a kill or a full disk") from None
+    if isinstance(state, dict) and set(CHECKPOINT_KEYS) <= set(state) and isinstance(state['nets'], (list, tuple)) \
+            and all(isinstance(sd, dict) for sd in state['nets']):
+        return state
+    if state_dict_ok and isinstance(state, dict) and state and all(isinstance(v, torch.Tensor) for v in state.values()):
+        return {'nets': [state]}
+    raise CheckpointError(f"{path} is not a cps_repro trainer checkpoint (it lacks {'/'.join(CHECKPOINT_KEYS)})"
+                          + (" nor a state dict of tensors" if state_dict_ok else ''))
+
+def load_networks(nets, state: dict, path, what: str = 'this config') -> None:
+    "Load `state['nets'][k]` into `nets[k]`; a CheckpointError naming `path` when they do not fit (classes, backbone)."
+    if len(state['nets']) < len(nets):
+        raise CheckpointError(f"{path} holds {len(state['nets'])} network(s); {what} needs {len(nets)}")
+    for k, (net, sd) in enumerate(zip(nets, state['nets'])):
+        try: net.load_state_dict(sd)
+        except RuntimeError as e:
+            first = next((l.strip() for l in str(e).splitlines()[1:] if l.strip()), str(e).splitlines()[0])
+            raise CheckpointError(f"{path}: network {k + 1} does not fit {what} ({first}); was it trained with another "
+                                  "data.num_classes or model (e.g. a changed --set)? Use the config it was trained with") from None

@@ -13,7 +13,7 @@ import torch.nn as nn
 from ..config import checked
 from ..losses import cross_entropy, balanced_cross_entropy, sigmoid_rampup
 from ..models import deeplabv3plus
-from .core import Method, StepContext, register_method, supervised_loss, one_network
+from .core import Method, StepContext, register_method, supervised_loss, one_network, read_checkpoint, load_networks
 
 # %% auto #0
 __all__ = ['SELF_TRAINING', 'SelfTrainingParams', 'FrozenTeacher', 'load_teacher', 'build_self_training', 'self_training_losses']
@@ -40,12 +40,9 @@ def load_teacher(cfg, model_kw: dict) -> nn.Module:
         raise ValueError("self_training needs model.teacher_checkpoint=<checkpoint.pt of a finished supervised run> "
                          "(train it first: cps-repro train --preset <dataset>_supervised ...)")
     if not Path(path).exists(): raise FileNotFoundError(f"Teacher checkpoint {path} not found: train the supervised run first")
-    state = torch.load(path, map_location='cpu', weights_only=False)
+    state = read_checkpoint(path)                      # weights_only: a checkpoint from elsewhere runs no code
     teacher = deeplabv3plus(cfg.model.backbone, **{**model_kw, 'pretrained': None})
-    try: teacher.load_state_dict(state['nets'][0])
-    except (RuntimeError, KeyError) as e:
-        raise ValueError(f"Teacher checkpoint {path} does not hold a {cfg.model.backbone} network for "
-                         f"{cfg.data.num_classes} classes: {e}") from None
+    load_networks([teacher], state, path, what=f"a {cfg.model.backbone} teacher for {cfg.data.num_classes} classes")
     return FrozenTeacher(teacher)
 
 def build_self_training(cfg, model_kw: dict) -> list:
