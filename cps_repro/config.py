@@ -17,13 +17,14 @@ from .splits import (TRAIN_AUG_SPLITS, FEW_LABEL_SPLITS, FULL_SPLIT, SPLITS, nor
                               split_fraction)
 
 # %% auto #0
-__all__ = ['BACKBONES', 'AMP_MODES', 'RESULT_IRRELEVANT', 'checked', 'field_problems', 'DataConfig', 'ModelConfig', 'OptimConfig',
-           'TrainConfig', 'EvalConfig', 'register_params', 'registered_methods', 'params_class', 'method_params',
-           'ExperimentConfig', 'comparable']
+__all__ = ['BACKBONES', 'AMP_MODES', 'GRAD_COMPRESSIONS', 'RESULT_IRRELEVANT', 'IDENTITY_WHEN_SET', 'checked', 'field_problems',
+           'DataConfig', 'ModelConfig', 'OptimConfig', 'TrainConfig', 'EvalConfig', 'register_params',
+           'registered_methods', 'params_class', 'method_params', 'ExperimentConfig', 'comparable']
 
 # %% ../nbs/00_config.ipynb #c008
 BACKBONES = ('resnet50', 'resnet101', 'resnet50_tv', 'resnet101_tv', 'small_resnet', 'small_resnet_s2', 'hrnet_w48')
 AMP_MODES = ('none', 'auto', 'bf16', 'fp16')
+GRAD_COMPRESSIONS = ('none', 'bf16')   # how DDP sends gradients between processes (chapter 08a_distributed)
 
 def checked(default=dataclasses.MISSING, check: str | None = None, choices: tuple | None = None, **kw):
     """A dataclass field whose range is declared in its metadata: `check` is 'positive', 'non_negative' or
@@ -125,6 +126,7 @@ class TrainConfig:
     checkpoint_every: int = checked(2000, 'positive')
     log_every: int = checked(20, 'positive')
     eval_both: bool = True               # also evaluate network 2 and the two networks' overlap (Figure 7)
+    grad_compression: str = checked('none', choices=GRAD_COMPRESSIONS)   # 'bf16': gradients all-reduced in bfloat16 (several processes)
 
 @dataclass
 class EvalConfig:
@@ -228,11 +230,14 @@ class ExperimentConfig:
 # how the data is read and how many validation images go through the network at once (the same predictions, up to
 # float rounding); where the data is (data.root) is part of the run's identity
 RESULT_IRRELEVANT = {'data': ('workers', 'cache'), 'eval': ('batch_size',)}
+# switches added after runs were published: they enter the identity only when set, so that earlier run ids stay valid
+IDENTITY_WHEN_SET = {'train': {'grad_compression': 'none'}}
 
 def comparable(d: dict) -> dict:
     "A config dict without the `RESULT_IRRELEVANT` fields: what must agree for two configs to be the same run."
     d = json.loads(json.dumps(d))
     for sec, names in RESULT_IRRELEVANT.items(): d[sec] = {k: v for k, v in d[sec].items() if k not in names}
+    for sec, unset in IDENTITY_WHEN_SET.items(): d[sec] = {k: v for k, v in d[sec].items() if unset.get(k, object()) != v}
     return d
 
 def _section_from_dict(cls, d: dict):

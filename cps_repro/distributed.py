@@ -1,4 +1,4 @@
-"""Processes and devices under torchrun, and gradients and parameters across processes.
+"""Processes and devices under torchrun, and the trained networks in PyTorch's DistributedDataParallel: gradients averaged by its bucketed reducer, `no_sync` for accumulation and per-term backwards, optional bf16 compression.
 
 Docs: https://cps-repro.github.io/cps_repro/distributed.html.md"""
 
@@ -6,15 +6,21 @@ Docs: https://cps-repro.github.io/cps_repro/distributed.html.md"""
 
 # %% ../nbs/08a_distributed.ipynb #c002
 from __future__ import annotations
-import os
+import inspect, os
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
 import torch.nn as nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
+
+from .config import GRAD_COMPRESSIONS
 
 # %% auto #0
-__all__ = ['DistInfo', 'setup_distributed', 'average_gradients', 'broadcast_parameters', 'GradientReducer']
+__all__ = ['DistInfo', 'setup_distributed', 'average_gradients', 'broadcast_parameters', 'SyncPoint', 'wrap_ddp', 'no_sync',
+           'sync_gradients']
 
 # %% ../nbs/08a_distributed.ipynb #c005
 @dataclass
@@ -57,46 +63,37 @@ def broadcast_parameters(model: nn.Module) -> None:
     for t in list(model.parameters()) + list(model.buffers()): dist.broadcast(t.data, src=0)
 
 # %% ../nbs/08a_distributed.ipynb #c010
-class GradientReducer:
-    "Mean gradients of `modules` across `world_size` processes: bucketed, asynchronous, overlapped with the last backward."
-    def __init__(self, modules, world_size: int, bucket_mb: float = 25.0):
-        self.world = world_size
-        params = [p for m in modules for p in m.parameters() if p.requires_grad]
-        self.buckets, cur, size = [], [], 0
-        for p in reversed(params):
-            cur.append(p); size += p.numel() * p.element_size()
-            if size >= bucket_mb * 2 ** 20: self.buckets.append(cur); cur, size = [], 0
-        if cur: self.buckets.append(cur)
-        self._bucket_of = {id(p): i for i, b in enumerate(self.buckets) for p in b}
-        self._armed, self._left, self._work = False, [], {}
-        self._hooks = [p.register_post_accumulate_grad_hook(self._ready) for p in params] if world_size > 1 else []
+class SyncPoint(nn.Module):
+    "What DDP wraps: `forward(...)` is `net`'s own; `forward(_sync=True)` is a zero that depends on every trained parameter."
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
 
-    def arm(self) -> None:
-        "Launch each bucket from the gradient hooks of the next backward (call it before the step's last backward)."
-        self._armed, self._left = True, [len(b) for b in self.buckets]
+    def forward(self, *args, _sync: bool = False, **kwargs):
+        if _sync: return sum(p.reshape(-1)[0] for p in self.net.parameters() if p.requires_grad) * 0.0
+        return self.net(*args, **kwargs)
 
-    def _ready(self, p: torch.Tensor) -> None:
-        if not self._armed: return
-        i = self._bucket_of[id(p)]
-        self._left[i] -= 1
-        if self._left[i] == 0: self._launch(i)
+# torch >= 2.12 renamed `broadcast_buffers`; both mean: rank 0's buffers at the start, nothing sent at each forward
+_NO_FORWARD_BUFFER_SYNC = ({'forward_sync_buffers': False} if 'forward_sync_buffers' in inspect.signature(DistributedDataParallel).parameters
+                           else {'broadcast_buffers': False})
 
-    def _launch(self, i: int) -> None:
-        grads = [p.grad for p in self.buckets[i] if p.grad is not None]
-        if not grads: self._work[i] = None; return
-        flat = torch.cat([g.reshape(-1) for g in grads])
-        self._work[i] = (flat, grads, dist.all_reduce(flat, async_op=True))
+def wrap_ddp(net: nn.Module, info: DistInfo, bucket_mb: float = 25.0, compression: str = 'none') -> DistributedDataParallel:
+    """`net` (trained, already on `info.device`) in `DistributedDataParallel`: rank 0's weights everywhere, gradients
+    averaged in buckets of `bucket_mb` MB that are the gradients' own storage, `compression='bf16'` halves the bytes
+    sent (DDP's `bf16_compress_hook`: gradients rounded to bfloat16 for the all-reduce, then back)."""
+    if compression not in GRAD_COMPRESSIONS: raise ValueError(f"compression {compression!r}: use one of {GRAD_COMPRESSIONS}")
+    ddp = DistributedDataParallel(SyncPoint(net), device_ids=[info.device] if info.device.type == 'cuda' else None,
+                                  gradient_as_bucket_view=True, bucket_cap_mb=bucket_mb, **_NO_FORWARD_BUFFER_SYNC)
+    if compression == 'bf16': ddp.register_comm_hook(None, default_hooks.bf16_compress_hook)
+    return ddp
 
-    def finish(self) -> None:
-        "Launch the buckets not launched yet, wait for all, write the means into the gradients."
-        self._armed = False
-        if self.world <= 1: return
-        for i in range(len(self.buckets)):
-            if i not in self._work: self._launch(i)
-        for i in sorted(self._work):
-            if self._work[i] is None: continue
-            flat, grads, handle = self._work[i]
-            handle.wait(); flat /= self.world
-            offset = 0
-            for g in grads: g.copy_(flat[offset: offset + g.numel()].view_as(g)); offset += g.numel()
-        self._work = {}
+@contextmanager
+def no_sync(ddps):
+    "Forwards and backwards inside keep their gradients local, for every module of `ddps` (none: nothing happens)."
+    with ExitStack() as stack:
+        for d in ddps: stack.enter_context(d.no_sync())
+        yield
+
+def sync_gradients(ddps) -> None:
+    "Average across processes what the backwards under `no_sync` accumulated: one armed forward and a backward of zeros."
+    if ddps: torch.autograd.backward([d(_sync=True) for d in ddps])
