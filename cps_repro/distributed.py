@@ -6,7 +6,7 @@ Docs: https://cps-repro.github.io/cps_repro/distributed.html.md"""
 
 # %% ../nbs/08a_distributed.ipynb #c002
 from __future__ import annotations
-import inspect, os
+import functools, inspect, os
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 
@@ -19,8 +19,8 @@ from torch.distributed.algorithms.ddp_comm_hooks import default_hooks
 from .config import GRAD_COMPRESSIONS
 
 # %% auto #0
-__all__ = ['DistInfo', 'setup_distributed', 'average_gradients', 'broadcast_parameters', 'SyncPoint', 'wrap_ddp', 'no_sync',
-           'sync_gradients']
+__all__ = ['DistInfo', 'setup_distributed', 'average_gradients', 'broadcast_parameters', 'SyncPoint', 'DDPNetwork', 'wrap_ddp',
+           'no_sync', 'sync_gradients']
 
 # %% ../nbs/08a_distributed.ipynb #c005
 @dataclass
@@ -64,14 +64,29 @@ def broadcast_parameters(model: nn.Module) -> None:
 
 # %% ../nbs/08a_distributed.ipynb #c010
 class SyncPoint(nn.Module):
-    "What DDP wraps: `forward(...)` is `net`'s own; `forward(_sync=True)` is a zero that depends on every trained parameter."
+    """What DDP wraps: `forward(...)` is `net`'s own (`_method='forward_aux'`: that method of `net`, e.g. CCT's);
+    `forward(_sync=True)` is a zero that depends on every trained parameter."""
     def __init__(self, net: nn.Module):
         super().__init__()
         self.net = net
 
-    def forward(self, *args, _sync: bool = False, **kwargs):
+    def forward(self, *args, _sync: bool = False, _method: str | None = None, **kwargs):
         if _sync: return sum(p.reshape(-1)[0] for p in self.net.parameters() if p.requires_grad) * 0.0
-        return self.net(*args, **kwargs)
+        return getattr(self.net, _method)(*args, **kwargs) if _method else self.net(*args, **kwargs)
+
+class DDPNetwork:
+    """A trained network under DDP as a method's loss function sees it: calling it, or calling one of the network's
+    own methods (CCT's `forward_aux`), runs through DDP's forward, which arms the all-reduce of the next backward;
+    `compile=True`: the plain call goes through `torch.compile`d DDP (the other methods run eagerly, as they would
+    through a compiled module)."""
+    def __init__(self, ddp: DistributedDataParallel, compile: bool = False):
+        self.ddp, self._call = ddp, torch.compile(ddp) if compile else ddp
+
+    def __call__(self, *args, **kwargs): return self._call(*args, **kwargs)
+
+    def __getattr__(self, name: str):
+        attr = getattr(self.ddp.module.net, name)
+        return functools.partial(self.ddp, _method=name) if inspect.ismethod(attr) else attr
 
 # torch >= 2.12 renamed `broadcast_buffers`; both mean: rank 0's buffers at the start, nothing sent at each forward
 _NO_FORWARD_BUFFER_SYNC = ({'forward_sync_buffers': False} if 'forward_sync_buffers' in inspect.signature(DistributedDataParallel).parameters

@@ -21,7 +21,7 @@ from .partitions import data_identity
 from .data import IMAGENET_MEAN, IMAGENET_STD, to_device
 from .evaluate import evaluate, predict, save_predictions
 from .loaders import TrainData, build_data as build_loaders
-from .distributed import DistInfo, setup_distributed, average_gradients, broadcast_parameters, wrap_ddp, no_sync, sync_gradients
+from .distributed import DistInfo, setup_distributed, average_gradients, broadcast_parameters, wrap_ddp, DDPNetwork, no_sync, sync_gradients
 from .runs import (atomic_torch_save, rng_state, set_rng_state, NonFiniteLossError, first_non_finite, git_commit,
                             device_name, json_safe, prepare_run_dir, trim_metrics, official_range)
 from .methods import get_method, StepContext, amp_dtype, autocast, micro_batches, model_kwargs
@@ -124,7 +124,8 @@ class Trainer:
         for k, n in enumerate(self.nets):
             if self.dist.distributed and k not in self.ddp: broadcast_parameters(n)
         # torch.compile wraps the forward passes only (through DDP); checkpoints keep the plain modules' state dicts
-        self.forward_nets = [torch.compile(n) if t.compile else n for n in (self.ddp.get(k, n) for k, n in enumerate(self.nets))]
+        self.forward_nets = [DDPNetwork(self.ddp[k], t.compile) if k in self.ddp else torch.compile(n) if t.compile else n
+                             for k, n in enumerate(self.nets)]
         self.opts = [build_optimizer(self.nets[k], cfg) for k in self.method.trained]
         self.scheds = [build_scheduler(o, cfg) for o in self.opts]
         self.amp = amp_dtype(t.amp, self.device)

@@ -129,7 +129,7 @@ def _ddp_worker(rank, world, port, cfg_json, out, bucket_mb=None):
     info = setup_distributed('cpu')
     if bucket_mb is not None: Trainer.ddp_bucket_mb = bucket_mb   # one bucket per tensor: several all-reduces from the hooks
     tr = Trainer(cfg, run_dir=Path(out) / 'ddp', dist_info=info, nets=[PixelNet(1), PixelNet(2)], progress=False)
-    assert all(isinstance(tr.forward_nets[k], torch.nn.parallel.DistributedDataParallel) for k in tr.method.trained)
+    assert all(isinstance(tr.forward_nets[k].ddp, torch.nn.parallel.DistributedDataParallel) for k in tr.method.trained)
     for _ in range(3): tr.step()
     if rank == 0: torch.save([n.state_dict() for n in tr.nets], Path(out) / 'ddp.pt')
     torch.distributed.barrier()                 # no rank tears gloo down while the other still talks to it
