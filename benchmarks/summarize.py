@@ -125,7 +125,7 @@ def summarize(folder: Path) -> tuple[str, dict]:
     compile_first = None
     if comp:
         for c in comp['cases']:
-            if 'compile' in c['variant'] and c.get('warmup_s'): compile_first = c['warmup_s'][0]
+            if 'compile' in c['variant'] and c.get('warmup_s'): compile_first = (c['case'], c['warmup_s'][0])
     # memory: each case alone
     for f in sorted(folder.glob('memory_*.json')):
         r = _load(f)
@@ -180,7 +180,7 @@ def summarize(folder: Path) -> tuple[str, dict]:
                          f"loss {r['loss_first']:.3f} -> {r['loss_last']:.3f}, {r['ms_per_iter']:.1f} ms/iteration, ok={r['ok']}")
     lines += ['', '## Targets', '', '| figure | value | target | met |', '|---|---|---|---|']
     for name, val, tgt, ok in targets: lines.append(f"| {name} | {val:.2f} | {tgt} | {'yes' if ok else 'NO'} |")
-    if compile_first is not None: lines.append(f"\nFirst compiled CPS+CutMix step (compilation included): {compile_first:.0f} s.")
+    if compile_first is not None: lines.append(f"\nFirst compiled {compile_first[0]} step (compilation included): {compile_first[1]:.0f} s.")
     stages = folder / 'stages.log'
     if stages.exists(): lines += ['', '## Stages', '', '```', stages.read_text().strip(), '```']
     s['targets'] = [dict(figure=n, value=v, target=t, met=ok) for n, v, t, ok in targets]
