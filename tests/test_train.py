@@ -157,6 +157,23 @@ def test_ddp_two_processes_equal_one_process_on_the_combined_batch(data_root, tm
     assert moved
 
 
+def test_ddp_bf16_gradient_compression_is_the_switch_it_says(data_root, tmp_path):
+    # train.grad_compression=bf16: DDP's bf16 hook sends the gradients rounded to bfloat16; the update differs from one
+    # process by that rounding only (and does differ: the hook is on); the run id is unchanged when the switch is off
+    cfg = tiny(data_root, 'cps', batch_size=4, crop_size=32, **{'train.grad_compression': 'bf16'})
+    off = tiny(data_root, 'cps', batch_size=4, crop_size=32)
+    assert cfg.run_id != off.run_id
+    from cps_repro.config import comparable
+    before = off.to_dict(); del before['train']['grad_compression']     # a config written before the switch existed
+    assert comparable(off.to_dict()) == comparable(before)              # has the same identity
+    torch.multiprocessing.spawn(_ddp_worker, args=(2, _free_port(), cfg.to_json(), str(tmp_path)), nprocs=2, join=True)
+    single = Trainer(cfg, run_dir=tmp_path / 'single', nets=[PixelNet(1), PixelNet(2)], progress=False)
+    for _ in range(3): single.step()
+    ddp = torch.load(tmp_path / 'ddp.pt')
+    diff = max(float((v - sd[k]).abs().max()) for net, sd in zip(single.nets, ddp) for k, v in net.state_dict().items())
+    assert 1e-7 < diff < 1e-3, diff
+
+
 def _checkpoint_params(run_dir):
     "The networks' parameters in a run's checkpoint (not BN running statistics: each process keeps its own)."
     nets = torch.load(Path(run_dir) / 'checkpoint.pt', map_location='cpu', weights_only=False)['nets']
