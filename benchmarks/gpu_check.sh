@@ -38,7 +38,7 @@ while [ $# -gt 0 ]; do
     --dry-run) DRY=1; shift;;
     --stages) SEL=$(echo "$2" | tr ',' ' '); shift 2;;
     --list-stages) for s in $STAGES_ALL; do echo "$s"; done; exit 0;;
-    -h|--help) sed -n '2,35p' "$0"; exit 0;;
+    -h|--help) sed -n '2,32p' "$0"; exit 0;;
     -*) echo "gpu_check.sh: unknown option $1 (see --help)" >&2; exit 2;;
     *) break;;
   esac
