@@ -60,7 +60,7 @@ export TORCHINDUCTOR_CACHE_DIR="$WORK/inductor_cache" TRITON_CACHE_DIR="$WORK/tr
 BUDGET=${BUDGET_S:-$([ $DRY = 1 ] && echo 600 || echo 470)}   # the dry run: 2 loaded CPU cores
 COMPILE_MIN=${COMPILE_MIN_S:-$([ $DRY = 1 ] && echo 60 || echo 150)}
 PACK_S=12                                                       # kept for the last re-pack
-ARCHIVE_MAX_MB=50
+ARCHIVE_MAX_MB=${ARCHIVE_MAX_MB:-50}                           # the archive that comes back: at most this
 START=$(date +%s)
 B="$HERE"
 : > "$WORK/stages.log"

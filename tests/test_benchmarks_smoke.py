@@ -128,7 +128,7 @@ def test_gpu_check_syntax_stages_and_no_install_step():
     for needle in ('voc_cps_cutmix_resnet101', 'pretrained=none', 'torch.distributed.run --standalone --nproc_per_node=1',
                    'fp32+strict,bf16+cl,bf16+cl+cudnn', 'bf16+cl+cudnn+compile', 'commit.txt', "--exclude='*.pt.tmp*'",
                    'TRITON_CACHE_DIR="$WORK/', 'TORCHINDUCTOR_CACHE_DIR="$WORK/', 'echo 470)}',
-                   'ARCHIVE_MAX_MB=50', '[preflight]=60', 'import torch, torchvision, cps_repro, cps_repro.cli'):
+                   'ARCHIVE_MAX_MB=${ARCHIVE_MAX_MB:-50}', '[preflight]=60', 'import torch, torchvision, cps_repro, cps_repro.cli'):
         assert needle in text, needle
     e2e = [l for l in text.splitlines() if l.startswith('  E2E=(')]
     assert len(e2e) == 2 and all('compile=false' in l for l in e2e)   # the e2e stage never compiles (compile is last)
@@ -221,3 +221,15 @@ def test_gpu_check_terminated_in_a_stage_returns_its_partial_json(tmp_path, stag
         rep = json.load(t.extractfile(f'./{name}'))
     assert rep['finished'] is False and rep['now'], rep
     assert 'exit rc=143' in (out / 'stages.log').read_text()
+
+
+def test_gpu_check_archive_over_its_cap_keeps_json_and_text_only(tmp_path):
+    "Above ARCHIVE_MAX_MB (50 on the GPU machine; 0 here) the archive is rebuilt from JSON, Markdown and text alone."
+    import tarfile
+    out = tmp_path / 'out'
+    r = _bash('--dry-run', '--stages', 'preflight', str(out), env={'ARCHIVE_MAX_MB': '0'})
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    with tarfile.open(out / 'gpu_check.tar.gz') as t:
+        names = {Path(n).name for n in t.getnames()}
+    assert {'preflight.json', 'commit.txt', 'stages.log'} <= names and 'preflight.log' not in names
+    assert 'archive over 0 MB' in (out / 'stages.log').read_text()
