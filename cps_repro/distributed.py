@@ -85,8 +85,8 @@ class DDPNetwork:
     def __call__(self, *args, **kwargs): return self._call(*args, **kwargs)
 
     def __getattr__(self, name: str):
-        attr = getattr(self.ddp.module.net, name)
-        return functools.partial(self.ddp, _method=name) if inspect.ismethod(attr) else attr
+        attr = getattr(self.ddp.module.net, name)     # nn.Module's own methods (eval, parameters, ...): the network's
+        return functools.partial(self.ddp, _method=name) if inspect.ismethod(attr) and not hasattr(nn.Module, name) else attr
 
 # torch >= 2.12 renamed `broadcast_buffers`; both mean: rank 0's buffers at the start, nothing sent at each forward
 _NO_FORWARD_BUFFER_SYNC = ({'forward_sync_buffers': False} if 'forward_sync_buffers' in inspect.signature(DistributedDataParallel).parameters

@@ -157,6 +157,37 @@ def test_ddp_two_processes_equal_one_process_on_the_combined_batch(data_root, tm
     assert moved
 
 
+def _replica_worker(rank, world, port, cfg_json, out):
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    from cps_repro.config import ExperimentConfig
+    tr = Trainer(ExperimentConfig.from_json(cfg_json), run_dir=Path(out) / 'run', dist_info=setup_distributed('cpu'), progress=False)
+    for _ in range(2): tr.step()
+    torch.save([n.state_dict() for n in tr.nets], Path(out) / f'rank{rank}.pt')
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('method', ['cct', 'gct', 'mean_teacher'])
+def test_ddp_replicas_stay_equal_for_every_kind_of_method(data_root, tmp_path, method):
+    # each process sees other images; with the gradients averaged by DDP every replica takes the same update: CCT calls
+    # its network's own forward_aux (through DDPNetwork), GCT trains an extra module (ctx.reduce_gradients), Mean
+    # Teacher's EMA teacher is not wrapped (rank 0's weights at the start, then the same EMA everywhere)
+    if method == 'mean_teacher': d = tiny(data_root, 'mean_teacher', batch_size=4).to_dict()
+    else:   # no mini preset: the mini CPS recipe with the method swapped in (its own default hyperparameters)
+        d = tiny(data_root, 'cps', batch_size=4).to_dict(); d['train']['method'] = method; d['hparams'] = None; d['name'] = f'ddp_{method}'
+    from cps_repro.config import ExperimentConfig
+    cfg = ExperimentConfig.from_dict(d)
+    torch.multiprocessing.spawn(_replica_worker, args=(2, _free_port(), cfg.to_json(), str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = (torch.load(tmp_path / f'rank{r}.pt') for r in (0, 1))
+    first = build_networks(cfg, torch.device('cpu'))
+    for a, b, f in zip(r0, r1, first):
+        params = {k for k, _ in f.named_parameters()}
+        for k in params: assert torch.allclose(a[k], b[k], atol=1e-6), (method, k)
+        assert any(not torch.equal(a[k], f.state_dict()[k]) for k in params), 'nothing trained'
+
+
 def test_ddp_bf16_gradient_compression_is_the_switch_it_says(data_root, tmp_path):
     # train.grad_compression=bf16: DDP's bf16 hook sends the gradients rounded to bfloat16; the update differs from one
     # process by that rounding only (and does differ: the hook is on); the run id is unchanged when the switch is off
