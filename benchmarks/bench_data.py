@@ -157,7 +157,10 @@ def main(argv=None) -> int:
     if a.tiny: a.n_images, a.items, a.workers, a.seconds = 4, 4, '1', 1.0
     torch.set_num_threads(1)
     w, h = (int(x) for x in a.size.lower().split('x'))
-    out = dict(kind='bench_data', machine=machine_info(torch.device('cpu')), settings=vars(a).copy())
+    out = dict(kind='bench_data', finished=False, machine=machine_info(torch.device('cpu')), settings=vars(a).copy())
+    def save(now: str) -> None:          # after every measurement: a run killed midway keeps what it measured
+        if a.json: write_json(dict(out, now=now, partial=dict(per_worker_rounds=rounds, loader=loaders)), a.json)
+    rounds, loaders = {}, {}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(a.data_dir) if a.data_dir else Path(tmp)
         t0 = time.perf_counter()
@@ -165,18 +168,22 @@ def main(argv=None) -> int:
         out['generate_s'] = time.perf_counter() - t0
         jpeg_kib = [(root / 'VOCdevkit/VOC2012/JPEGImages' / f'{i}.jpg').stat().st_size / 1024 for i in ids]
         out['jpeg_kib'] = describe(jpeg_kib)
+        save('images generated')
         pipes = [x.strip() for x in a.pipelines.split(',') if x.strip()]
         dss = {pl: datasets(root, ids, a.crop, a.num_classes, pl) for pl in pipes}
-        rounds = {pl: {k: [] for k in ('labeled', 'unlabeled')} for pl in pipes}
-        loaders = {pl: [] for pl in pipes}
+        rounds.update({pl: {k: [] for k in ('labeled', 'unlabeled')} for pl in pipes})
+        loaders.update({pl: [] for pl in pipes})
         pin = a.pin_if_cuda and torch.cuda.is_available()
         for r in range(a.rounds):
             order = pipes if r % 2 == 0 else pipes[::-1]
             for pl in order:
-                for k, ds in dss[pl].items(): rounds[pl][k].append(per_worker(ds, a.items, seed=1000 * r))
+                for k, ds in dss[pl].items():
+                    rounds[pl][k].append(per_worker(ds, a.items, seed=1000 * r)); save(f'round {r}: {pl} {k} one worker')
             for k in a.workers.split(','):
                 for pl in order:
-                    if k.strip(): loaders[pl].append(dict(stream='labeled', round=r, **through_loader(dss[pl]['labeled'], int(k), a.batch, a.seconds, pin)))
+                    if k.strip():
+                        loaders[pl].append(dict(stream='labeled', round=r, **through_loader(dss[pl]['labeled'], int(k), a.batch, a.seconds, pin)))
+                        save(f'round {r}: {pl} loader with {k} workers')
         out['by_pipeline'] = {}
         for pl in pipes:
             pw = {k: max(v, key=lambda x: x['img_s']) for k, v in rounds[pl].items()}   # best round: the least disturbed
@@ -187,6 +194,7 @@ def main(argv=None) -> int:
         if len(pipes) > 1:
             a0, b0 = out['by_pipeline'][pipes[0]]['per_worker'], out['by_pipeline'][pipes[1]]['per_worker']
             out['speedup_first_over_second'] = {k: a0[k]['img_s'] / b0[k]['img_s'] for k in a0}
+    out['finished'] = True
     if a.json: write_json(out, a.json)
     print(f"\nVOC train transform, crop {a.crop}, {a.n_images} generated {w}x{h} JPEGs "
           f"(median {out['jpeg_kib']['median']:.0f} KiB), torch {out['machine']['torch']}, {out['machine']['cpu']}")

@@ -59,30 +59,46 @@ def main(argv=None) -> int:
     wbs = [int(x) for x in str(a.window_batch).split(',') if x.strip()]
     def one(x, wb):
         return predict(model, x, mode=a.mode, crop=a.crop, num_classes=a.num_classes, amp=dtype, window_batch=wb)
-    maps = {}
-    for wb in wbs: maps[wb] = one(images[0], wb).argmax(1); sync(device)      # warm-up, and the predictions compared
-    agree = {wb: float((maps[wb] == maps[wbs[0]]).float().mean()) for wb in wbs}
-    times, wall = {wb: [] for wb in wbs}, {wb: [] for wb in wbs}
+    s = default_stride(a.crop)
+    windows = len(window_starts(max(h, a.crop), a.crop, s)) * len(window_starts(max(w, a.crop), a.crop, s)) if a.mode == 'sliding' else 1
+    maps, agree, times, wall = {}, {}, {wb: [] for wb in wbs}, {wb: [] for wb in wbs}
+    info = machine_info(device)
+
+    def result(finished: bool, now: str = '') -> dict:
+        "What is measured so far (a run killed midway keeps its last write): the window batches timed at least once."
+        runs = []
+        for wb in wbs:
+            if not times[wb]: continue
+            d = describe(times[wb])
+            runs.append(dict(window_batch=wb, times_s=times[wb], wall_s=wall[wb], stats=d, img_s=1 / d['median'],
+                             ms_per_window=d['median'] * 1000 / windows, argmax_agreement_with_first=agree.get(wb)))
+        out = dict(kind='bench_eval', finished=finished, now=now, machine=info, settings=vars(a).copy(),
+                   windows_per_image=windows, runs=runs)
+        if runs:
+            last = runs[-1]
+            out.update(times_s=last['times_s'], wall_s=last['wall_s'], stats=last['stats'], img_s=last['img_s'],
+                       ms_per_window=last['ms_per_window'])
+        if len(runs) > 1: out['speedup_last_over_first'] = runs[0]['stats']['median'] / runs[-1]['stats']['median']
+        if device.type == 'cuda': out['cuda_max_allocated'] = torch.cuda.max_memory_allocated(device)
+        return out
+
+    def save(finished: bool, now: str = '') -> None:
+        if a.json: write_json(result(finished, now), a.json)
+
+    for wb in wbs:                                                           # warm-up, and the predictions compared
+        save(False, f'warm-up, window_batch={wb}')
+        maps[wb] = one(images[0], wb).argmax(1); sync(device)
+        agree[wb] = float((maps[wb] == maps[wbs[0]]).float().mean())
     for i in range(a.images):
         for k in range(len(wbs)):
             wb = wbs[(i + k) % len(wbs)]                                     # interleaved, order rotated
             sync(device); t0, p0 = time.perf_counter(), time.process_time()
             one(images[i % 2], wb); sync(device)
             wall[wb].append(time.perf_counter() - t0); times[wb].append(time.process_time() - p0 if a.clock == 'cpu' else wall[wb][-1])
-    s = default_stride(a.crop)
-    windows = len(window_starts(max(h, a.crop), a.crop, s)) * len(window_starts(max(w, a.crop), a.crop, s)) if a.mode == 'sliding' else 1
-    runs = []
-    for wb in wbs:
-        d = describe(times[wb])
-        runs.append(dict(window_batch=wb, times_s=times[wb], wall_s=wall[wb], stats=d, img_s=1 / d['median'],
-                         ms_per_window=d['median'] * 1000 / windows, argmax_agreement_with_first=agree[wb]))
-    last = runs[-1]
-    out = dict(kind='bench_eval', machine=machine_info(device), settings=vars(a).copy(), windows_per_image=windows,
-               runs=runs, times_s=last['times_s'], wall_s=last['wall_s'], stats=last['stats'], img_s=last['img_s'],
-               ms_per_window=last['ms_per_window'])
-    if len(runs) > 1: out['speedup_last_over_first'] = runs[0]['stats']['median'] / last['stats']['median']
-    if device.type == 'cuda': out['cuda_max_allocated'] = torch.cuda.max_memory_allocated(device)
-    if a.json: write_json(out, a.json)
+            save(False, f'image {i + 1} of {a.images}')
+    out = result(True)
+    runs = out['runs']
+    save(True)
     for r in runs:
         d = r['stats']
         print(f"{a.mode} evaluation, {a.backbone}, {h}x{w} images, crop {a.crop} ({windows} windows, {r['window_batch']} per forward), "

@@ -434,12 +434,15 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as d:
         cases = build_cases(a, variants, device, Path(d))
         print(f"[bench_step] {len(cases)} cases built in {time.perf_counter() - started:.1f} s", file=sys.stderr)
+        def save(now: str) -> None:                       # the JSON of a run killed at any point: what it measured so far
+            if a.json: write_json(dict(report(cases, a, device, info, started, False), now=now), a.json)
         for c in cases:                                   # warm-up (the first step includes any compilation)
-            for _ in range(a.warmup):
+            for i in range(a.warmup):
                 if c.error: break
+                save(f'{c.key} warm-up step {i + 1} of {a.warmup}' + (' (compiling)' if c.variant.compile and i == 0 else ''))
                 try: c.warmup.append(timed(c, device)[0])
                 except Exception as e: fail(c, e, 'warm-up')
-            if a.json: write_json(report(cases, a, device, info, started, False), a.json)
+            save(f'{c.key} warmed up')
         for r in range(a.steps):
             if a.deadline and time.perf_counter() - started > a.deadline:
                 print(f"[bench_step] deadline reached after {r} repetitions", file=sys.stderr); break
@@ -450,7 +453,7 @@ def main(argv=None) -> int:
                     wall, cpu = timed(c, device)
                     c.times.append(cpu if a.clock == 'cpu' else wall); c.wall.append(wall); c.rep_index.append(r)
                 except Exception as e: fail(c, e, f'repetition {r}')
-            if a.json: write_json(report(cases, a, device, info, started, False), a.json)
+            save(f'repetition {r + 1} of {a.steps} done')
         for c in cases:
             if c.error: continue
             try: c.memory = measure_memory(c, device)

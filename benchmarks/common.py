@@ -18,6 +18,8 @@ from pathlib import Path
 
 import torch
 
+from jsonio import table, write_json  # noqa: F401  (output helpers without torch, for summarize.py)
+
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path: sys.path.insert(0, str(REPO))   # run from a checkout, installed or not
 
@@ -177,22 +179,6 @@ def bench_config(method: str, backbone: str, crop: int, batch_l: int, batch_u: i
     if 'mask' in have: hp['hparams.mask'] = cutmix_mask
     return apply_overrides(cfg, hp) if hp else cfg
 
-
-# ---- output -------------------------------------------------------------------------------------------------------
-def write_json(obj, path) -> Path:
-    "Write `obj` to `path` atomically (a partial run keeps its last complete file)."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f'.{path.name}.tmp{os.getpid()}')
-    tmp.write_text(json.dumps(obj, indent=1, default=str) + '\n'); os.replace(tmp, path)
-    return path
-
-def table(rows: list[dict], cols: list[tuple]) -> str:
-    "A plain-text table of `rows` with columns `(header, key, format)`."
-    cells = [[h for h, _, _ in cols]] + [[('' if r.get(k) is None else f.format(r[k])) for _, k, f in cols] for r in rows]
-    widths = [max(len(c[i]) for c in cells) for i in range(len(cols))]
-    lines = ['  '.join(c.rjust(w) for c, w in zip(row, widths)) for row in cells]
-    lines.insert(1, '  '.join('-' * w for w in widths))
-    return '\n'.join(lines)
 
 def mib(x) -> float | None: return None if x is None else x / 2**20
 

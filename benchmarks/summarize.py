@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import write_json
+from jsonio import write_json
 
 GIB = 2**30
 CUTMIX_IMAGES = 3   # per B: B labeled + B + B unlabeled images per CPS+CutMix step
@@ -47,8 +47,19 @@ def summarize(folder: Path) -> tuple[str, dict]:
     commit = folder / 'commit.txt'
     if commit.exists(): lines += ['```', commit.read_text().strip(), '```', '']
     pre = _load(folder / 'preflight.json')
-    if pre: lines += [f"Preflight: {'ok' if pre.get('ok') else 'FAILED'} in {pre.get('seconds', 0):.1f} s; "
-                      f"{pre.get('versions', '')}; tiny step loss {pre.get('loss')}; missing modules: {pre.get('missing') or 'none'}", '']
+    if pre: lines += [f"Preflight: {'ok' if pre.get('ok') else 'FAILED' if pre.get('error') else 'unfinished'} in "
+                      f"{pre.get('seconds', 0):.1f} s; {pre.get('versions', '')}; tiny step loss {pre.get('loss')}; "
+                      f"missing modules: {pre.get('missing') or 'none'}" + (f"; error: {pre['error']}" if pre.get('error') else ''), '',
+                      f"Toolchain: python {pre.get('python', '?')}; compiler {pre.get('compiler') or 'none'}; Python.h "
+                      f"{'found' if pre.get('python_h') else 'MISSING'}; triton {pre.get('triton') or 'none'}; "
+                      f"free disk {_fmt(pre.get('free_disk_gib'), '{:.1f}')} GiB; compile possible: {pre.get('compile_ok')}"
+                      + (f" ({pre['compile_skip_reason']})" if pre.get('compile_skip_reason') else ''), '']
+    partial = [f"{f.name} ({r.get('now') or 'unfinished'})" for f in sorted(folder.glob('*.json'))
+               for r in [_load(f)] if isinstance(r, dict) and r.get('finished') is False]
+    if partial: lines += ['Partial (the stage was stopped; last step in flight): ' + '; '.join(partial), '']
+    if comp and comp.get('skipped'):
+        lines += [f"Compile stage skipped: {comp['skipped']}", '']
+        comp = None
     flops = _load(folder / 'flops.json')
     if step:
         st = step['settings']
@@ -114,7 +125,7 @@ def summarize(folder: Path) -> tuple[str, dict]:
     compile_first = None
     if comp:
         for c in comp['cases']:
-            if 'compile' in c['variant'] and c.get('warmup_s'): compile_first = c['warmup_s'][0]
+            if 'compile' in c['variant'] and c.get('warmup_s'): compile_first = (c['case'], c['warmup_s'][0])
     # memory: each case alone
     for f in sorted(folder.glob('memory_*.json')):
         r = _load(f)
@@ -127,7 +138,7 @@ def summarize(folder: Path) -> tuple[str, dict]:
                             f" (max allocated; reserved {r['cuda_max_reserved'] / GIB:.1f} GiB)", gib, '< 80 GB = 74.5 GiB', gib < 74.5))
     # loader vs consumption
     data = _load(folder / 'data.json')
-    if data:
+    if data and 'per_worker' in data:
         pw = data['per_worker']
         lines += ['## Data pipeline (VOC train transform, crop 512, generated 500x375 JPEGs)', '',
                   f"- one worker: {pw['labeled']['img_s']:.1f} img/s labeled (decode {pw['labeled']['decode_ms']['median']:.1f} ms + "
@@ -146,7 +157,7 @@ def summarize(folder: Path) -> tuple[str, dict]:
                                 eight['img_s'] / need, '>= 2', eight['img_s'] / need >= 2))
     for f in sorted(folder.glob('eval*.json')):
         e = _load(f)
-        if e:
+        if e and 'img_s' in e:
             st = e['settings']
             lines.append(f"- evaluation ({f.name}): {st['mode']}, {st['backbone']}, {st['image']} images, crop {st['crop']} "
                          f"({e['windows_per_image']} windows), {st['precision']}{' channels_last' if st['channels_last'] else ''}: "
@@ -169,7 +180,7 @@ def summarize(folder: Path) -> tuple[str, dict]:
                          f"loss {r['loss_first']:.3f} -> {r['loss_last']:.3f}, {r['ms_per_iter']:.1f} ms/iteration, ok={r['ok']}")
     lines += ['', '## Targets', '', '| figure | value | target | met |', '|---|---|---|---|']
     for name, val, tgt, ok in targets: lines.append(f"| {name} | {val:.2f} | {tgt} | {'yes' if ok else 'NO'} |")
-    if compile_first is not None: lines.append(f"\nFirst compiled CPS+CutMix step (compilation included): {compile_first:.0f} s.")
+    if compile_first is not None: lines.append(f"\nFirst compiled {compile_first[0]} step (compilation included): {compile_first[1]:.0f} s.")
     stages = folder / 'stages.log'
     if stages.exists(): lines += ['', '## Stages', '', '```', stages.read_text().strip(), '```']
     s['targets'] = [dict(figure=n, value=v, target=t, met=ok) for n, v, t, ok in targets]

@@ -12,7 +12,7 @@ from .config import ExperimentConfig, comparable, config_differences, run_data
 from .partitions import data_difference
 from .presets import experiment_config, list_presets, preset
 from .data import DataError, cityscapes_root, prepare_hint, voc_root
-from .mini import add_pretrain_parser
+from .pretrain import add_pretrain_parser    # not cps_repro.mini: no pandas on the training path
 from .predict import add_predict_parser
 from .overrides import apply_overrides, load_config, override_pairs, preflight
 from .synthetic import synthesize

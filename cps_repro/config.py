@@ -18,15 +18,16 @@ from .splits import (TRAIN_AUG_SPLITS, FEW_LABEL_SPLITS, FULL_SPLIT, SPLITS, nor
                               split_fraction)
 
 # %% auto #0
-__all__ = ['BACKBONES', 'AMP_MODES', 'EVAL_SETS', 'RESULT_IRRELEVANT', 'DATA_LOCATION', 'IDENTITY_FREE', 'HASHED_WHEN_SET',
-           'NOT_RECIPE', 'checked', 'field_problems', 'DataConfig', 'ModelConfig', 'OptimConfig', 'TrainConfig',
-           'EvalConfig', 'register_params', 'registered_methods', 'params_class', 'method_params', 'ExperimentConfig',
-           'comparable', 'train_pool', 'recipe_id', 'run_data', 'config_differences']
+__all__ = ['BACKBONES', 'AMP_MODES', 'EVAL_SETS', 'GRAD_COMPRESSIONS', 'RESULT_IRRELEVANT', 'DATA_LOCATION', 'IDENTITY_FREE',
+           'HASHED_WHEN_SET', 'NOT_RECIPE', 'checked', 'field_problems', 'DataConfig', 'ModelConfig', 'OptimConfig',
+           'TrainConfig', 'EvalConfig', 'register_params', 'registered_methods', 'params_class', 'method_params',
+           'ExperimentConfig', 'comparable', 'train_pool', 'recipe_id', 'run_data', 'config_differences']
 
 # %% ../nbs/00_config.ipynb #c008
 BACKBONES = ('resnet50', 'resnet101', 'resnet50_tv', 'resnet101_tv', 'small_resnet', 'small_resnet_s2', 'hrnet_w48')
 AMP_MODES = ('none', 'auto', 'bf16', 'fp16')
 EVAL_SETS = ('val', 'test')   # `eval.set`: the list a run is evaluated on (see `cps_repro.loaders.resolve_lists`)
+GRAD_COMPRESSIONS = ('none', 'bf16')   # how DDP sends gradients between processes (chapter 08a_distributed)
 
 def checked(default=dataclasses.MISSING, check: str | None = None, choices: tuple | None = None, **kw):
     """A dataclass field whose range is declared in its metadata: `check` is 'positive', 'non_negative' or
@@ -128,6 +129,7 @@ class TrainConfig:
     checkpoint_every: int = checked(2000, 'positive')
     log_every: int = checked(20, 'positive')
     eval_both: bool = True               # also evaluate network 2 and the two networks' overlap (Figure 7)
+    grad_compression: str = checked('none', choices=GRAD_COMPRESSIONS)   # 'bf16': gradients all-reduced in bfloat16 (several processes)
 
 @dataclass
 class EvalConfig:
@@ -242,7 +244,7 @@ DATA_LOCATION = ('root', 'partitions_root', 'labeled_list', 'unlabeled_list', 'v
 IDENTITY_FREE = ('notes', 'arm')
 # fields added after runs were committed, hashed only when they differ from the value every earlier run had, so that
 # the committed run ids stay valid ('hparams.<method>': that method's hyperparameters)
-HASHED_WHEN_SET = {'eval': {'set': 'val'}, 'hparams.supervised': {'balance': 0.0},
+HASHED_WHEN_SET = {'eval': {'set': 'val'}, 'train': {'grad_compression': 'none'}, 'hparams.supervised': {'balance': 0.0},
                    'hparams.self_training': {'balance': 0.0, 'rampup': 0.0}}
 
 def comparable(d: dict) -> dict:

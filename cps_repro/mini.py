@@ -16,106 +16,21 @@ from .presets import (MINI_SIZE, MINI_N_TRAIN, MINI_N_VAL, MINI_N_TEST, MINI_ITE
                                mini_preset, experiment_config, ARMS, ARM_TITLES, MINI_ARM_ROWS, MINI_FORCED, MINI_TUNING, mini_arm_overrides,
                                hparam_deviations)
 from .report import SPLIT_LABELS, method_label, paper_numbers, run_label    # the names and numbers the paper tables use
+# the backbone's pretraining lives in `cps_repro.pretrain` (chapter 11a_pretrain, a module without pandas that `cps-repro`
+# imports); its names stay importable from here
+from .pretrain import (PretrainConfig, ensure_dataset, pretrain_experiment, weights_sha256, pretrain_backbone,
+                                add_pretrain_parser)
 
 # %% auto #0
 __all__ = ['MINI_SPLITS', 'RUN_COST', 'TABLE_COLUMNS', 'TARGET_SPLITS', 'CPS_METHODS', 'GAIN_TARGET', 'CUTMIX_TARGET',
-           'COLLAPSE_TOLERANCE', 'BALANCE_TARGET', 'CLAIMS', 'FRESH_DATA_SEEDS', 'CLAIMS_FILE', 'PretrainConfig',
-           'ensure_dataset', 'pretrain_experiment', 'weights_sha256', 'pretrain_backbone', 'as_list', 'MiniJob',
+           'COLLAPSE_TOLERANCE', 'BALANCE_TARGET', 'CLAIMS', 'FRESH_DATA_SEEDS', 'CLAIMS_FILE', 'as_list', 'MiniJob',
            'mini_job', 'mini_jobs', 'run_job', 'run_jobs', 'results_table', 'load_run_results', 'export_results',
            'history_table', 'paired_gains', 'has_arms', 'summarize', 'plot_table', 'summary_markdown', 'overlap_trend',
            'check_targets', 'fresh_seed_commands', 'claims_markdown', 'targets_markdown', 'paper_comparison_markdown',
-           'probes_markdown', 'add_pretrain_parser', 'main']
+           'probes_markdown', 'main']
 
 # %% ../nbs/11_mini.ipynb #c005
 # the recipe itself (MINI_* constants, MINI_DEVIATIONS, mini_preset) lives in the presets layer (chapter 15_presets)
-
-# %% ../nbs/11_mini.ipynb #c008
-@dataclass(frozen=True)
-class PretrainConfig:
-    "How `pretrain_backbone` makes the small backbone (the defaults made the committed file)."
-    corpus_seed: int = 1000      # seed of the generated pretraining corpus; target data seeds must differ
-    n: int = 3000                # corpus training images
-    n_val: int = 300             # corpus held-out images (reported mIoU)
-    size: int = MINI_SIZE
-    vocabulary: str = 'pretrain' # texture vocabulary of objects and clutter: disjoint from the target classes
-    iters: int = 1500
-    batch_size: int = 16
-    lr: float = 0.03
-    seed: int = 0                # training seed (head/backbone init, sample order)
-
-def _synth_config(size: int, vocabulary: str):
-    from cps_repro.synthetic import SynthConfig
-    return SynthConfig(size=size, vocabulary=vocabulary, clutter_vocabulary=vocabulary)
-
-def ensure_dataset(root, seed: int, n: int, n_val: int | None = None, size: int = MINI_SIZE,
-                   vocabulary: str = 'target', progress: bool = False, workers: int = 1, n_test: int | None = None) -> Path:
-    """Generate a mini dataset into `root` unless it holds one already; an existing one must have been made with the
-    same seed, size, count and vocabulary, and `n_val` validation images when given (otherwise an error naming its
-    `synthetic.json`). `n_test` held-out test images (default: as many as validation; 0: none): a dataset generated
-    before test sets existed gets them added (`add_test_split`, its other files untouched). `workers` processes render
-    the scenes (the same files for any number)."""
-    from cps_repro.synthetic import synthesize, add_test_split
-    root = Path(root)
-    meta_path = root / 'synthetic.json'
-    cfg = _synth_config(size, vocabulary)
-    if meta_path.is_file():
-        meta = json.loads(meta_path.read_text())
-        want = dict(seed=seed, size=size, train=n, vocabulary=list(cfg.textures))
-        have = dict(seed=meta.get('seed'), size=meta.get('size'), train=meta.get('counts', {}).get('train'),
-                    vocabulary=meta.get('class_names', [None])[1:])
-        if n_val is not None: want['val'], have['val'] = n_val, meta.get('counts', {}).get('val')
-        if have != want:
-            raise FileExistsError(f"{meta_path} describes another dataset ({have}) than the one asked for ({want}); "
-                                  f"use another data_root or delete {root}")
-        if n_test != 0: add_test_split(root, n_test, workers=workers, progress=progress)   # refuses another test count
-        return root
-    synthesize(root, n=n, n_val=n_val, seed=seed, size=size, cfg=cfg, progress=progress, workers=workers, n_test=n_test)
-    return root
-
-def pretrain_experiment(corpus_root, pc: PretrainConfig = PretrainConfig()) -> ExperimentConfig:
-    "The trainer config that pretrains the backbone: supervised, from scratch, every corpus image labeled."
-    sets = Path(corpus_root) / 'VOCdevkit' / 'VOC2012' / 'ImageSets' / 'Segmentation'
-    cfg = apply_overrides(mini_preset('supervised', '1_16'), {
-        'data_root': str(corpus_root), 'data.labeled_list': str(sets / 'train_aug.txt'),
-        'data.val_list': str(sets / 'val.txt'), 'model.pretrained': None, 'iters': pc.iters,
-        'train.batch_size': pc.batch_size, 'optim.lr': pc.lr, 'optim.nominal_lr': pc.lr, 'seed': pc.seed,
-        'eval_every': pc.iters, 'checkpoint_every': 500, 'eval.save_predictions': 0})
-    cfg.name = 'mini_pretrain'
-    return cfg.validate()
-
-def weights_sha256(path) -> str:
-    "sha256 of a saved state dict's names, dtypes, shapes and values: equal for equal weights, whatever the file name."
-    import torch
-    h = hashlib.sha256()
-    for k, v in sorted(torch.load(path, map_location='cpu', weights_only=True).items()):
-        h.update(f"{k}|{v.dtype}|{tuple(v.shape)}|".encode()); h.update(v.contiguous().numpy().tobytes())
-    return h.hexdigest()
-
-def pretrain_backbone(out, work_dir='runs/mini_pretrain', pc: PretrainConfig = PretrainConfig(),
-                      progress: bool = True) -> dict:
-    """Generate the pretraining corpus in `work_dir/corpus`, train on it in `work_dir/run` (resumable), write the
-    backbone to `out` and its provenance to `out` with suffix `.json`; returns that provenance."""
-    import torch
-    from cps_repro.models import save_backbone
-    from cps_repro.train import Trainer
-    if pc.vocabulary == 'target': raise ValueError("PretrainConfig.vocabulary='target' would pretrain on the target classes; use 'pretrain'")
-    work = Path(work_dir)
-    corpus = ensure_dataset(work / 'corpus', pc.corpus_seed, pc.n, pc.n_val, pc.size, pc.vocabulary, progress=progress, n_test=0)
-    cfg = pretrain_experiment(corpus, pc)
-    tr = Trainer(cfg, run_dir=work / 'run', progress=progress, device='cpu')
-    result = tr.fit()
-    if tr.it != cfg.train.iters: tr.resume()     # the run had finished before: take its final networks
-    out = save_backbone(tr.nets[0], out)
-    out.chmod(0o644)                                 # save_backbone's temporary file is private
-    d = cfg.to_dict(); d['data'] = {k: v for k, v in d['data'].items() if k not in ('root', 'labeled_list', 'val_list')}
-    info = {'file': out.name, 'file_sha256': file_sha256(out), 'weights_sha256': weights_sha256(out), 'backbone': cfg.model.backbone,
-            'pretrain_config': asdict(pc), 'corpus_miou': result['miou'], 'corpus_val_images': pc.n_val,
-            'train_seconds': result['wall_seconds'], 'torch_version': torch.__version__,
-            'command': (f"python -m cps_repro.mini pretrain --out {out} " + ' '.join(
-                f"--{k.replace('_', '-')} {v}" for k, v in asdict(pc).items() if v != getattr(PretrainConfig(), k))).strip(),
-            'experiment': d}
-    out.with_suffix('.json').write_text(json.dumps(info, indent=1) + '\n')
-    return info
 
 # %% ../nbs/11_mini.ipynb #c014
 MINI_SPLITS = ('1_16', '1_8', '1_4', '1_2', 'full')
@@ -579,25 +494,6 @@ def probes_markdown(probes, before, current=None, own_baselines=('p48_base',)) -
     return '\n'.join(lines)
 
 # %% ../nbs/11_mini.ipynb #c021
-def add_pretrain_parser(sub) -> argparse.ArgumentParser:
-    "Add the `pretrain` command (`pretrain_backbone`) to an argparse sub-parser set."
-    d = PretrainConfig()
-    p = sub.add_parser('pretrain', help='pretrain the small backbone of the mini recipe on a disjoint generated corpus')
-    p.add_argument('--out', required=True, help=f'weights file to write (the packaged one is {MINI_WEIGHTS}; the mini presets name it by content hash, so replacing it changes their run ids)')
-    p.add_argument('--work-dir', default='runs/mini_pretrain', help='corpus and training run (resumable)')
-    for f in dataclasses.fields(PretrainConfig):
-        p.add_argument('--' + f.name.replace('_', '-'), type=type(getattr(d, f.name)), default=getattr(d, f.name))
-    p.add_argument('--no-progress', action='store_true')
-    p.set_defaults(func=_cmd_pretrain)
-    return p
-
-def _cmd_pretrain(a) -> int:
-    pc = PretrainConfig(**{f.name: getattr(a, f.name) for f in dataclasses.fields(PretrainConfig)})
-    info = pretrain_backbone(a.out, a.work_dir, pc, progress=not a.no_progress)
-    print(f"wrote {a.out} (weights sha256 {info['weights_sha256'][:12]}...; corpus mIoU {info['corpus_miou']:.2f}; "
-          f"{info['train_seconds']:.0f} s) and {Path(a.out).with_suffix('.json')}")
-    return 0
-
 def main(argv=None) -> int:
     "`python -m cps_repro.mini pretrain ...`."
     p = argparse.ArgumentParser(prog='python -m cps_repro.mini', description='The CPU mini reproduction')

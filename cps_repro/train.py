@@ -4,7 +4,7 @@
 
 # %% ../nbs/08_train.ipynb #c003
 from __future__ import annotations
-import datetime, json, time
+import contextlib, datetime, json, time
 from pathlib import Path
 
 import torch
@@ -20,7 +20,7 @@ from .runs import run_lock, check_run_data
 from .data import IMAGENET_MEAN, IMAGENET_STD, to_device
 from .evaluate import evaluate, predict, save_predictions
 from .loaders import TrainData, build_data as build_loaders
-from .distributed import DistInfo, setup_distributed, average_gradients, broadcast_parameters, GradientReducer
+from .distributed import DistInfo, setup_distributed, average_gradients, broadcast_parameters, wrap_ddp, DDPNetwork, no_sync, sync_gradients
 from .runs import (atomic_torch_save, rng_state, set_rng_state, NonFiniteLossError, first_non_finite, git_commit,
                             device_name, json_safe, prepare_run_dir, trim_metrics, official_range)
 from .methods import get_method, StepContext, amp_dtype, autocast, micro_batches, model_kwargs
@@ -102,6 +102,7 @@ def _to_device(batch: dict | None, device, channels_last: bool = False, mean=IMA
 # %% ../nbs/08_train.ipynb #t004
 class Trainer:
     "The trainer, part 1: setup and one iteration (parts 2-4 add logging and evaluation, checkpoints, the run)."
+    ddp_bucket_mb = 25.0   # DistributedDataParallel's bucket size (the tests set a tiny one: a bucket per tensor)
     def __init__(self, cfg: ExperimentConfig, out_dir='results', run_dir=None, device=None, progress=True,
                  data=None, nets=None, dist_info: DistInfo | None = None):
         self.cfg = cfg.validate()
@@ -116,13 +117,16 @@ class Trainer:
             raise ValueError(f"batch sizes {t.batch_size}+{t.unlabeled_batch_size} must divide by the {self.dist.world_size} processes")
         self.nets = nets if nets is not None else build_networks(cfg, self.device, self.dist.distributed)
         check_batch_norm_batch(self.nets, t.batch_size // self.dist.world_size // t.accum_steps)
-        if self.dist.distributed:
-            for n in self.nets: broadcast_parameters(n)
-        # torch.compile wraps the forward passes only; checkpoints keep the plain modules' state dicts
-        self.forward_nets = [torch.compile(n) if t.compile else n for n in self.nets]
+        # several processes: each trained network in DistributedDataParallel (chapter 08a_distributed), which starts
+        # it from rank 0's weights; the others (e.g. an EMA teacher) get rank 0's weights here
+        self.ddp = {k: wrap_ddp(self.nets[k], self.dist, self.ddp_bucket_mb, t.grad_compression)
+                    for k in self.method.trained} if self.dist.distributed else {}
+        for k, n in enumerate(self.nets):
+            if self.dist.distributed and k not in self.ddp: broadcast_parameters(n)
+        # torch.compile wraps the forward passes only (through DDP); checkpoints keep the plain modules' state dicts
+        self.forward_nets = [DDPNetwork(self.ddp[k], t.compile) if k in self.ddp else torch.compile(n) if t.compile else n
+                             for k, n in enumerate(self.nets)]
         self.opts = [build_optimizer(self.nets[k], cfg) for k in self.method.trained]
-        self.reducer = GradientReducer([self.nets[k] for k in self.method.trained], self.dist.world_size) \
-            if self.dist.distributed else None
         self.scheds = [build_scheduler(o, cfg) for o in self.opts]
         self.amp = amp_dtype(t.amp, self.device)
         self.scaler = torch.amp.GradScaler(self.device.type, enabled=self.amp == torch.float16)
@@ -153,26 +157,31 @@ class Trainer:
         """Loss terms and gradients of one iteration's `batch` (micro-batch by micro-batch); returns the logged values.
         `train.backward='total'`: one backward of the weighted sum per micro-batch. `'per_term'`: each term is
         back-propagated as soon as the method hands it over with `ctx.term` (its graph is freed before the next term's
-        forward), the rest after the loss function returns; the gradients equal the total's up to summation order."""
+        forward), the rest after the loss function returns; the gradients equal the total's up to summation order.
+        Several processes: DDP all-reduces from the last micro-batch's backward ('total', the others run under
+        `no_sync`), or after every backward of the step ran under `no_sync` ('per_term', `sync_gradients`)."""
         accum, per_term = self.cfg.train.accum_steps, self.cfg.train.backward == 'per_term'
         logged: dict = {}
         micros = micro_batches(batch, accum)
+        ddps = list(self.ddp.values())
         for j, micro in enumerate(micros):
-            done = set()
-            def backward(v, w, retain=False):
-                self.scaler.scale(v * (w * self.loss_scale / accum)).backward(retain_graph=retain); done.add(id(v))
-            ctx.backward_term = backward if per_term else None
-            terms = self.method.losses(ctx, micro)
-            if per_term:
-                rest = [(v, w) for v, w in terms.values() if id(v) not in done]
-                for i, (v, w) in enumerate(rest): backward(v, w, retain=i < len(rest) - 1)   # they may share a graph
-                total = sum(w * v.detach() for v, w in terms.values())
-            else:
-                total = sum(w * v for v, w in terms.values())
-                if self.reducer is not None and j == len(micros) - 1: self.reducer.arm()   # overlap the all-reduce
-                self.scaler.scale(total * (self.loss_scale / accum)).backward()
-            for k, (v, w) in list(terms.items()) + [('total', (total, 1.0))]:
-                logged[k] = logged.get(k, 0) + v.detach() / accum
+            synced = not per_term and j == len(micros) - 1     # this micro-batch's backward all-reduces (DDP's hooks)
+            with contextlib.nullcontext() if synced else no_sync(ddps):
+                done = set()
+                def backward(v, w, retain=False):
+                    self.scaler.scale(v * (w * self.loss_scale / accum)).backward(retain_graph=retain); done.add(id(v))
+                ctx.backward_term = backward if per_term else None
+                terms = self.method.losses(ctx, micro)
+                if per_term:
+                    rest = [(v, w) for v, w in terms.values() if id(v) not in done]
+                    for i, (v, w) in enumerate(rest): backward(v, w, retain=i < len(rest) - 1)   # they may share a graph
+                    total = sum(w * v.detach() for v, w in terms.values())
+                else:
+                    total = sum(w * v for v, w in terms.values())
+                    self.scaler.scale(total * (self.loss_scale / accum)).backward()
+                for k, (v, w) in list(terms.items()) + [('total', (total, 1.0))]:
+                    logged[k] = logged.get(k, 0) + v.detach() / accum
+        if per_term: sync_gradients(ddps)
         ctx.backward_term = None
         return logged
 
@@ -182,7 +191,6 @@ class Trainer:
         for o in self.opts: o.zero_grad(set_to_none=True)
         ctx = self.context()
         logged = self.compute_gradients(ctx, batch)
-        if self.reducer is not None: self.reducer.finish()   # the trained networks' gradients, averaged
         for o in self.opts: self.scaler.step(o)
         self.scaler.update()
         for s in self.scheds: s.step()

@@ -121,12 +121,17 @@ def test_gpu_check_syntax_stages_and_no_install_step():
     import subprocess
     assert subprocess.run(['bash', '-n', str(GPU_CHECK)]).returncode == 0
     r = _bash('--list-stages')
-    assert r.returncode == 0 and r.stdout.split() == ['preflight', 'step', 'compile', 'e2e', 'eval', 'data']
+    # most valuable figures first, compile last (it gets what is left, at least COMPILE_MIN_S)
+    assert r.returncode == 0 and r.stdout.split() == ['preflight', 'step', 'eval', 'e2e', 'data', 'compile']
     text = GPU_CHECK.read_text()
     assert 'pip install' not in text and 'trap finish EXIT' in text
     for needle in ('voc_cps_cutmix_resnet101', 'pretrained=none', 'torch.distributed.run --standalone --nproc_per_node=1',
-                   'fp32+strict,bf16+cl,bf16+cl+cudnn', 'bf16+cl+cudnn+compile', 'commit.txt'):
+                   'fp32+strict,bf16+cl,bf16+cl+cudnn', 'bf16+cl+cudnn+compile', 'commit.txt', "--exclude='*.pt.tmp*'",
+                   'TRITON_CACHE_DIR="$WORK/', 'TORCHINDUCTOR_CACHE_DIR="$WORK/', 'echo 470)}',
+                   'ARCHIVE_MAX_MB=${ARCHIVE_MAX_MB:-50}', '[preflight]=60', 'import torch, torchvision, cps_repro, cps_repro.cli'):
         assert needle in text, needle
+    e2e = [l for l in text.splitlines() if l.startswith('  E2E=(')]
+    assert len(e2e) == 2 and all('compile=false' in l for l in e2e)   # the e2e stage never compiles (compile is last)
     assert _bash('--stages', 'nope').returncode == 2
 
 
@@ -152,3 +157,79 @@ def test_mini_input_times_both_settings_on_generated_data(tmp_path):
     assert [r['setting'] for r in rep['rows']] == list(mini_input.SETTINGS)
     assert all(r['wall_s'] > 0 and math.isfinite(r['miou']) for r in rep['rows'])
     assert rep['rows'][0]['miou'] == pytest.approx(rep['rows'][1]['miou'], abs=0.05)   # the same predictions, up to rounding
+
+
+# -- a stage killed at any point leaves its partial JSON ----------------------------------------------------------
+def _kill_when(cmd, path, ready, timeout=240, sig=None, **kw):
+    "Start `cmd`; once the JSON at `path` (or returned by `path()`) satisfies `ready`, kill it (SIGKILL, or `sig`); its exit code."
+    import os, signal, subprocess, time
+    p = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True, **kw)
+    deadline, rep = time.time() + timeout, None
+    try:
+        while time.time() < deadline and p.poll() is None:
+            if callable(path): rep = path()
+            else:
+                try: rep = json.loads(Path(path).read_text())
+                except (OSError, ValueError): rep = None
+            if rep is not None and ready(rep): break
+            time.sleep(0.05)
+        assert p.poll() is None, f"{cmd[:3]} ended before it could be killed"
+    finally:
+        if p.poll() is None:   # SIGKILL: the whole process group; a signal to trap (gpu_check.sh's TERM): the script only
+            os.killpg(p.pid, signal.SIGKILL) if sig is None else os.kill(p.pid, sig)
+        p.wait(timeout=60)
+    return p.returncode
+
+
+@pytest.mark.slow
+def test_bench_scripts_killed_midway_leave_partial_json(tmp_path):
+    import os
+    py = [sys.executable]
+    env = dict(os.environ, OMP_NUM_THREADS='1')
+    cases = [  # (command, json, ready): each would run for many minutes; killed after its first measurement
+        ([str(BENCH / 'bench_step.py'), '--tiny', '--device', 'cpu', '--variants', 'fp32', '--methods', 'cps', '--no-refs',
+          '--steps', '100000', '--warmup', '1'], 'step.json', lambda r: r['cases'][0]['times_s']),
+        # the compiled variant: written before its first warm-up step, which compiles
+        ([str(BENCH / 'bench_step.py'), '--tiny', '--device', 'cpu', '--variants', 'fp32+compile', '--methods', 'cps',
+          '--no-refs', '--steps', '1', '--warmup', '3'], 'step_compile.json', lambda r: 'compiling' in (r.get('now') or '')),
+        ([str(BENCH / 'bench_eval.py'), '--tiny', '--device', 'cpu', '--images', '100000'], 'eval.json', lambda r: r['runs']),
+        ([str(BENCH / 'bench_data.py'), '--tiny', '--seconds', '600'], 'data.json', lambda r: 'jpeg_kib' in r),
+    ]
+    for cmd, name, ready in cases:
+        out = tmp_path / name
+        _kill_when(py + cmd + ['--json', str(out)], out, ready, env=env)
+        rep = json.loads(out.read_text())
+        assert rep['finished'] is False and rep['now'] and ready(rep), (name, rep.get('now'))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('stage,name', [('preflight', 'preflight.json'), ('e2e', 'e2e.json')])
+def test_gpu_check_terminated_in_a_stage_returns_its_partial_json(tmp_path, stage, name):
+    "TERM to gpu_check.sh while a stage runs: the archive holds that stage's JSON as it was (finished false)."
+    import os, signal, tarfile
+    out, work = tmp_path / 'out', tmp_path / 'tmp'
+    work.mkdir()
+    def current():
+        for f in work.glob(f'gpu_check_work.*/{name}'):
+            try: return json.loads(f.read_text())
+            except ValueError: return None
+    env = dict(os.environ, PYTHON=sys.executable, OMP_NUM_THREADS='1', TMPDIR=str(work))
+    rc = _kill_when(['bash', str(GPU_CHECK), '--dry-run', '--stages', f'preflight,{stage}', str(out)], current,
+                    lambda r: r.get('finished') is False, sig=signal.SIGTERM, env=env)
+    assert rc == 143
+    with tarfile.open(out / 'gpu_check.tar.gz') as t:
+        rep = json.load(t.extractfile(f'./{name}'))
+    assert rep['finished'] is False and rep['now'], rep
+    assert 'exit rc=143' in (out / 'stages.log').read_text()
+
+
+def test_gpu_check_archive_over_its_cap_keeps_json_and_text_only(tmp_path):
+    "Above ARCHIVE_MAX_MB (50 on the GPU machine; 0 here) the archive is rebuilt from JSON, Markdown and text alone."
+    import tarfile
+    out = tmp_path / 'out'
+    r = _bash('--dry-run', '--stages', 'preflight', str(out), env={'ARCHIVE_MAX_MB': '0'})
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    with tarfile.open(out / 'gpu_check.tar.gz') as t:
+        names = {Path(n).name for n in t.getnames()}
+    assert {'preflight.json', 'commit.txt', 'stages.log'} <= names and 'preflight.log' not in names
+    assert 'archive over 0 MB' in (out / 'stages.log').read_text()

@@ -280,7 +280,8 @@ def test_pretrain_command_line_parses_into_a_pretrain_config():
     mini.add_pretrain_parser(p.add_subparsers(dest='command', required=True))
     a = p.parse_args(['pretrain', '--iters', '7', '--corpus-seed', '5', '--work-dir', 'w', '--out', 'w.pt'])
     assert (a.iters, a.corpus_seed, a.work_dir, a.lr, a.vocabulary) == (7, 5, 'w', 0.03, 'pretrain')
-    assert a.out == 'w.pt' and a.func is mini._cmd_pretrain
+    from cps_repro import pretrain   # the command's home (cps_repro.mini re-exports its public names)
+    assert a.out == 'w.pt' and a.func is pretrain._cmd_pretrain
     with pytest.raises(SystemExit): p.parse_args(['pretrain', '--iters', '7'])   # writes only where the user says
     with pytest.raises(SystemExit): p.parse_args(['pretrain', '--iters', 'many'])
 

@@ -127,23 +127,24 @@ def _ddp_worker(rank, world, port, cfg_json, out, bucket_mb=None):
     from cps_repro.config import ExperimentConfig
     cfg = ExperimentConfig.from_json(cfg_json)
     info = setup_distributed('cpu')
+    if bucket_mb is not None: Trainer.ddp_bucket_mb = bucket_mb   # one bucket per tensor: several all-reduces from the hooks
     tr = Trainer(cfg, run_dir=Path(out) / 'ddp', dist_info=info, nets=[PixelNet(1), PixelNet(2)], progress=False)
-    if bucket_mb is not None:   # one bucket per parameter: several asynchronous all-reduces launched from the hooks
-        from cps_repro.distributed import GradientReducer
-        tr.reducer = GradientReducer([tr.nets[k] for k in tr.method.trained], world, bucket_mb=bucket_mb)
-        assert len(tr.reducer.buckets) == 8
+    assert all(isinstance(tr.forward_nets[k].ddp, torch.nn.parallel.DistributedDataParallel) for k in tr.method.trained)
     for _ in range(3): tr.step()
     if rank == 0: torch.save([n.state_dict() for n in tr.nets], Path(out) / 'ddp.pt')
     torch.distributed.barrier()                 # no rank tears gloo down while the other still talks to it
     torch.distributed.destroy_process_group()
 
 
-@pytest.mark.parametrize('bucket_mb,backward,balance', [(None, 'total', 0.0), (None, 'total', 0.5), (1e-6, 'total', 0.5),
-                                                        (1e-6, 'per_term', 0.5)])
-def test_ddp_two_processes_equal_one_process_on_the_combined_batch(data_root, tmp_path, bucket_mb, backward, balance):
+@pytest.mark.parametrize('bucket_mb,backward,balance,accum', [(None, 'total', 0.0, 1), (None, 'total', 0.5, 1),
+                                                              (1e-6, 'total', 0.5, 1), (1e-6, 'per_term', 0.5, 1),
+                                                              (None, 'total', 0.0, 2), (1e-6, 'per_term', 0.0, 2)])
+def test_ddp_two_processes_equal_one_process_on_the_combined_batch(data_root, tmp_path, bucket_mb, backward, balance, accum):
     # PixelNet has no batch norm, so splitting the batch over processes changes nothing but the reduction order;
-    # class-balanced pseudo labels (the mini recipe's hparams.balance=0.5) count the classes over the global batch
-    cfg = tiny(data_root, 'cps', batch_size=4, crop_size=32, **{'train.backward': backward, 'hparams.balance': balance})
+    # class-balanced pseudo labels (the mini recipe's hparams.balance=0.5) count the classes over the global batch.
+    # DistributedDataParallel: accumulation micro-batches under no_sync, per-term backwards then sync_gradients
+    cfg = tiny(data_root, 'cps', batch_size=4 * accum, crop_size=32,
+               **{'train.backward': backward, 'hparams.balance': balance, 'accum_steps': accum})
     torch.multiprocessing.spawn(_ddp_worker, args=(2, _free_port(), cfg.to_json(), str(tmp_path), bucket_mb), nprocs=2, join=True)
     single = Trainer(cfg, run_dir=tmp_path / 'single', nets=[PixelNet(1), PixelNet(2)], progress=False)
     for _ in range(3): single.step()
@@ -154,6 +155,92 @@ def test_ddp_two_processes_equal_one_process_on_the_combined_batch(data_root, tm
             assert torch.allclose(v, sd[k], atol=1e-6, rtol=1e-5), k
         moved |= not torch.allclose(net.state_dict()['a.weight'], PixelNet(1).a.weight) 
     assert moved
+
+
+def _replica_worker(rank, world, port, cfg_json, out):
+    os.environ.update(RANK=str(rank), WORLD_SIZE=str(world), LOCAL_RANK=str(rank), MASTER_ADDR='127.0.0.1', MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    from cps_repro.config import ExperimentConfig
+    tr = Trainer(ExperimentConfig.from_json(cfg_json), run_dir=Path(out) / 'run', dist_info=setup_distributed('cpu'), progress=False)
+    for _ in range(2): tr.step()
+    torch.save([n.state_dict() for n in tr.nets], Path(out) / f'rank{rank}.pt')
+    torch.distributed.barrier()
+    torch.distributed.destroy_process_group()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize('method', ['cct', 'gct', 'mean_teacher'])
+def test_ddp_replicas_stay_equal_for_every_kind_of_method(data_root, tmp_path, method):
+    # each process sees other images; with the gradients averaged by DDP every replica takes the same update: CCT calls
+    # its network's own forward_aux (through DDPNetwork), GCT trains an extra module (ctx.reduce_gradients), Mean
+    # Teacher's EMA teacher is not wrapped (rank 0's weights at the start, then the same EMA everywhere)
+    if method == 'mean_teacher': d = tiny(data_root, 'mean_teacher', batch_size=4).to_dict()
+    else:   # no mini preset: the mini CPS recipe with the method swapped in (its own default hyperparameters)
+        d = tiny(data_root, 'cps', batch_size=4).to_dict(); d['train']['method'] = method; d['hparams'] = None; d['name'] = f'ddp_{method}'
+    from cps_repro.config import ExperimentConfig
+    cfg = ExperimentConfig.from_dict(d)
+    torch.multiprocessing.spawn(_replica_worker, args=(2, _free_port(), cfg.to_json(), str(tmp_path)), nprocs=2, join=True)
+    r0, r1 = (torch.load(tmp_path / f'rank{r}.pt') for r in (0, 1))
+    first = build_networks(cfg, torch.device('cpu'))
+    for a, b, f in zip(r0, r1, first):
+        params = {k for k, _ in f.named_parameters()}
+        for k in params: assert torch.allclose(a[k], b[k], atol=1e-6), (method, k)
+        assert any(not torch.equal(a[k], f.state_dict()[k]) for k in params), 'nothing trained'
+
+
+def test_ddp_bf16_gradient_compression_is_the_switch_it_says(data_root, tmp_path):
+    # train.grad_compression=bf16: DDP's bf16 hook sends the gradients rounded to bfloat16; the update differs from one
+    # process by that rounding only (and does differ: the hook is on); the run id is unchanged when the switch is off
+    cfg = tiny(data_root, 'cps', batch_size=4, crop_size=32, **{'train.grad_compression': 'bf16'})
+    off = tiny(data_root, 'cps', batch_size=4, crop_size=32)
+    assert cfg.run_id != off.run_id
+    from cps_repro.config import comparable
+    before = off.to_dict(); del before['train']['grad_compression']     # a config written before the switch existed
+    assert comparable(off.to_dict()) == comparable(before)              # has the same identity
+    torch.multiprocessing.spawn(_ddp_worker, args=(2, _free_port(), cfg.to_json(), str(tmp_path)), nprocs=2, join=True)
+    single = Trainer(cfg, run_dir=tmp_path / 'single', nets=[PixelNet(1), PixelNet(2)], progress=False)
+    for _ in range(3): single.step()
+    ddp = torch.load(tmp_path / 'ddp.pt')
+    diff = max(float((v - sd[k]).abs().max()) for net, sd in zip(single.nets, ddp) for k, v in net.state_dict().items())
+    assert 1e-7 < diff < 1e-3, diff
+
+
+def _checkpoint_params(run_dir):
+    "The networks' parameters in a run's checkpoint (not BN running statistics: each process keeps its own)."
+    nets = torch.load(Path(run_dir) / 'checkpoint.pt', map_location='cpu', weights_only=False)['nets']
+    return [{k: v for k, v in sd.items() if 'running_' not in k and 'num_batches_tracked' not in k} for sd in nets]
+
+
+@pytest.mark.slow
+def test_two_torchrun_nodes_equal_one_process_on_the_combined_batch(tmp_path):
+    # two "machines" on localhost: two torchrun agents that meet through the c10d rendezvous (gloo), each starting one
+    # process of `cps-repro train --preset mini_cps`; one process with accum_steps=2 on the same global batch computes
+    # the same (micro-batch i is the share of process i, batch norm included: on CPU there is no SyncBatchNorm).
+    # Class balance is off: under DDP it counts classes over the global batch, under accumulation over the micro-batch.
+    syn = tmp_path / 'syn'
+    synthesize(syn, n=24, n_val=4, size=32, progress=False)
+    common = ['train', '--preset', 'mini_cps', '--split', '1_8', '--data-root', str(syn), '--no-progress', '--device', 'cpu',
+              '--set', 'iters=3', 'batch_size=4', 'eval_every=3', 'checkpoint_every=3', 'log_every=1', 'workers=0',
+              'hparams.balance=0']
+    port = _free_port()
+    node = [sys.executable, '-m', 'torch.distributed.run', '--nnodes', '2', '--nproc-per-node', '1', '--rdzv-backend', 'c10d',
+            '--rdzv-endpoint', f'127.0.0.1:{port}', '--rdzv-id', 'two_nodes', '--local-addr', '127.0.0.1', '--max-restarts', '0',
+            '-m', 'cps_repro.cli', *common, '--run-dir', str(tmp_path / 'two_nodes')]
+    env = {**os.environ, 'OMP_NUM_THREADS': '1', 'GLOO_SOCKET_IFNAME': 'lo', 'PYTHONPATH': str(REPO)}
+    procs = [subprocess.Popen(node, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True) for _ in range(2)]
+    try: outs = [p.communicate(timeout=400)[0] for p in procs]
+    finally:
+        for p in procs: p.kill()
+    assert all(p.returncode == 0 for p in procs), '\n'.join(o[-3000:] for o in outs)
+    res = json.loads((tmp_path / 'two_nodes' / 'result.json').read_text())
+    assert res['world_size'] == 2 and res['iters'] == 3
+    assert cli_main([*common, 'accum_steps=2', '--run-dir', str(tmp_path / 'one')]) == 0
+    for a, b in zip(_checkpoint_params(tmp_path / 'two_nodes'), _checkpoint_params(tmp_path / 'one')):
+        assert a.keys() == b.keys()
+        for k in a: assert torch.allclose(a[k], b[k], atol=1e-5, rtol=1e-4), k
+    first = torch.load(REPO / 'cps_repro' / 'assets' / 'small_resnet_s2_pretrained.pt', weights_only=True)
+    k = next(iter(first))
+    assert not torch.equal(_checkpoint_params(tmp_path / 'one')[0]['backbone.' + k], first[k]), 'the networks did not train'
 
 
 def test_gradient_accumulation_equals_the_full_batch(data_root, tmp_path):

@@ -108,14 +108,13 @@ def network_pair(cfg: ExperimentConfig, model_kw: dict) -> list:
 
 # %% ../../nbs/14_methods.ipynb #c011
 def micro_batches(batch: dict, n: int) -> list[dict]:
-    "Split a batch dict `{view: {key: tensor}}` into `n` consecutive micro-batches of every view."
+    "Split a batch dict `{view: {key: tensor}}` into `n` micro-batches of every view: micro-batch `i` holds images `i::n`."
     if n == 1: return [batch]
     out = [{} for _ in range(n)]
     for view, b in batch.items():
         size = len(next(v for v in b.values() if torch.is_tensor(v)))
         if size % n: raise ValueError(f"A batch of {size} {view} images cannot be split into {n} micro-batches")
-        step = size // n
-        for i in range(n): out[i][view] = {k: v[i * step:(i + 1) * step] for k, v in b.items()}
+        for i in range(n): out[i][view] = {k: v[i::n] for k, v in b.items()}
     return out
 
 # %% ../../nbs/14_methods.ipynb #c014
