@@ -289,7 +289,8 @@ def _upsert_csv(path: Path, row: dict, key: str = 'name') -> None:
     "Write `row` into the CSV at `path`, replacing the row with the same `key` (rows keep their order, new ones last)."
     import fcntl, pandas as pd
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_name(path.name + '.lock'), 'w') as lock:      # runs side by side write the same table
+    lock = os.open(path.parent, os.O_RDONLY)          # runs side by side write the same table: lock its folder
+    try:
         fcntl.flock(lock, fcntl.LOCK_EX)
         df = pd.read_csv(path, keep_default_na=False) if path.is_file() else pd.DataFrame()
         new = pd.DataFrame([row])
@@ -298,6 +299,7 @@ def _upsert_csv(path: Path, row: dict, key: str = 'name') -> None:
             df = pd.concat([df.iloc[:i], new, df.iloc[i + 1:]], ignore_index=True)
         else: df = pd.concat([df, new], ignore_index=True)
         df.to_csv(path, index=False, float_format='%.4f')
+    finally: os.close(lock)
 
 def _config(a) -> ExperimentConfig:
     sets = list(a.set or [])
