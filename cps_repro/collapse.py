@@ -146,15 +146,18 @@ def probe_set(cfg: ExperimentConfig, list_file=None, n: int = PROBE_IMAGES) -> t
 def probe_stats(nets, images: torch.Tensor, labels: torch.Tensor, num_classes: int, ignore_index: int = 255,
                 chunk: int = 128) -> dict:
     """Each network's argmax on the probe images in eval mode: class shares (`probe_share{k}_{c}`), pixel accuracy
-    against the ground truth (`probe_acc{k}`) and the two networks' agreement (`probe_agree`)."""
+    against the ground truth (`probe_acc{k}`) and the two networks' agreement (`probe_agree`); and each network's mean
+    softmax probability of class `c` on the pixels whose true class is `c` (`probe_ptrue{k}_{c}`)."""
     out, preds, valid = {}, [], labels != ignore_index
     for k, net in enumerate(nets):
         was = net.training
         net.eval()
-        try: p = torch.cat([net(images[i:i + chunk]).argmax(1) for i in range(0, len(images), chunk)])
+        try: prob = torch.cat([net(images[i:i + chunk]).softmax(1) for i in range(0, len(images), chunk)])
         finally: net.train(was)
+        p = prob.argmax(1)
         share = torch.bincount(p[valid], minlength=num_classes).double() / valid.sum()
         out.update({f'probe_share{k + 1}_{c}': float(share[c]) for c in range(num_classes)})
+        out.update({f'probe_ptrue{k + 1}_{c}': float(prob[:, c][labels == c].double().mean()) for c in range(num_classes)})
         out[f'probe_acc{k + 1}'] = float((p == labels)[valid].double().mean())
         preds.append(p)
     if len(preds) >= 2: out['probe_agree'] = float((preds[0] == preds[1])[valid].double().mean())
@@ -213,11 +216,13 @@ def class_names(data_root, num_classes: int) -> list[str]:
     names = json.loads(meta.read_text()).get('class_names') if meta.is_file() else None
     return list(names) if names and len(names) == num_classes else [f'class{c}' for c in range(num_classes)]
 
-def summarize_curve(rows: list[dict], names: list[str]) -> dict:
-    """One line per traced run: final validation mIoU and per-class IoU of network 1 (`iou_<class>`), the classes lost
-    (IoU below `DEAD_IOU`), the mIoU at iteration 500, the lowest foreground share of network 1's probe pseudo labels
-    after iteration 0 (and the probe's true share), and the final agreement and pseudo-label accuracy."""
-    evals = [r for r in rows if 'val_miou1' in r]
+def summarize_curve(rows: list[dict], names: list[str], at: int | None = None) -> dict:
+    """One line per traced run, at its last evaluation (or the last one at or before iteration `at`): validation mIoU
+    and per-class IoU of network 1 (`iou_<class>`), the classes lost (IoU below `DEAD_IOU`), the mIoU at iteration 500,
+    the lowest foreground share of network 1's probe pseudo labels after iteration 0 (and the probe's true share), and
+    the agreement and pseudo-label accuracy at that iteration."""
+    if at is not None: rows = [r for r in rows if r['iter'] <= at]
+    evals = [r for r in rows if 'val_miou1' in r and r['val_miou1'] == r['val_miou1']]
     last, by_iter = evals[-1], {r['iter']: r for r in evals}
     lost = [n for c, n in enumerate(names) if not last[f'val_iou1_{c}'] >= DEAD_IOU]
     fg = [1 - r['probe_share1_0'] for r in rows[1:]]
@@ -367,56 +372,20 @@ def main(argv=None) -> int:
     torch.set_num_threads(int(os.environ.get('OMP_NUM_THREADS', '1') or 1))
     return (_cmd_run if a.command == 'run' else _cmd_check)(a, argv)
 
-
-GROUP_ORDER = ('baseline', 'seed', 'unlabeled list', 'split seed', 'lr', 'warm-up', 'lambda', 'pseudo-label BN')
-
-def paired_table(runs):
-    "The traced runs as the chapter shows them: grouped by the candidate they test (`GROUP_ORDER`), then by name."
-    cols = ['group', 'name', 'split', 'seed', 'note', 'miou_500', 'miou', 'n_lost', 'lost_classes', 'probe_fg_min',
-            'probe_fg_true', 'batch_agree']
-    order = {g: i for i, g in enumerate(GROUP_ORDER)}
-    t = runs.assign(_g=runs.group.map(lambda g: order.get(g, len(order)))).sort_values(['_g', 'split', 'name'], kind='stable')
-    return t[[c for c in cols if c in t.columns]].reset_index(drop=True)
-
-def plot_mechanism(curves: dict, names: list, path=None):
-    """For each traced run (`{title: curve DataFrame}`, one column each): network 1's (solid) and network 2's (dashed)
-    pseudo-label class shares on the probe images against their true shares (dotted), network 1's validation IoU per
-    class, and the two networks' agreement on the unlabeled batch with the CPS loss."""
-    import matplotlib.pyplot as plt
-    colors = plt.rcParams['axes.prop_cycle'].by_key()['color']
-    fig, axes = plt.subplots(3, len(curves), figsize=(4.2 * len(curves), 8.5), sharex=True, squeeze=False)
-    for j, (title, df) in enumerate(curves.items()):
-        a0, a1, a2 = axes[:, j]
-        for c, n in enumerate(names):
-            col = colors[c % len(colors)]
-            a0.plot(df['iter'], df[f'probe_share1_{c}'], c=col, label=n)
-            if f'probe_share2_{c}' in df: a0.plot(df['iter'], df[f'probe_share2_{c}'], c=col, ls='--', lw=0.8)
-            a0.axhline(df[f'probe_gt_{c}'].iloc[0], c=col, ls=':', lw=0.8)
-            ev = df.dropna(subset=[f'val_iou1_{c}'])
-            a1.plot(ev['iter'], ev[f'val_iou1_{c}'], c=col, marker='o', ms=3, label=n)
-        if 'batch_agree' in df: a2.plot(df['iter'], df['batch_agree'], c='k', label='agreement (unlabeled batch)')
-        a2.set_ylim(0, 1.02)
-        if 'loss_cps' in df:
-            b = a2.twinx(); b.plot(df['iter'], df['loss_cps'], c='tab:red', lw=0.9, label='CPS loss')
-            b.set_ylabel('CPS loss', color='tab:red'); b.set_ylim(bottom=0)
-        a0.set(title=title, ylim=(0, 1), ylabel='pseudo-label share (probe)' if j == 0 else None)
-        a1.set(ylim=(0, 100), ylabel='val IoU, network 1 (%)' if j == 0 else None)
-        a2.set(xlabel='iteration', ylabel='agreement' if j == 0 else None)
-    axes[0, 0].legend(fontsize=7, loc='upper right'); axes[2, 0].legend(fontsize=7, loc='lower right')
-    fig.tight_layout()
-    if path is not None: fig.savefig(path, dpi=120)
-    return fig
-
 # %% ../nbs/11a_collapse.ipynb #k020
 GROUP_ORDER = ('baseline', 'seed', 'unlabeled list', 'split seed', 'lr', 'warm-up', 'lambda', 'pseudo-label BN')
 
-def paired_table(runs):
-    "The traced runs as the chapter shows them: grouped by the candidate they test (`GROUP_ORDER`), then by name."
-    cols = ['group', 'name', 'split', 'seed', 'note', 'miou_500', 'miou', 'n_lost', 'lost_classes', 'probe_fg_min',
-            'probe_fg_true', 'batch_agree']
+def paired_table(runs, curves: dict, names: list, at: int):
+    """The traced runs compared at one iteration `at` (every run reaches it; the longer ones are cut there, which is
+    exact: a trace's first `at` iterations do not depend on how long it goes on): `summarize_curve` of each curve
+    (`{name: DataFrame}`) beside the run's group, split, seed and note; grouped by candidate (`GROUP_ORDER`)."""
+    import pandas as pd
     order = {g: i for i, g in enumerate(GROUP_ORDER)}
-    t = runs.assign(_g=runs.group.map(lambda g: order.get(g, len(order)))).sort_values(['_g', 'split', 'name'], kind='stable')
-    return t[[c for c in cols if c in t.columns]].reset_index(drop=True)
+    rows = [{**{k: r[k] for k in ('group', 'name', 'split', 'seed', 'note')},
+             **summarize_curve(curves[r['name']].to_dict('records'), names, at)} for _, r in runs.iterrows()]
+    t = pd.DataFrame(rows)
+    t = t.assign(_g=t.group.map(lambda g: order.get(g, len(order)))).sort_values(['_g', 'split', 'name'], kind='stable')
+    return t.drop(columns='_g').reset_index(drop=True)
 
 def plot_mechanism(curves: dict, names: list, path=None):
     """For each traced run (`{title: curve DataFrame}`, one column each): network 1's (solid) and network 2's (dashed)

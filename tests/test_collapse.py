@@ -118,5 +118,5 @@ def test_cli_run_writes_the_curve_and_one_line_per_name(root, tmp_path):
     curve, runs = pd.read_csv(tmp_path / 'curves/tiny.csv'), pd.read_csv(tmp_path / 'runs.csv')
     assert curve['iter'].tolist() == [0, 2, 4] and curve['val_miou1'].notna().all() and math.isnan(curve['lambda'][0])
     assert len(runs) == 1 and runs['command'][0].startswith('python -m cps_repro.collapse run tiny') and runs['data_seed'][0] == 3
-    assert paired_table(runs)['name'].tolist() == ['tiny']
+    assert paired_table(runs, {'tiny': curve}, ['background', 'stripes', 'checker', 'dots', 'solid'], at=2)['iters'].tolist() == [2]
     with pytest.raises(ValueError, match='exceeds'): trace(cfg_of(root), iters=9)
