@@ -373,7 +373,7 @@ def main(argv=None) -> int:
     return (_cmd_run if a.command == 'run' else _cmd_check)(a, argv)
 
 # %% ../nbs/11a_collapse.ipynb #k020
-GROUP_ORDER = ('baseline', 'seed', 'unlabeled list', 'split seed', 'lr', 'warm-up', 'lambda', 'pseudo-label BN')
+GROUP_ORDER = ('baseline', 'seed', 'unlabeled list', 'split seed', 'lr', 'lambda', 'warm-up', 'pseudo-label BN', 'pseudo-label balance')
 
 def paired_table(runs, curves: dict, names: list, at: int):
     """The traced runs compared at one iteration `at` (every run reaches it; the longer ones are cut there, which is
