@@ -1,4 +1,4 @@
-"The collapse diagnostics (chapter 11a_collapse): tracing leaves training untouched, the interventions, the checks, the CLI."
+"The collapse diagnostics (chapter 11b_collapse): tracing leaves training untouched, the interventions, the checks, the CLI."
 import math
 
 import pandas as pd
