@@ -14,7 +14,7 @@ from .partitions import coarse_list_file
 
 # %% auto #0
 __all__ = ['SHORT_KEYS', 'PRESET_KEYS', 'PRESET_SHORT', 'CHOICE_KEYS', 'NO_PRETRAINED', 'PAPER_WEIGHT_BACKBONES', 'WEIGHT_FILES',
-           'README_WEIGHTS', 'CPU_ITERS_LIMIT', 'as_bool', 'parse_field', 'override_pairs', 'apply_overrides',
+           'README_WEIGHTS', 'CPU_ITERS_LIMIT', 'as_bool', 'as_int', 'parse_field', 'override_pairs', 'apply_overrides',
            'load_config', 'PreflightError', 'preflight', 'check_choice', 'project_root', 'project_path']
 
 # %% ../nbs/00b_overrides.ipynb #o005
@@ -116,6 +116,13 @@ def as_bool(value, name: str) -> bool:
     anything else is a ValueError naming `name`. Every boolean notebook parameter and `preflight(allow_cpu=)` go
     through it: papermill's `-p full_ceiling no` arrives as the text 'no', which Python would take as true."""
     return _coerce(bool, value, name)
+
+def as_int(value, name: str, minimum: int | None = None) -> int:
+    """`value` as an integer (an int, or its text: papermill's `-p gpus two` arrives as the text 'two'); anything else,
+    or a value below `minimum`, is a ValueError naming `name`, the value and what it must be."""
+    v = _coerce(int, value, name)
+    if minimum is not None and v < minimum: raise _bad(name, value, f"an integer >= {minimum}")
+    return v
 
 def _check(meta, v, key):
     "The range and choice checks a field declares in its `metadata`."

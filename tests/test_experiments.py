@@ -154,6 +154,15 @@ def test_allow_cpu_no_is_false_and_other_text_is_refused(tmp_path):
     assert 'full_ceiling' in str(e.value) and 'maybe' in str(e.value)
 
 
+@pytest.mark.parametrize('name, param, value', [('exp_voc', 'gpus', 'two'), ('exp_mini', 'data_seed', 'abc')])
+def test_integer_parameters_that_are_not_integers_are_named(tmp_path, name, param, value):
+    "Issue 26: `-p gpus two` and `-p data_seed abc` ended in a bare int() traceback (or were carried on as text)."
+    with pytest.raises(pm.PapermillExecutionError) as e:
+        _run(name, tmp_path, **{param: value, 'out_dir': str(tmp_path / 'o')})
+    assert e.value.ename == 'ValueError' and f'{param}={value}: expected an integer' in e.value.evalue
+    assert not (tmp_path / 'o').exists()
+
+
 def test_a_parameter_and_extra_setting_one_key_is_an_error(voc_root, weights):
     from cps_repro.experiment import experiment_config
     with pytest.raises(ValueError, match='set twice'):
