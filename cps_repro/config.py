@@ -233,7 +233,9 @@ class ExperimentConfig:
 
     @property
     def run_id(self) -> str:
-        return f"{self.name}_{self.data.split}_seed{self.train.seed}_{self.fingerprint}"
+        # a folder dataset's lists are the user's own: the preset's split means nothing there, so the id says 'own'
+        split = 'own' if self.data.dataset == 'folder' else self.data.split
+        return f"{self.name}_{split}_seed{self.train.seed}_{self.fingerprint}"
 
 # how the data is read and how many validation images go through the network at once (the same predictions, up to
 # float rounding)
@@ -254,6 +256,7 @@ def comparable(d: dict) -> dict:
     d = {k: v for k, v in json.loads(json.dumps(d)).items() if k not in IDENTITY_FREE}
     for sec, names in {**RESULT_IRRELEVANT, 'data': RESULT_IRRELEVANT['data'] + DATA_LOCATION}.items():
         if sec in d: d[sec] = {k: v for k, v in d[sec].items() if k not in names}
+    if d.get('data', {}).get('dataset') == 'folder': d['data'].pop('split', None)   # own lists: the split is unused
     for key, old in HASHED_WHEN_SET.items():
         sec, _, method = key.partition('.')
         if method and d.get('train', {}).get('method') != method or not isinstance(d.get(sec), dict): continue

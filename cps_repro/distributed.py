@@ -75,7 +75,7 @@ class SyncPoint(nn.Module):
 class DDPNetwork:
     """A trained network under DDP as a method's loss function sees it: calling it, or calling one of the network's
     own methods (CCT's `forward_aux`), runs through DDP's forward, which arms the all-reduce of the next backward;
-    `compile=True`: the plain call goes through `torch.compile`d DDP (the other methods run eagerly, as they would
+    `compile=True`: the plain call goes through DDP compiled by `torch.compile` (the other methods run eagerly, as they would
     through a compiled module)."""
     def __init__(self, ddp: DistributedDataParallel, compile: bool = False):
         self.ddp, self._call = ddp, torch.compile(ddp) if compile else ddp

@@ -372,7 +372,7 @@ def progress_batches(loader: Iterable, desc: str = 'evaluate', show: bool = True
     about `lines` lines `desc: n/N images` (a bar there would be one long line of carriage returns)."""
     if not show: yield from loader; return
     total = len(getattr(loader, 'dataset', ())) or None
-    if sys.stderr.isatty() or 'ipykernel' in sys.modules:
+    if sys.stderr.isatty() or type(sys.stderr).__module__.startswith('ipykernel'):   # a terminal, or a Jupyter kernel's stream
         yield from tqdm(loader, desc=desc, unit='batch', leave=False, dynamic_ncols=True); return
     n, every, t0 = 0, max(1, len(loader) // lines) if hasattr(loader, '__len__') else 50, time.perf_counter()
     for i, batch in enumerate(loader, 1):

@@ -353,6 +353,7 @@ def test_ctrl_c_while_the_command_starts_is_one_line(monkeypatch, capsys):
 
 def test_evaluation_shows_its_progress_and_the_library_says_through_logging(syn, tmp_path, capsys):
     "Issue 26: evaluation inside train and `cps-repro eval` showed no progress; train.py printed."
+    import ipykernel       # noqa: F401  other tests in this process import it: a log still gets lines, not a bar
     argv = ['train', '--preset', 'mini_cps', '--split', '1_8', '--data-root', syn, '--out-dir', tmp_path, '--set', *TINY, 'iters=2']
     code, out, err = run(capsys, *argv)
     n_val = len((syn / 'VOCdevkit' / 'VOC2012' / 'ImageSets' / 'Segmentation' / 'val.txt').read_text().split())
@@ -388,3 +389,15 @@ def test_a_run_directory_of_another_config_names_the_differing_keys(syn, tmp_pat
     assert run(capsys, *argv)[0] == 0
     code, _, err = run(capsys, *argv[:-1], 'iters=2', 'seed=9')
     assert code == 2 and 'train.seed (0 there, 9 here)' in err and len(err.splitlines()) == 1, err
+
+
+def test_own_data_run_ids_carry_no_split(tmp_path):
+    "Issue 26: own-data run ids carried the preset's split, which own lists never use."
+    from cps_repro.cli import own_data
+    from cps_repro.presets import preset
+    root = _own_folder(tmp_path / 'mine')
+    for name, ids in {'labeled': ['im0', 'im1'], 'unlabeled': ['im2'], 'val': ['im3']}.items():
+        (root / f'{name}.txt').write_text(''.join(f'{i}\n' for i in ids))
+    lists = [root / f'{n}.txt' for n in ('labeled', 'unlabeled', 'val')]
+    a, b = (own_data(preset('mini_cps', s), root, lists, 5) for s in ('1_8', '1_16'))
+    assert a.run_id == b.run_id and '_own_seed0_' in a.run_id and '1_8' not in a.run_id, (a.run_id, b.run_id)

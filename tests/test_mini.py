@@ -372,7 +372,7 @@ def test_the_claims_file_is_the_committed_pre_registration():
     text = (REPO / mini.CLAIMS_FILE).read_text(encoding='utf-8')
     assert text == mini.claims_markdown(), 'nbs/mini_results/claims.md differs from claims_markdown(): commit it again'
     for claim, target, _ in mini.CLAIMS: assert target in text
-    assert 'await issue 28' in text and all(f'-p data_seed {k} ' in text for k in mini.FRESH_DATA_SEEDS)
+    assert 'fixed before any fresh-seed run' in text and all(f'-p data_seed {k} ' in text for k in mini.FRESH_DATA_SEEDS)
     used = {int(p.name.split('data_seed')[1].split('_')[0].split('.')[0]) for p in (REPO / 'nbs' / 'mini_results').rglob('*data_seed*')}
     assert not used & set(mini.FRESH_DATA_SEEDS)                  # fresh: never generated for a committed result
 
