@@ -38,13 +38,14 @@ def main(argv=None) -> int:
     p.add_argument('--precision', default='fp32', choices=tuple(DTYPES))
     p.add_argument('--channels-last', action='store_true')
     p.add_argument('--window-batch', default='4', help='windows per forward pass; comma-separated values are timed interleaved')
-    p.add_argument('--images', type=int, default=5, help='timed images (after one warm-up image)')
+    p.add_argument('--images', type=int, default=None, help='timed images (after one warm-up image; default 5, with --tiny 2)')
     p.add_argument('--threads', type=int, default=None)
     p.add_argument('--clock', choices=('wall', 'cpu'), default=None, help="default: 'cpu' (process time) on CPU, 'wall' on CUDA")
     p.add_argument('--json', default=None)
     p.add_argument('--tiny', action='store_true')
     a = p.parse_args(argv)
-    if a.tiny: a.backbone, a.image, a.crop, a.images = 'small_resnet', '64x128', 48, 2
+    if a.tiny: a.backbone, a.image, a.crop = 'small_resnet', '64x128', 48
+    if a.images is None: a.images = 2 if a.tiny else 5     # an explicit --images wins, also with --tiny
     device = torch.device(a.device)
     a.clock = a.clock or ('wall' if device.type == 'cuda' else 'cpu')
     torch.set_num_threads(a.threads or (1 if device.type == 'cpu' else torch.get_num_threads()))
