@@ -13,6 +13,7 @@ from .overrides import apply_overrides, as_bool, override_pairs, preflight, PAPE
 from .config import run_data
 from .presets import preset
 from .methods import paper_rows
+from .report import BACKBONE_LABELS, paper_numbers   # the paper's numbers and backbone names: one home
 from .train import train
 
 # %% auto #0
@@ -68,12 +69,10 @@ METHOD_ROW = paper_rows()   # one home: each method's `paper_row` (cps_repro.met
 
 def paper_number(cfg: ExperimentConfig):
     "The paper's mIoU for this cell, or None where the paper (or our copy of it) has none."
-    try: from cps_repro.report import paper_numbers
-    except ImportError: return None
     few, full = cfg.data.split in FEW_LABEL_SPLITS, cfg.data.split == 'full'
     table = 'table3' if few else 'headline' if full else {'voc': 'table1', 'cityscapes': 'table2'}[cfg.data.dataset]
     df = paper_numbers(table)
-    bb = {'resnet50': 'R50', 'resnet101': 'R101', 'resnet50_tv': 'R50', 'resnet101_tv': 'R101', 'hrnet_w48': 'HRNet-W48'}.get(cfg.model.backbone)
+    bb = BACKBONE_LABELS.get(cfg.model.backbone)
     row = METHOD_ROW.get(cfg.train.method)
     if few: hit = df[(df.method == row) & (df.n_labeled == int(cfg.data.split))]
     elif full: hit = df[(df.backbone == bb)] if cfg.train.method in ('cps', 'cps_cutmix') else df.iloc[:0]
@@ -98,9 +97,11 @@ def describe(cfg: ExperimentConfig) -> str:
     lines = [f"**{METHOD_ROW.get(t.method, t.method)}**, {cfg.model.backbone}, split `{d.split}` — {table}; {vs}.",
              f"- {t.iters:,} iterations of {t.batch_size} labeled" + (f" + {t.unlabeled_batch_size} unlabeled" if t.method != 'supervised' else '')
              + f" images, crop {d.crop_size}, scales {list(d.scales)}, flip",
-             f"- SGD lr {lr:g} (poly 0.9), weight decay {wd:g}, momentum {o.momentum}; supervised loss {t.sup_loss}"
+             f"- SGD lr {lr:g} (poly {o.power:g}), weight decay {wd:g}, momentum {o.momentum}; supervised loss {t.sup_loss}"
              + (f"; λ = {cfg.hparams.weight:g}" if t.method in ('cps', 'cps_cutmix') else ''),
-             f"- evaluation: network 1, {cfg.eval.mode} (crop {cfg.eval.crop_size}), single scale, no flip; every {t.eval_every:,} iterations",
+             f"- evaluation: network 1, {cfg.eval.mode} (crop {cfg.eval.crop_size}), "
+             + (f"scales {list(cfg.eval.scales)}" if len(cfg.eval.scales) > 1 else 'single scale')
+             + f", {'flip' if cfg.eval.flip else 'no flip'}; every {t.eval_every:,} iterations",
              f"- run id `{cfg.run_id}`; time: the progress bar shows the measured ETA after a few iterations "
              "(GPU step times: BENCHMARKS.md)"] + warn
     return '\n'.join(lines)

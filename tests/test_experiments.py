@@ -200,3 +200,15 @@ def test_a_paper_size_cpu_run_states_its_memory_before_it_starts(tmp_path):
                                                                 data_root=str(tmp_path / 'none')))
     text = out.read_text()
     assert 'GiB of memory' in text
+
+
+def test_describe_says_the_configs_schedule_and_evaluation():
+    "Issue 27: describe() always printed 'poly 0.9' and 'single scale, no flip', whatever the config said."
+    from cps_repro.experiment import describe
+    from cps_repro.overrides import apply_overrides
+    from cps_repro.presets import preset
+    plain = describe(preset('mini_cps', '1_8'))
+    assert 'poly 0.9' in plain and 'single scale, no flip' in plain
+    cfg = apply_overrides(preset('mini_cps', '1_8'), ['optim.power=1.0', 'eval.flip=true', 'eval.scales=0.75,1.0'])
+    text = describe(cfg)
+    assert '(poly 1)' in text and 'scales [0.75, 1.0], flip;' in text and 'single scale' not in text, text
