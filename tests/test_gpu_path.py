@@ -122,3 +122,12 @@ def test_gpu_check_dry_run_preflight_and_e2e_without_the_table_packages(hidden_e
     assert e2e['ok'] and e2e['finished'] and e2e['resumed_from'] is not None, e2e
     assert 'compile=false' in e2e['command']
     assert _ours(log) == []
+
+
+def test_the_experiment_helpers_import_without_the_table_packages(hidden_env):
+    "`run_experiment` (what the experiment notebooks train with) must import on the GPU machine's packages alone."
+    env, log = hidden_env
+    r = subprocess.run([sys.executable, '-c', 'from cps_repro.experiment import run_experiment, experiment_config, describe'],
+                       env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert _ours(log) == []
