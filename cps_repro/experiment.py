@@ -13,7 +13,6 @@ from .overrides import apply_overrides, as_bool, override_pairs, preflight, PAPE
 from .config import run_data
 from .presets import preset
 from .methods import paper_rows
-from .report import BACKBONE_LABELS, paper_numbers   # the paper's numbers and backbone names: one home
 from .train import train
 
 # %% auto #0
@@ -69,6 +68,8 @@ METHOD_ROW = paper_rows()   # one home: each method's `paper_row` (cps_repro.met
 
 def paper_number(cfg: ExperimentConfig):
     "The paper's mIoU for this cell, or None where the paper (or our copy of it) has none."
+    # pandas (report) only here, where a paper number is looked up: run_experiment trains with the GPU machine's packages
+    from cps_repro.report import BACKBONE_LABELS, paper_numbers
     few, full = cfg.data.split in FEW_LABEL_SPLITS, cfg.data.split == 'full'
     table = 'table3' if few else 'headline' if full else {'voc': 'table1', 'cityscapes': 'table2'}[cfg.data.dataset]
     df = paper_numbers(table)
